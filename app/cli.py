@@ -1,0 +1,103 @@
+"""The `telaten` command: serve, migrate, config."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from app.core.config import Settings, SettingsError, get_settings
+
+cli = typer.Typer(
+    name="telaten",
+    help="Telaten Backend: run and manage the service.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+err = Console(stderr=True)
+
+
+def _settings() -> Settings:
+    """Load settings or exit 2 with the one-line reason (which names the setting)."""
+    try:
+        return get_settings()
+    except SettingsError as exc:
+        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(code=2) from None
+
+
+@cli.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Bind address (default: HOST).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default: PORT).")] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="Worker processes (default: WORKERS).")
+    ] = None,
+    reload: Annotated[bool, typer.Option(help="Restart on code changes (development).")] = False,
+) -> None:
+    """Run the API server with uvicorn."""
+    import uvicorn
+
+    from app.core.logging import configure_logging
+
+    settings = _settings()
+    configure_logging(settings)
+    uvicorn.run(
+        "app.main:create_app",
+        factory=True,
+        host=host or settings.HOST,
+        port=port or settings.PORT,
+        workers=None if reload else (workers or settings.WORKERS),
+        reload=reload,
+        log_config=None,  # our structlog setup owns logging
+        proxy_headers=True,
+        server_header=False,
+        timeout_graceful_shutdown=30,
+    )
+
+
+@cli.command()
+def migrate() -> None:
+    """Bring the database schema to the newest migration."""
+    from app.core.logging import configure_logging
+    from app.db.session import Database, init_db
+
+    settings = _settings()
+    configure_logging(settings)
+
+    async def run() -> None:
+        db = Database(settings)
+        try:
+            await init_db(db)
+        finally:
+            await db.dispose()
+
+    asyncio.run(run())
+
+
+@cli.command()
+def config(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Print the effective settings, secrets masked."""
+    values = _settings().masked()
+    if as_json:
+        typer.echo(json.dumps(values, indent=2, default=str))
+        return
+    table = Table("setting", "value", title="Effective settings")
+    for key, value in values.items():
+        table.add_row(key, str(value))
+    Console().print(table)
+
+
+def main() -> None:
+    cli()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,265 @@
+"""Service settings, read from the environment and `.env` (DESIGN.md section 3).
+
+The service starts with no `.env` at all: every key has a development default, the
+database is a SQLite file in `DATA_DIR`, and a missing `SECRET_KEY` is generated once and
+kept in a 0600 file there so that restarts and several workers sign tokens alike.
+With `ENV=production` unsafe values are refused before anything starts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from sqlalchemy.engine import make_url
+
+SECRET_KEY_FILE = "secret_key"  # noqa: S105 (a file name, not a secret)
+MIN_SECRET_KEY_BYTES = 32
+
+# Values copied from examples and tutorials; a production key equal to one of these
+# is as good as public.
+PLACEHOLDER_SECRETS = frozenset(
+    {
+        "changeme",
+        "change-me",
+        "change_me",
+        "changethis",
+        "change-this-to-a-long-random-string-of-64-characters-or-more",
+        "secret",
+        "secret-key",
+        "secretkey",
+        "your-secret-key",
+        "your_secret_key",
+        "your-secret-key-here",
+        "supersecret",
+        "super-secret-key",
+        "insecure",
+        "development",
+        "test",
+    }
+)
+
+
+class SettingsError(Exception):
+    """The settings cannot be used; the message names the offending key(s)."""
+
+
+def _split_origins(value: Any) -> Any:
+    """Accept `CORS_ORIGINS` as a JSON list or as a comma-separated string."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            return json.loads(text)
+        return [part.strip() for part in text.split(",") if part.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        case_sensitive=True,
+        validate_default=True,
+    )
+
+    PROJECT_NAME: str = "Telaten Backend"
+    API_V1_STR: str = "/api/v1"
+    ENV: Literal["development", "production"] = "development"
+    HOST: str = "127.0.0.1"
+    PORT: int = Field(default=8000, ge=1, le=65535)
+    WORKERS: int = Field(default=1, ge=1, le=64)
+
+    DATA_DIR: Path = Path(".telaten")
+    DATABASE_URL: str = Field(default="", repr=False)  # may carry a password
+    DB_POOL_SIZE: int = Field(default=10, ge=1)
+    DB_MAX_OVERFLOW: int = Field(default=10, ge=0)
+    DB_POOL_TIMEOUT: float = Field(default=10.0, gt=0)
+    DB_CONNECT_TIMEOUT: float = Field(default=5.0, gt=0)
+    DB_STATEMENT_TIMEOUT_MS: int = Field(default=30_000, ge=0)
+
+    SECRET_KEY: SecretStr | None = None
+    ACCESS_TOKEN_EXPIRE_MINUTES: int = Field(default=60, ge=1)
+    REFRESH_TOKEN_EXPIRE_DAYS: int = Field(default=7, ge=1)
+
+    LLM_API_KEY: SecretStr | None = None
+    LLM_BASE_URL: str | None = None
+    LLM_MODEL_NAME: str | None = None
+
+    LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    LOG_FORMAT: Literal["auto", "console", "json"] = "auto"
+
+    CORS_ORIGINS: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    MAX_REQUEST_BODY_BYTES: int = Field(default=1_048_576, ge=1024)
+
+    MCP_CONFIG_PATH: Path = Path("mcp.json")
+
+    FIRST_ADMIN_EMAIL: str = "admin@telaten.com"
+    FIRST_ADMIN_PASSWORD: SecretStr | None = None
+
+    @field_validator("CORS_ORIGINS", mode="before")
+    @classmethod
+    def _parse_origins(cls, value: Any) -> Any:
+        return _split_origins(value)
+
+    @field_validator(
+        "SECRET_KEY",
+        "LLM_API_KEY",
+        "FIRST_ADMIN_PASSWORD",
+        "LLM_BASE_URL",
+        "LLM_MODEL_NAME",
+        mode="before",
+    )
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        # `KEY=` in .env (as in .env.example) means "not set", not "the empty string".
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("LOG_LEVEL", mode="before")
+    @classmethod
+    def _upper_level(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("ENV", mode="before")
+    @classmethod
+    def _lower_env(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("API_V1_STR")
+    @classmethod
+    def _prefix_shape(cls, value: str) -> str:
+        if not value.startswith("/") or value.endswith("/"):
+            raise ValueError("must start with '/' and not end with '/', e.g. /api/v1")
+        return value
+
+    @model_validator(mode="after")
+    def _resolve_and_check(self) -> Settings:
+        self.DATA_DIR = self.DATA_DIR.expanduser()
+        if not self.DATABASE_URL:
+            self.DATABASE_URL = f"sqlite+aiosqlite:///{(self.DATA_DIR / 'telaten.db').as_posix()}"
+        try:
+            url = make_url(self.DATABASE_URL)
+        except Exception as exc:  # sqlalchemy raises ArgumentError; never echo the URL
+            raise ValueError("DATABASE_URL is not a valid database URL") from exc
+        if url.get_backend_name() not in {"sqlite", "postgresql"}:
+            raise ValueError(
+                "DATABASE_URL must be a sqlite+aiosqlite:// or postgresql+asyncpg:// URL"
+            )
+        if self.is_production:
+            self._check_production()
+        return self
+
+    def _check_production(self) -> None:
+        problems: list[str] = []
+        key = self.SECRET_KEY.get_secret_value() if self.SECRET_KEY else ""
+        if not key:
+            problems.append("SECRET_KEY is required when ENV=production")
+        elif key.strip().lower() in PLACEHOLDER_SECRETS:
+            problems.append("SECRET_KEY is a known placeholder value; generate a random one")
+        elif len(key.encode()) < MIN_SECRET_KEY_BYTES:
+            problems.append(
+                f"SECRET_KEY must be at least {MIN_SECRET_KEY_BYTES} bytes when ENV=production"
+            )
+        if self.is_sqlite:
+            problems.append("DATABASE_URL must be PostgreSQL when ENV=production, not SQLite")
+        if problems:
+            raise ValueError("; ".join(problems))
+
+    @property
+    def is_production(self) -> bool:
+        return self.ENV == "production"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return make_url(self.DATABASE_URL).get_backend_name() == "sqlite"
+
+    @property
+    def log_json(self) -> bool:
+        if self.LOG_FORMAT == "auto":
+            return self.is_production
+        return self.LOG_FORMAT == "json"
+
+    @property
+    def llm_configured(self) -> bool:
+        return bool(self.LLM_BASE_URL and self.LLM_MODEL_NAME)
+
+    def secret_key(self) -> str:
+        """The signing key: the configured one, or the development key kept in DATA_DIR."""
+        if self.SECRET_KEY is not None and self.SECRET_KEY.get_secret_value():
+            return self.SECRET_KEY.get_secret_value()
+        if self.is_production:  # unreachable after validation; kept as a guard
+            raise SettingsError("SECRET_KEY is required when ENV=production")
+        return load_or_create_secret_file(self.DATA_DIR / SECRET_KEY_FILE)
+
+    def masked(self) -> dict[str, Any]:
+        """Effective settings with every secret hidden, for `telaten config` and logs."""
+        out: dict[str, Any] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, SecretStr):
+                value = "**********"
+            elif name == "DATABASE_URL":
+                value = make_url(value).render_as_string(hide_password=True)
+            elif isinstance(value, Path):
+                value = str(value)
+            out[name] = value
+        if self.SECRET_KEY is None and not self.is_production:
+            out["SECRET_KEY"] = f"(generated, kept in {self.DATA_DIR / SECRET_KEY_FILE})"
+        return out
+
+
+def load_or_create_secret_file(path: Path, nbytes: int = 48) -> str:
+    """Read a secret from `path`, creating it (mode 0600) on first use.
+
+    Several workers may start at once: the secret is written to a private temporary
+    file and hard-linked into place, so exactly one value wins and nobody reads a
+    half-written file.
+    """
+    try:
+        return _read_secret(path)
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_urlsafe(nbytes))
+        with contextlib.suppress(FileExistsError):  # another worker won: use its value
+            os.link(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return _read_secret(path)
+
+
+def _read_secret(path: Path) -> str:
+    value = path.read_text(encoding="utf-8").strip()
+    if not value:
+        raise SettingsError(f"{path} is empty; delete it to have a new secret generated")
+    return value
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """One readable line per problem, naming the setting, never echoing its value."""
+    lines = []
+    for err in exc.errors(include_input=False, include_url=False):
+        where = ".".join(str(p) for p in err.get("loc", ())) or "settings"
+        msg = err.get("msg", "invalid value").removeprefix("Value error, ")
+        lines.append(msg if where == "settings" or where in msg else f"{where}: {msg}")
+    return "Invalid configuration: " + "; ".join(lines)
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings; raises SettingsError with a clear message."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise SettingsError(describe_validation_error(exc)) from None

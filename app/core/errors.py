@@ -1,0 +1,102 @@
+"""Exception handlers: every error body is JSON `{"detail": ...}`.
+
+Unexpected exceptions are answered by RequestContextMiddleware (500 with the request id);
+these handlers cover the expected ones: HTTP errors, validation errors, and a database
+that is unreachable (503, so clients retry instead of reporting a bug).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy import exc as sa_exc
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = structlog.stdlib.get_logger("app.errors")
+
+DB_UNAVAILABLE_DETAIL = "The database is unavailable; please retry shortly."
+DB_RETRY_AFTER_SECONDS = "5"
+
+
+class DomainError(Exception):
+    """A business-rule failure a service raises; routes never build HTTP errors by hand."""
+
+    status_code = 400
+
+    def __init__(self, detail: str, *, status_code: int | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        if status_code is not None:
+            self.status_code = status_code
+
+
+class NotFoundError(DomainError):
+    status_code = 404
+
+
+class ConflictError(DomainError):
+    status_code = 409
+
+
+class PermissionDeniedError(DomainError):
+    status_code = 403
+
+
+def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
+    """Field errors without the submitted values: they may hold passwords or megabytes."""
+    out = []
+    for err in exc.errors():
+        item = {"type": err.get("type"), "loc": list(err.get("loc", ())), "msg": err.get("msg")}
+        out.append(item)
+    return out
+
+
+def is_db_unavailable(exc: BaseException) -> bool:
+    """True for errors that mean "cannot reach the database", not "bad query"."""
+    if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
+        return True
+    if isinstance(exc, sa_exc.TimeoutError | sa_exc.InterfaceError):
+        return True
+    if isinstance(exc, sa_exc.OperationalError):
+        return True
+    return isinstance(exc, ConnectionError | TimeoutError)
+
+
+def install_exception_handlers(app: FastAPI) -> None:
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse(
+            {"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"detail": _validation_errors(exc)}, status_code=422)
+
+    @app.exception_handler(DomainError)
+    async def domain_error(request: Request, exc: DomainError) -> JSONResponse:
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
+
+    async def db_unavailable(request: Request, exc: Exception) -> JSONResponse:
+        if not is_db_unavailable(exc):
+            raise exc  # a genuine bug: RequestContextMiddleware logs it and answers 500
+        log.warning("database_unavailable", error=type(exc).__name__, path=request.url.path)
+        return JSONResponse(
+            {"detail": DB_UNAVAILABLE_DETAIL},
+            status_code=503,
+            headers={"Retry-After": DB_RETRY_AFTER_SECONDS},
+        )
+
+    for exc_type in (
+        sa_exc.OperationalError,
+        sa_exc.InterfaceError,
+        sa_exc.TimeoutError,
+        sa_exc.DBAPIError,
+        ConnectionError,
+        TimeoutError,
+    ):
+        app.add_exception_handler(exc_type, db_unavailable)

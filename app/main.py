@@ -1,0 +1,85 @@
+"""The FastAPI application: `create_app()` and its lifespan.
+
+Startup and shutdown order lives here only:
+startup: logging -> database schema to head -> ready; shutdown: dispose the pool.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import structlog
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from app.api.health import router as health_router
+from app.api.router import api_router
+from app.core.config import Settings, SettingsError, get_settings
+from app.core.errors import install_exception_handlers
+from app.core.logging import configure_logging
+from app.core.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
+from app.db.session import Database, init_db
+
+log = structlog.stdlib.get_logger("app")
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    db: Database = app.state.db
+    log.info("starting", env=settings.ENV, database=db.engine.dialect.name)
+    await init_db(db)
+    try:
+        yield
+    finally:
+        await db.dispose()
+        log.info("stopped")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    configure_logging(settings)
+    settings.secret_key()  # development: create the shared key file before any worker signs
+
+    app = FastAPI(
+        title=settings.PROJECT_NAME,
+        version="0.1.0",
+        openapi_url=f"{settings.API_V1_STR}/openapi.json",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.db = Database(settings)
+
+    install_exception_handlers(app)
+    if settings.CORS_ORIGINS:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.CORS_ORIGINS,
+            allow_credentials=True,
+            allow_methods=["*"],
+            allow_headers=["*"],
+            expose_headers=["X-Request-ID"],
+        )
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.MAX_REQUEST_BODY_BYTES)
+    # Added last so it wraps everything: the request id is bound before anything logs.
+    app.add_middleware(RequestContextMiddleware)
+
+    app.include_router(health_router)
+    app.include_router(api_router, prefix=settings.API_V1_STR)
+    return app
+
+
+def _app_from_environment() -> FastAPI:
+    try:
+        return create_app()
+    except SettingsError as exc:
+        raise SystemExit(str(exc)) from None
+
+
+def __getattr__(name: str) -> FastAPI:
+    # `uvicorn app.main:app` builds the app on first access, not at import, so tests
+    # and tools can import this module without reading the environment.
+    if name == "app":
+        return _app_from_environment()
+    raise AttributeError(name)

@@ -1,0 +1,84 @@
+"""Shared fixtures: one migrated database and one app for the session, over ASGI.
+
+The database kind comes from `TEST_DATABASE_URL` (see tests/helpers/databases.py).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+from fastapi import FastAPI
+
+from app.core.config import Settings
+from app.main import create_app
+from tests.helpers.databases import fresh_database_url, suite_backend
+
+# Hermetic settings: nothing from the developer's shell or .env leaks into tests.
+for _key in list(os.environ):
+    if _key in Settings.model_fields:
+        del os.environ[_key]
+
+
+def make_settings(database_url: str, data_dir: Path, **overrides: object) -> Settings:
+    values: dict[str, object] = {
+        "DATABASE_URL": database_url,
+        "DATA_DIR": data_dir,
+        "LOG_LEVEL": "WARNING",
+        "MCP_CONFIG_PATH": data_dir / "mcp.json",
+    }
+    values.update(overrides)
+    return Settings(_env_file=None, **values)  # type: ignore[arg-type]
+
+
+def pytest_report_header() -> str:
+    return f"telaten: database backend = {suite_backend()}"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    if suite_backend() == "postgresql":
+        return
+    skip = pytest.mark.skip(reason="needs PostgreSQL (set TEST_DATABASE_URL)")
+    for item in items:
+        if "postgres_only" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def session_tmp(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("telaten")
+
+
+@pytest.fixture(scope="session")
+async def database_url(session_tmp: Path) -> AsyncIterator[str]:
+    async with fresh_database_url(session_tmp, "suite") as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def settings(database_url: str, session_tmp: Path) -> Settings:
+    return make_settings(database_url, session_tmp / "data")
+
+
+@pytest.fixture(scope="session")
+async def app(settings: Settings) -> AsyncIterator[FastAPI]:
+    application = create_app(settings)
+    async with LifespanManager(application, startup_timeout=60, shutdown_timeout=30):
+        yield application
+
+
+@pytest.fixture
+async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+        yield c
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Iterator[Path]:
+    """An empty working directory with no .env, for subprocess tests."""
+    yield tmp_path

@@ -1,0 +1,88 @@
+"""Migrations, init_db and the session dependency on the suite's database."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi import Depends, FastAPI
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.db.migrate import current_revision, head_revision, schema_differences
+from app.db.session import Database, get_db, init_db
+from tests.conftest import make_settings
+from tests.helpers.databases import fresh_database_url
+from tests.helpers.server import clean_env, telaten
+
+
+async def test_migrations_match_the_models(tmp_path: Path) -> None:
+    """`alembic revision --autogenerate` would find nothing to add."""
+    async with fresh_database_url(tmp_path, "models") as url:
+        db = Database(make_settings(url, tmp_path))
+        try:
+            await init_db(db)
+            async with db.engine.connect() as conn:
+                assert await conn.run_sync(current_revision) == head_revision()
+                assert await conn.run_sync(schema_differences) == []
+        finally:
+            await db.dispose()
+
+
+async def test_init_db_is_idempotent_and_safe_concurrently(tmp_path: Path) -> None:
+    async with fresh_database_url(tmp_path, "concurrent") as url:
+        dbs = [Database(make_settings(url, tmp_path)) for _ in range(3)]
+        try:
+            await asyncio.gather(*(init_db(db) for db in dbs))
+            await init_db(dbs[0])
+            async with dbs[0].engine.connect() as conn:
+                assert await conn.run_sync(current_revision) == head_revision()
+        finally:
+            await asyncio.gather(*(db.dispose() for db in dbs))
+
+
+async def test_cli_migrate_from_several_processes_at_once(tmp_path: Path) -> None:
+    async with fresh_database_url(tmp_path, "cli") as url:
+        env = clean_env(DATABASE_URL=url, DATA_DIR=str(tmp_path / "d"))
+        results = await asyncio.gather(
+            *(asyncio.to_thread(telaten, "migrate", env=env, cwd=tmp_path) for _ in range(3))
+        )
+        assert [r.returncode for r in results] == [0, 0, 0], [r.stderr for r in results]
+        db = Database(make_settings(url, tmp_path))
+        try:
+            async with db.engine.connect() as conn:
+                assert await conn.run_sync(current_revision) == head_revision()
+        finally:
+            await db.dispose()
+
+
+async def test_get_db_rolls_back_on_error(app: FastAPI, client: httpx.AsyncClient) -> None:
+    """A request that fails half-way leaves nothing behind."""
+    async with app.state.db.engine.begin() as conn:
+        await conn.execute(text("CREATE TABLE IF NOT EXISTS probe_rollback (v INTEGER)"))
+    try:
+
+        async def write_then_fail(session: AsyncSession = Depends(get_db)) -> None:
+            await session.execute(text("INSERT INTO probe_rollback (v) VALUES (1)"))
+            raise ValueError("fail after the write")
+
+        app.add_api_route("/__test__/write-then-fail", write_then_fail, methods=["POST"])
+        r = await client.post("/__test__/write-then-fail")
+        assert r.status_code == 500
+        async with app.state.db.engine.connect() as conn:
+            count = (await conn.execute(text("SELECT count(*) FROM probe_rollback"))).scalar_one()
+        assert count == 0
+    finally:
+        async with app.state.db.engine.begin() as conn:
+            await conn.execute(text("DROP TABLE probe_rollback"))
+
+
+@pytest.mark.postgres_only
+async def test_postgres_pool_settings_apply(app: FastAPI) -> None:
+    engine = app.state.db.engine
+    assert engine.pool._pre_ping is True
+    async with engine.connect() as conn:
+        name = (await conn.execute(text("SHOW application_name"))).scalar_one()
+    assert name == "telaten-backend"

@@ -1,0 +1,135 @@
+"""The app over ASGI: probes, docs, and error bodies that are always JSON `{"detail"}`."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from pydantic import BaseModel
+
+
+async def test_liveness_and_readiness(client: httpx.AsyncClient) -> None:
+    r = await client.get("/health")
+    assert r.status_code == 200 and r.json() == {"status": "ok"}
+    r = await client.get("/health/ready")
+    assert r.status_code == 200 and r.json()["database"] == "ok"
+
+
+async def test_docs_and_openapi_are_served(client: httpx.AsyncClient) -> None:
+    assert (await client.get("/docs")).status_code == 200
+    spec = (await client.get("/api/v1/openapi.json")).json()
+    assert spec["info"]["title"] == "Telaten Backend"
+    assert "/health/ready" in spec["paths"]
+
+
+async def test_request_id_is_echoed_or_created(client: httpx.AsyncClient) -> None:
+    r = await client.get("/health", headers={"X-Request-ID": "abc"})
+    assert r.headers["x-request-id"] == "abc"
+    generated = (await client.get("/health")).headers["x-request-id"]
+    assert len(generated) == 32
+    # A header that could forge log lines is replaced, not trusted.
+    forged = (await client.get("/health", headers={"X-Request-ID": "a b\tc" * 40})).headers
+    assert forged["x-request-id"] != "a b\tc" * 40 and len(forged["x-request-id"]) == 32
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status"),
+    [("GET", "/nope", 404), ("GET", "/api/v1/nope", 404), ("POST", "/health", 405)],
+)
+async def test_routing_errors_are_json(
+    client: httpx.AsyncClient, method: str, path: str, status: int
+) -> None:
+    r = await client.request(method, path)
+    assert r.status_code == status
+    assert r.headers["content-type"] == "application/json"
+    assert isinstance(r.json()["detail"], str)
+
+
+class _Echo(BaseModel):
+    password: str
+    count: int
+
+
+@pytest.fixture(scope="module")
+def probe_routes(app: FastAPI) -> None:
+    """Routes that exist only in this test module, added to the running app."""
+
+    async def echo(body: _Echo) -> dict[str, int]:
+        return {"count": body.count}
+
+    async def boom() -> None:
+        raise RuntimeError("internal detail: /srv/secret/path")
+
+    app.add_api_route("/__test__/echo", echo, methods=["POST"])
+    app.add_api_route("/__test__/boom", boom, methods=["GET"])
+
+
+@pytest.mark.usefixtures("probe_routes")
+async def test_validation_error_does_not_echo_input(client: httpx.AsyncClient) -> None:
+    r = await client.post("/__test__/echo", json={"password": "hunter2-secret", "count": "many"})
+    assert r.status_code == 422
+    assert "hunter2-secret" not in r.text and "many" not in r.text
+    assert r.json()["detail"][0]["loc"] == ["body", "count"]
+
+
+@pytest.mark.usefixtures("probe_routes")
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        (b"{not json", 422),
+        (b"\xff\xfe\x00", 400),  # not decodable as text at all
+        (b"[]", 422),
+        (b"", 422),
+    ],
+)
+async def test_malformed_bodies_are_client_errors(
+    client: httpx.AsyncClient, body: bytes, status: int
+) -> None:
+    r = await client.post(
+        "/__test__/echo", content=body, headers={"content-type": "application/json"}
+    )
+    assert r.status_code == status, r.text
+    assert "detail" in r.json()
+
+
+@pytest.mark.usefixtures("probe_routes")
+async def test_oversized_body_is_413_json(client: httpx.AsyncClient) -> None:
+    big = json.dumps({"password": "x" * 2_000_000, "count": 1})
+    r = await client.post(
+        "/__test__/echo", content=big, headers={"content-type": "application/json"}
+    )
+    assert r.status_code == 413
+    assert "detail" in r.json()
+
+
+@pytest.mark.usefixtures("probe_routes")
+async def test_unexpected_exception_is_500_with_request_id_only(
+    client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.ERROR, logger="app.errors"):
+        r = await client.get("/__test__/boom", headers={"X-Request-ID": "req-500"})
+    assert r.status_code == 500
+    assert r.json() == {"detail": "Internal server error", "request_id": "req-500"}
+    assert r.headers["x-request-id"] == "req-500"
+    assert "secret" not in r.text and "Traceback" not in r.text
+    logged = [rec for rec in caplog.records if rec.name == "app.errors"]
+    assert logged and logged[0].exc_info is not None
+    assert "internal detail" in str(logged[0].exc_info[1])
+
+
+@pytest.mark.usefixtures("probe_routes")
+async def test_oversized_chunked_body_is_413_json(client: httpx.AsyncClient) -> None:
+    async def chunks():  # no Content-Length: the limit is enforced while reading
+        yield b'{"password": "'
+        for _ in range(40):
+            yield b"x" * 65536
+        yield b'", "count": 1}'
+
+    r = await client.post(
+        "/__test__/echo", content=chunks(), headers={"content-type": "application/json"}
+    )
+    assert r.status_code == 413
+    assert "limit" in r.json()["detail"]
