@@ -80,6 +80,65 @@ def migrate() -> None:
     asyncio.run(run())
 
 
+@cli.command("create-admin")
+def create_admin(
+    email: Annotated[str, typer.Option(prompt=True, help="The new admin's email.")],
+    name: Annotated[str, typer.Option(prompt=True, help="The new admin's name.")],
+    password: Annotated[
+        str,
+        typer.Option(
+            prompt=True,
+            hide_input=True,
+            confirmation_prompt=True,
+            envvar="TELATEN_ADMIN_PASSWORD",
+            show_envvar=True,
+            help="Prompted for (hidden) unless TELATEN_ADMIN_PASSWORD is set; never an argument.",
+            show_default=False,
+            parser=str,
+        ),
+    ],
+) -> None:
+    """Create another admin account (the first one is created on first start)."""
+    from pydantic import ValidationError
+
+    from app.core.errors import ConflictError
+    from app.core.logging import configure_logging
+    from app.core.security import PasswordHasher
+    from app.db.session import Database, init_db
+    from app.modules.users.models import UserRole
+    from app.modules.users.schemas import UserRegister
+    from app.modules.users.service import UserService
+
+    settings = _settings()
+    configure_logging(settings)
+    try:
+        data = UserRegister(email=email, name=name, password=password)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
+            for e in exc.errors(include_input=False, include_url=False)
+        )
+        err.print(f"[bold red]error:[/] {problems}", highlight=False)
+        raise typer.Exit(code=2) from None
+
+    async def run() -> None:
+        db = Database(settings)
+        try:
+            await init_db(db)
+            async with db.sessionmaker() as session:
+                service = UserService(session, PasswordHasher(settings.BCRYPT_ROUNDS))
+                user = await service.register(data, role=UserRole.ADMIN)
+            typer.echo(f"Created admin {user.email} ({user.id})")
+        finally:
+            await db.dispose()
+
+    try:
+        asyncio.run(run())
+    except ConflictError as exc:
+        err.print(f"[bold red]error:[/] {exc.detail}", highlight=False)
+        raise typer.Exit(code=1) from None
+
+
 @cli.command()
 def config(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,

@@ -1,13 +1,17 @@
 """The FastAPI application: `create_app()` and its lifespan.
 
 Startup and shutdown order lives here only:
-startup: logging -> database schema to head -> ready; shutdown: dispose the pool.
+startup: logging -> database schema to head -> first admin -> housekeeping task -> ready;
+shutdown: stop housekeeping -> dispose the pool.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 
 import structlog
 from fastapi import FastAPI
@@ -19,9 +23,30 @@ from app.core.config import Settings, SettingsError, get_settings
 from app.core.errors import install_exception_handlers
 from app.core.logging import configure_logging
 from app.core.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
+from app.core.security import PasswordHasher, TokenCodec
+from app.db.init_data import ensure_first_admin
 from app.db.session import Database, init_db
+from app.modules.auth.service import AuthService
 
 log = structlog.stdlib.get_logger("app")
+
+HOUSEKEEPING_INTERVAL_SECONDS = 3600
+
+
+async def _housekeeping(app: FastAPI) -> None:
+    """Delete expired refresh tokens and stale login failures, now and every hour."""
+    while True:
+        try:
+            async with app.state.db.sessionmaker() as session:
+                service = AuthService(
+                    session, app.state.settings, app.state.hasher, app.state.tokens
+                )
+                tokens, failures = await service.purge_expired()
+            if tokens or failures:
+                log.info("housekeeping", expired_tokens=tokens, stale_login_failures=failures)
+        except Exception:  # the database may be down; try again next round
+            log.warning("housekeeping_failed", exc_info=True)
+        await asyncio.sleep(HOUSEKEEPING_INTERVAL_SECONDS)
 
 
 @asynccontextmanager
@@ -30,9 +55,14 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     db: Database = app.state.db
     log.info("starting", env=settings.ENV, database=db.engine.dialect.name)
     await init_db(db)
+    await ensure_first_admin(db, settings, app.state.hasher)
+    housekeeping = asyncio.create_task(_housekeeping(app), name="housekeeping")
     try:
         yield
     finally:
+        housekeeping.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await housekeeping
         await db.dispose()
         log.info("stopped")
 
@@ -40,7 +70,6 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     configure_logging(settings)
-    settings.secret_key()  # development: create the shared key file before any worker signs
 
     app = FastAPI(
         title=settings.PROJECT_NAME,
@@ -50,6 +79,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.db = Database(settings)
+    app.state.hasher = PasswordHasher(rounds=settings.BCRYPT_ROUNDS)
+    app.state.tokens = TokenCodec(
+        settings.secret_key(),
+        access_ttl=timedelta(minutes=settings.ACCESS_TOKEN_EXPIRE_MINUTES),
+        refresh_ttl=timedelta(days=settings.REFRESH_TOKEN_EXPIRE_DAYS),
+    )
 
     install_exception_handlers(app)
     if settings.CORS_ORIGINS:

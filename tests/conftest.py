@@ -6,6 +6,7 @@ The database kind comes from `TEST_DATABASE_URL` (see tests/helpers/databases.py
 from __future__ import annotations
 
 import os
+import random
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -24,12 +25,19 @@ for _key in list(os.environ):
         del os.environ[_key]
 
 
+ADMIN_PASSWORD = "Admin-Pass-For-Tests-1"
+
+
 def make_settings(database_url: str, data_dir: Path, **overrides: object) -> Settings:
     values: dict[str, object] = {
         "DATABASE_URL": database_url,
         "DATA_DIR": data_dir,
         "LOG_LEVEL": "WARNING",
         "MCP_CONFIG_PATH": data_dir / "mcp.json",
+        # Real bcrypt at its lowest cost, to keep a suite full of logins fast; the
+        # production cost (12) has its own tests.
+        "BCRYPT_ROUNDS": 4,
+        "FIRST_ADMIN_PASSWORD": ADMIN_PASSWORD,
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[arg-type]
@@ -71,10 +79,20 @@ async def app(settings: Settings) -> AsyncIterator[FastAPI]:
         yield application
 
 
+def asgi_client(app: FastAPI, client_ip: str | None = None) -> httpx.AsyncClient:
+    """An HTTP client for `app` over ASGI, from its own loopback address by default,
+    so one test's failed logins never throttle another's."""
+    ip = (
+        client_ip
+        or f"127.{random.randint(1, 254)}.{random.randint(1, 254)}.{random.randint(1, 254)}"
+    )
+    transport = httpx.ASGITransport(app=app, client=(ip, 40000))
+    return httpx.AsyncClient(transport=transport, base_url="http://testserver")
+
+
 @pytest.fixture
 async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+    async with asgi_client(app) as c:
         yield c
 
 

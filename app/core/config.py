@@ -86,8 +86,12 @@ class Settings(BaseSettings):
     DB_STATEMENT_TIMEOUT_MS: int = Field(default=30_000, ge=0)
 
     SECRET_KEY: SecretStr | None = None
-    ACCESS_TOKEN_EXPIRE_MINUTES: int = Field(default=60, ge=1)
-    REFRESH_TOKEN_EXPIRE_DAYS: int = Field(default=7, ge=1)
+    ACCESS_TOKEN_EXPIRE_MINUTES: int = Field(default=60, ge=1, le=24 * 60)
+    REFRESH_TOKEN_EXPIRE_DAYS: int = Field(default=7, ge=1, le=365)
+    BCRYPT_ROUNDS: int = Field(default=12, ge=4, le=16)
+    LOGIN_MAX_FAILURES: int = Field(default=5, ge=1)
+    LOGIN_MAX_FAILURES_PER_CLIENT: int = Field(default=50, ge=1)
+    LOGIN_THROTTLE_WINDOW_SECONDS: int = Field(default=900, ge=1)
 
     LLM_API_KEY: SecretStr | None = None
     LLM_BASE_URL: str | None = None
@@ -121,6 +125,13 @@ class Settings(BaseSettings):
     def _empty_is_unset(cls, value: Any) -> Any:
         # `KEY=` in .env (as in .env.example) means "not set", not "the empty string".
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("FIRST_ADMIN_PASSWORD")
+    @classmethod
+    def _admin_password_fits_bcrypt(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not 8 <= len(value.get_secret_value().encode()) <= 72:
+            raise ValueError("must be 8 to 72 bytes long when UTF-8 encoded")
+        return value
 
     @field_validator("LOG_LEVEL", mode="before")
     @classmethod

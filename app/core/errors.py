@@ -27,9 +27,16 @@ class DomainError(Exception):
 
     status_code = 400
 
-    def __init__(self, detail: str, *, status_code: int | None = None) -> None:
+    def __init__(
+        self,
+        detail: str,
+        *,
+        status_code: int | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(detail)
         self.detail = detail
+        self.headers = headers
         if status_code is not None:
             self.status_code = status_code
 
@@ -44,6 +51,22 @@ class ConflictError(DomainError):
 
 class PermissionDeniedError(DomainError):
     status_code = 403
+
+
+class UnauthorizedError(DomainError):
+    """Missing or bad credentials; answered with `WWW-Authenticate: Bearer`."""
+
+    status_code = 401
+
+    def __init__(self, detail: str = "Could not validate credentials") -> None:
+        super().__init__(detail, headers={"WWW-Authenticate": "Bearer"})
+
+
+class TooManyRequestsError(DomainError):
+    status_code = 429
+
+    def __init__(self, detail: str, retry_after: int) -> None:
+        super().__init__(detail, headers={"Retry-After": str(max(1, retry_after))})
 
 
 def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
@@ -79,7 +102,9 @@ def install_exception_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(DomainError)
     async def domain_error(request: Request, exc: DomainError) -> JSONResponse:
-        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
+        return JSONResponse(
+            {"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers
+        )
 
     async def db_unavailable(request: Request, exc: Exception) -> JSONResponse:
         if not is_db_unavailable(exc):

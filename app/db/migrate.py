@@ -28,12 +28,23 @@ def alembic_config(connection: Connection | None = None) -> Config:
     return cfg
 
 
+def _render_item(type_: str, obj: Any, autogen_context: Any) -> str | bool:
+    """Write our own column types into new migrations with their import."""
+    from app.db.types import UTCDateTime
+
+    if type_ == "type" and isinstance(obj, UTCDateTime):
+        autogen_context.imports.add("from app.db.types import UTCDateTime")
+        return "UTCDateTime()"
+    return False
+
+
 def comparison_options(connection: Connection) -> dict[str, Any]:
     """Options shared by migrations and the models-match check."""
     from app.db.models import metadata
 
     return {
         "target_metadata": metadata,
+        "render_item": _render_item,
         "compare_type": True,
         # SQLite cannot ALTER most things; batch mode rebuilds the table instead.
         "render_as_batch": connection.dialect.name == "sqlite",

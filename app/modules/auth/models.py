@@ -1,0 +1,53 @@
+"""Server-side state of authentication: refresh-token families and login failures."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy import Column, ForeignKey, Index, String, Uuid
+from sqlmodel import Field, SQLModel
+
+from app.db.types import UTCDateTime, utcnow
+
+
+class RefreshToken(SQLModel, table=True):
+    """One issued refresh token. Tokens rotated from one login share a `family_id`.
+
+    Presenting a token that was already rotated (`used_at` set) means it was copied:
+    the whole family is revoked.
+    """
+
+    __tablename__ = "refresh_tokens"
+
+    jti: uuid.UUID = Field(primary_key=True)
+    family_id: uuid.UUID = Field(index=True)
+    user_id: uuid.UUID = Field(
+        sa_column=Column(
+            Uuid(), ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True
+        )
+    )
+    created_at: datetime = Field(
+        default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False)
+    )
+    expires_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False, index=True))
+    used_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
+    revoked_at: datetime | None = Field(
+        default=None, sa_column=Column(UTCDateTime(), nullable=True)
+    )
+
+
+class LoginFailure(SQLModel, table=True):
+    """A failed login, counted per account and per client address for throttling.
+
+    Kept in the database so every worker process sees the same counts.
+    """
+
+    __tablename__ = "login_failures"
+    __table_args__ = (Index("ix_login_failures_key_at", "key", "created_at"),)
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    key: str = Field(sa_column=Column(String(300), nullable=False))
+    created_at: datetime = Field(
+        default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False)
+    )

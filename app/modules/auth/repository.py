@@ -1,0 +1,83 @@
+"""Queries on refresh tokens and login failures."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.modules.auth.models import LoginFailure, RefreshToken
+
+
+class RefreshTokenRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    def add(self, token: RefreshToken) -> None:
+        self.session.add(token)
+
+    async def get(self, jti: uuid.UUID) -> RefreshToken | None:
+        return await self.session.get(RefreshToken, jti)
+
+    async def claim(self, jti: uuid.UUID, now: datetime) -> bool:
+        """Mark an unused, unrevoked token used. False if someone else got there first:
+        only one of two concurrent refreshes with the same token can win."""
+        result = await self.session.execute(
+            update(RefreshToken)
+            .where(
+                RefreshToken.jti == jti,
+                RefreshToken.used_at.is_(None),  # type: ignore[union-attr]
+                RefreshToken.revoked_at.is_(None),  # type: ignore[union-attr]
+            )
+            .values(used_at=now)
+        )
+        return result.rowcount == 1  # type: ignore[attr-defined]
+
+    async def revoke_family(self, family_id: uuid.UUID, now: datetime) -> None:
+        await self.session.execute(
+            update(RefreshToken)
+            .where(RefreshToken.family_id == family_id, RefreshToken.revoked_at.is_(None))  # type: ignore[union-attr]
+            .values(revoked_at=now)
+        )
+
+    async def revoke_user(self, user_id: uuid.UUID, now: datetime) -> None:
+        await self.session.execute(
+            update(RefreshToken)
+            .where(RefreshToken.user_id == user_id, RefreshToken.revoked_at.is_(None))  # type: ignore[union-attr]
+            .values(revoked_at=now)
+        )
+
+    async def delete_expired(self, before: datetime) -> int:
+        result = await self.session.execute(
+            delete(RefreshToken).where(RefreshToken.expires_at < before)
+        )
+        return result.rowcount or 0  # type: ignore[attr-defined]
+
+
+class LoginFailureRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    def add(self, key: str, at: datetime) -> None:
+        self.session.add(LoginFailure(key=key, created_at=at))
+
+    async def recent(self, key: str, since: datetime, limit: int) -> list[datetime]:
+        """Times of the newest `limit` failures for `key` since `since`, newest first."""
+        rows = await self.session.execute(
+            select(LoginFailure.created_at)
+            .where(LoginFailure.key == key, LoginFailure.created_at >= since)
+            .order_by(LoginFailure.created_at.desc())  # type: ignore[attr-defined]
+            .limit(limit)
+        )
+        return list(rows.scalars())
+
+    async def clear(self, key: str) -> None:
+        await self.session.execute(delete(LoginFailure).where(LoginFailure.key == key))
+
+    async def delete_older_than(self, before: datetime) -> int:
+        result = await self.session.execute(
+            delete(LoginFailure).where(LoginFailure.created_at < before)
+        )
+        return result.rowcount or 0  # type: ignore[attr-defined]

@@ -1,0 +1,146 @@
+"""`/auth`: register, login, token (OAuth2 form), refresh, logout, me, password."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Body, Cookie, Depends, Request, Response, status
+from fastapi.security import OAuth2PasswordRequestForm
+
+from app.api.deps import AuthServiceDep, CurrentUser, SettingsDep, UserServiceDep
+from app.core.config import Settings
+from app.modules.auth.schemas import (
+    LoginRequest,
+    PasswordChange,
+    RefreshRequest,
+    TokenResponse,
+)
+from app.modules.auth.service import TokenPair
+from app.modules.users.schemas import UserPublic, UserRegister, UserUpdateMe, normalize_email
+
+router = APIRouter(prefix="/auth", tags=["auth"])
+
+REFRESH_COOKIE = "refresh_token"
+_401 = {401: {"description": "Missing, invalid or expired credentials"}}
+
+
+def _client(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def _token_response(pair: TokenPair, response: Response, settings: Settings) -> TokenResponse:
+    """Body for API clients, HttpOnly cookie (limited to the auth routes) for browsers."""
+    response.set_cookie(
+        REFRESH_COOKIE,
+        pair.refresh.token,
+        max_age=pair.refresh.expires_in,
+        path=f"{settings.API_V1_STR}/auth",
+        httponly=True,
+        secure=settings.is_production,
+        samesite="lax",
+    )
+    response.headers["Cache-Control"] = "no-store"
+    return TokenResponse(
+        access_token=pair.access.token,
+        expires_in=pair.access.expires_in,
+        refresh_token=pair.refresh.token,
+        refresh_expires_in=pair.refresh.expires_in,
+    )
+
+
+@router.post(
+    "/register",
+    status_code=status.HTTP_201_CREATED,
+    response_model=UserPublic,
+    responses={409: {"description": "Email already registered"}},
+)
+async def register(data: UserRegister, users: UserServiceDep) -> UserPublic:
+    return UserPublic.model_validate(await users.register(data))
+
+
+@router.post(
+    "/login",
+    response_model=TokenResponse,
+    responses={
+        **_401,
+        403: {"description": "Account deactivated"},
+        429: {"description": "Throttled"},
+    },
+)
+async def login(
+    data: LoginRequest,
+    request: Request,
+    response: Response,
+    auth: AuthServiceDep,
+    settings: SettingsDep,
+) -> TokenResponse:
+    pair = await auth.login(data.email, data.password, _client(request))
+    return _token_response(pair, response, settings)
+
+
+@router.post("/token", response_model=TokenResponse, responses=_401, include_in_schema=True)
+async def token(
+    form: Annotated[OAuth2PasswordRequestForm, Depends()],
+    request: Request,
+    response: Response,
+    auth: AuthServiceDep,
+    settings: SettingsDep,
+) -> TokenResponse:
+    """OAuth2 password flow (`username` is the email), for Swagger's Authorize button."""
+    data = LoginRequest(email=normalize_email(form.username), password=form.password)
+    pair = await auth.login(data.email, data.password, _client(request))
+    return _token_response(pair, response, settings)
+
+
+@router.post("/refresh", response_model=TokenResponse, responses=_401)
+async def refresh(
+    response: Response,
+    auth: AuthServiceDep,
+    settings: SettingsDep,
+    body: Annotated[RefreshRequest | None, Body()] = None,
+    refresh_token: Annotated[str | None, Cookie(max_length=4096)] = None,
+) -> TokenResponse:
+    """Rotate a refresh token (from the JSON body, else the cookie) into a new pair."""
+    presented = (body.refresh_token if body else None) or refresh_token
+    pair = await auth.refresh(presented)
+    return _token_response(pair, response, settings)
+
+
+@router.post("/logout", status_code=status.HTTP_204_NO_CONTENT)
+async def logout(
+    response: Response,
+    auth: AuthServiceDep,
+    settings: SettingsDep,
+    body: Annotated[RefreshRequest | None, Body()] = None,
+    refresh_token: Annotated[str | None, Cookie(max_length=4096)] = None,
+) -> Response:
+    """Revoke the refresh token's family and clear the cookie. Always 204."""
+    await auth.logout((body.refresh_token if body else None) or refresh_token)
+    response.status_code = status.HTTP_204_NO_CONTENT
+    response.delete_cookie(REFRESH_COOKIE, path=f"{settings.API_V1_STR}/auth")
+    return response
+
+
+@router.get("/me", response_model=UserPublic, responses=_401)
+async def read_me(user: CurrentUser) -> UserPublic:
+    return UserPublic.model_validate(user)
+
+
+@router.patch(
+    "/me", response_model=UserPublic, responses={**_401, 409: {"description": "Email taken"}}
+)
+async def update_me(data: UserUpdateMe, user: CurrentUser, users: UserServiceDep) -> UserPublic:
+    return UserPublic.model_validate(await users.update_me(user, data))
+
+
+@router.post("/me/password", response_model=TokenResponse, responses=_401)
+async def change_password(
+    data: PasswordChange,
+    user: CurrentUser,
+    response: Response,
+    auth: AuthServiceDep,
+    settings: SettingsDep,
+) -> TokenResponse:
+    """Change the password. Every existing session ends; the new tokens start a fresh one."""
+    pair = await auth.change_password(user, data.current_password, data.new_password)
+    return _token_response(pair, response, settings)

@@ -1,0 +1,39 @@
+"""Request and response shapes for authentication."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, StringConstraints
+
+from app.modules.users.schemas import NewPassword, StrictModel, normalize_email
+
+# Login takes any address-like string: an unknown or malformed address is just a failed
+# login (401), never a hint about which accounts exist. Bounded to keep bodies small.
+LoginEmail = Annotated[
+    str, StringConstraints(min_length=1, max_length=254), AfterValidator(normalize_email)
+]
+AnyPassword = Annotated[str, StringConstraints(min_length=1, max_length=1024)]
+TokenString = Annotated[str, StringConstraints(min_length=1, max_length=4096)]
+
+
+class LoginRequest(StrictModel):
+    email: LoginEmail
+    password: AnyPassword
+
+
+class RefreshRequest(StrictModel):
+    refresh_token: TokenString | None = None
+
+
+class PasswordChange(StrictModel):
+    current_password: AnyPassword
+    new_password: NewPassword
+
+
+class TokenResponse(BaseModel):
+    access_token: str
+    token_type: Literal["bearer"] = "bearer"  # noqa: S105
+    expires_in: int
+    refresh_token: str
+    refresh_expires_in: int

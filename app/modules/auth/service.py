@@ -1,0 +1,220 @@
+"""Authentication rules: login with throttling, token families, logout, password change.
+
+Refresh tokens rotate: each use marks the presented token used and issues a new one in
+the same family. A used token presented again means it was copied, so the whole family
+is revoked (the thief and the owner both have to log in again). Access tokens issued
+before a password change or a deactivation are refused by `authenticate`.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import structlog
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.core.config import Settings
+from app.core.errors import (
+    DomainError,
+    PermissionDeniedError,
+    TooManyRequestsError,
+    UnauthorizedError,
+)
+from app.core.security import IssuedToken, PasswordHasher, TokenCodec
+from app.db.types import utcnow
+from app.modules.auth.models import RefreshToken
+from app.modules.auth.repository import LoginFailureRepository, RefreshTokenRepository
+from app.modules.users.models import User
+from app.modules.users.service import UserService
+
+log = structlog.stdlib.get_logger(__name__)
+
+BAD_CREDENTIALS = "Incorrect email or password"
+BAD_REFRESH = "Invalid or expired refresh token"
+EXPIRED_TOKEN_GRACE = timedelta(days=1)  # keep used rows a little longer to spot reuse
+
+
+@dataclass(frozen=True, slots=True)
+class TokenPair:
+    access: IssuedToken
+    refresh: IssuedToken
+
+
+class AuthService:
+    def __init__(
+        self,
+        session: AsyncSession,
+        settings: Settings,
+        hasher: PasswordHasher,
+        codec: TokenCodec,
+    ) -> None:
+        self.session = session
+        self.settings = settings
+        self.hasher = hasher
+        self.codec = codec
+        self.users = UserService(session, hasher)
+        self.tokens = RefreshTokenRepository(session)
+        self.failures = LoginFailureRepository(session)
+
+    # --- access tokens -----------------------------------------------------------------
+
+    async def authenticate(self, access_token: str) -> User:
+        """The active user an access token belongs to, or UnauthorizedError."""
+        try:
+            claims = self.codec.decode(access_token, "access")
+        except Exception:
+            raise UnauthorizedError() from None
+        user = await self.users.get(claims.user_id)
+        if user is None or not user.is_active or _issued_before(claims.issued_at, user):
+            raise UnauthorizedError()
+        return user
+
+    # --- login -------------------------------------------------------------------------
+
+    async def login(self, email: str, password: str, client: str) -> TokenPair:
+        keys = (f"account:{email}", f"client:{client}")
+        await self._check_throttle(
+            (keys[0], self.settings.LOGIN_MAX_FAILURES),
+            (keys[1], self.settings.LOGIN_MAX_FAILURES_PER_CLIENT),
+        )
+        user = await self.users.get_by_email(email)
+        if user is None:
+            await self.hasher.verify_dummy(password)  # same time as a wrong password
+            await self._record_failure(*keys)
+            raise UnauthorizedError(BAD_CREDENTIALS)
+        ok, new_hash = await self.hasher.verify(password, user.hashed_password)
+        if not ok:
+            await self._record_failure(*keys)
+            raise UnauthorizedError(BAD_CREDENTIALS)
+        if not user.is_active:
+            raise PermissionDeniedError("This account is deactivated")
+        if new_hash:
+            await self.users.set_password_hash(user, new_hash, end_sessions=False)
+        await self.failures.clear(keys[0])
+        pair = self._issue_pair(user, family_id=uuid.uuid4())
+        await self.session.commit()
+        log.info("login", user_id=str(user.id), rehashed=bool(new_hash))
+        return pair
+
+    async def _check_throttle(self, *limits: tuple[str, int]) -> None:
+        """429 if any key has `limit` failures inside the window."""
+        window = timedelta(seconds=self.settings.LOGIN_THROTTLE_WINDOW_SECONDS)
+        now = utcnow()
+        for key, limit in limits:
+            recent = await self.failures.recent(key, now - window, limit)
+            if len(recent) >= limit:
+                # Open again once the oldest of the last `limit` failures leaves the window.
+                retry_after = math.ceil((recent[-1] + window - now).total_seconds())
+                log.warning("login_throttled", key_kind=key.split(":", 1)[0])
+                raise TooManyRequestsError(
+                    "Too many failed login attempts; try again later", retry_after
+                )
+
+    async def _record_failure(self, *keys: str) -> None:
+        now = utcnow()
+        for key in keys:
+            self.failures.add(key, now)
+        await self.session.commit()
+
+    # --- refresh tokens ----------------------------------------------------------------
+
+    def _issue_pair(self, user: User, family_id: uuid.UUID) -> TokenPair:
+        access = self.codec.issue(user.id, "access")
+        refresh = self.codec.issue(user.id, "refresh")
+        self.tokens.add(
+            RefreshToken(
+                jti=refresh.jti,
+                family_id=family_id,
+                user_id=user.id,
+                expires_at=refresh.expires_at,
+            )
+        )
+        return TokenPair(access, refresh)
+
+    async def refresh(self, refresh_token: str | None) -> TokenPair:
+        if not refresh_token:
+            raise UnauthorizedError("Refresh token missing")
+        try:
+            claims = self.codec.decode(refresh_token, "refresh")
+        except Exception:
+            raise UnauthorizedError(BAD_REFRESH) from None
+        row = await self.tokens.get(claims.jti)
+        if row is None or row.user_id != claims.user_id or row.revoked_at is not None:
+            raise UnauthorizedError(BAD_REFRESH)
+        now = utcnow()
+        if row.used_at is not None:
+            await self._revoke_family_for_reuse(row, now)
+        user = await self.users.get(row.user_id)
+        if (
+            user is None
+            or not user.is_active
+            or (user.tokens_valid_after is not None and row.created_at < user.tokens_valid_after)
+        ):
+            await self.tokens.revoke_family(row.family_id, now)
+            await self.session.commit()
+            raise UnauthorizedError(BAD_REFRESH)
+        if not await self.tokens.claim(row.jti, now):
+            await self._revoke_family_for_reuse(row, now)  # a concurrent refresh won
+        pair = self._issue_pair(user, family_id=row.family_id)
+        await self.session.commit()
+        return pair
+
+    async def _revoke_family_for_reuse(self, row: RefreshToken, now: datetime) -> None:
+        family_id, user_id = row.family_id, row.user_id  # read before rollback expires `row`
+        await self.session.rollback()
+        await self.tokens.revoke_family(family_id, now)
+        await self.session.commit()
+        log.warning("refresh_token_reuse", user_id=str(user_id), family_id=str(family_id))
+        raise UnauthorizedError(BAD_REFRESH)
+
+    async def logout(self, refresh_token: str | None) -> None:
+        """Revoke the family of the presented refresh token; quietly nothing otherwise."""
+        if not refresh_token:
+            return
+        try:
+            claims = self.codec.decode(refresh_token, "refresh")
+        except Exception:
+            return
+        row = await self.tokens.get(claims.jti)
+        if row is not None and row.user_id == claims.user_id:
+            await self.tokens.revoke_family(row.family_id, utcnow())
+            await self.session.commit()
+            log.info("logout", user_id=str(row.user_id))
+
+    # --- password ----------------------------------------------------------------------
+
+    async def change_password(self, user: User, current: str, new: str) -> TokenPair:
+        """Verify, store the new hash, end every session, and start a fresh one."""
+        key = f"account:{user.email}"
+        await self._check_throttle((key, self.settings.LOGIN_MAX_FAILURES))
+        ok, _ = await self.hasher.verify(current, user.hashed_password)
+        if not ok:
+            await self._record_failure(key)
+            raise DomainError("Current password is incorrect", status_code=400)
+        await self.users.set_password_hash(user, await self.hasher.hash(new), end_sessions=True)
+        await self.tokens.revoke_user(user.id, utcnow())
+        pair = self._issue_pair(user, family_id=uuid.uuid4())
+        await self.session.commit()
+        log.info("password_changed", user_id=str(user.id))
+        return pair
+
+    # --- housekeeping ------------------------------------------------------------------
+
+    async def purge_expired(self) -> tuple[int, int]:
+        """Delete refresh tokens past expiry and login failures past the window."""
+        now = utcnow()
+        tokens = await self.tokens.delete_expired(now - EXPIRED_TOKEN_GRACE)
+        window = timedelta(seconds=self.settings.LOGIN_THROTTLE_WINDOW_SECONDS)
+        failures = await self.failures.delete_older_than(now - window)
+        await self.session.commit()
+        return tokens, failures
+
+
+def _issued_before(issued_at: datetime, user: User) -> bool:
+    # `iat` has whole seconds; a token from the same second as the cut-off is kept, so the
+    # tokens handed out right after a password change work.
+    cutoff = user.tokens_valid_after
+    return cutoff is not None and issued_at < cutoff.replace(microsecond=0)

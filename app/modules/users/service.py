@@ -1,0 +1,125 @@
+"""Account rules: registration, profile changes, and what admins may do to accounts."""
+
+from __future__ import annotations
+
+import uuid
+
+import structlog
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.core.errors import ConflictError, NotFoundError
+from app.core.security import PasswordHasher
+from app.db.types import utcnow
+from app.modules.users.models import User, UserRole
+from app.modules.users.repository import UserRepository
+from app.modules.users.schemas import UserAdminUpdate, UserRegister, UserUpdateMe
+
+log = structlog.stdlib.get_logger(__name__)
+
+EMAIL_TAKEN = "An account with this email already exists"
+
+
+class UserService:
+    def __init__(self, session: AsyncSession, hasher: PasswordHasher) -> None:
+        self.session = session
+        self.hasher = hasher
+        self.users = UserRepository(session)
+
+    async def get(self, user_id: uuid.UUID) -> User | None:
+        return await self.users.get(user_id)
+
+    async def get_by_email(self, email: str) -> User | None:
+        return await self.users.get_by_email(email)
+
+    async def register(self, data: UserRegister, *, role: UserRole = UserRole.USER) -> User:
+        if await self.users.get_by_email(data.email):
+            raise ConflictError(EMAIL_TAKEN)
+        user = User(
+            email=data.email,
+            name=data.name,
+            hashed_password=await self.hasher.hash(data.password),
+            role=role,
+        )
+        self.users.add(user)
+        await self._commit_unique_email()
+        log.info("user_registered", user_id=str(user.id), role=str(role))
+        return user
+
+    async def update_me(self, user: User, data: UserUpdateMe) -> User:
+        if data.email is not None and data.email != user.email:
+            if await self.users.get_by_email(data.email):
+                raise ConflictError(EMAIL_TAKEN)
+            user.email = data.email
+        if data.name is not None:
+            user.name = data.name
+        user.updated_at = utcnow()
+        await self._commit_unique_email()
+        return user
+
+    async def set_password_hash(self, user: User, hashed: str, *, end_sessions: bool) -> None:
+        """Store a new hash (no commit: the caller's transaction decides).
+
+        With `end_sessions`, every token issued to the user until now stops working.
+        """
+        user.hashed_password = hashed
+        user.updated_at = utcnow()
+        if end_sessions:
+            user.tokens_valid_after = utcnow()
+
+    # --- administration -----------------------------------------------------------------
+
+    async def search(self, query: str | None, limit: int, offset: int) -> tuple[list[User], int]:
+        return await self.users.search(query, limit, offset)
+
+    async def get_or_404(self, user_id: uuid.UUID) -> User:
+        user = await self.users.get(user_id)
+        if user is None:
+            raise NotFoundError("User not found")
+        return user
+
+    async def admin_update(self, actor: User, user_id: uuid.UUID, data: UserAdminUpdate) -> User:
+        target = await self.get_or_404(user_id)
+        values: dict[str, object] = {}
+        if data.role is not None and data.role != target.role:
+            values["role"] = data.role
+        if data.is_active is not None and data.is_active != target.is_active:
+            values["is_active"] = data.is_active
+            if not data.is_active:
+                values["tokens_valid_after"] = utcnow()  # ends every session at once
+        if not values:
+            return target
+        if target.id == actor.id:
+            raise ConflictError("You cannot change your own role or deactivate yourself")
+        values["updated_at"] = utcnow()
+        removes_admin = (
+            target.is_admin
+            and target.is_active
+            and (values.get("role") == UserRole.USER or values.get("is_active") is False)
+        )
+        if removes_admin:
+            if not await self.users.update_keeping_an_admin(target.id, values):
+                await self.session.rollback()
+                raise ConflictError("Cannot remove the last active admin")
+            await self.session.commit()
+            await self.session.refresh(target)
+        else:
+            for key, value in values.items():
+                setattr(target, key, value)
+            await self.session.commit()
+        log.info(
+            "user_updated_by_admin",
+            user_id=str(target.id),
+            admin_id=str(actor.id),
+            role=str(target.role),
+            is_active=target.is_active,
+        )
+        return target
+
+    async def _commit_unique_email(self) -> None:
+        try:
+            await self.session.commit()
+        except IntegrityError:
+            # Lost a race with a concurrent registration of the same address.
+            await self.session.rollback()
+            raise ConflictError(EMAIL_TAKEN) from None

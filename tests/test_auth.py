@@ -1,0 +1,411 @@
+"""Accounts and tokens over the API: happy paths, token abuse, throttling, hostile input."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import jwt
+import pytest
+from fastapi import FastAPI
+from sqlalchemy import delete, select, update
+
+from app.core.security import ALGORITHM
+from app.modules.auth.models import LoginFailure, RefreshToken
+from app.modules.users.models import User
+from tests.conftest import asgi_client
+from tests.helpers.accounts import (
+    API,
+    DEFAULT_PASSWORD,
+    bearer,
+    login,
+    new_account,
+    register,
+    unique_email,
+)
+
+# --- happy paths ------------------------------------------------------------------------
+
+
+async def test_register_login_me_refresh_logout(client: httpx.AsyncClient) -> None:
+    email = unique_email()
+    r = await register(client, email.upper(), name="  Bu Sari  ")
+    assert r.status_code == 201, r.text
+    user = r.json()
+    assert user["email"] == email and user["name"] == "Bu Sari"
+    assert user["role"] == "user" and user["is_active"] is True
+    assert "password" not in r.text and "hashed" not in r.text
+
+    r = await login(client, email.title(), DEFAULT_PASSWORD)
+    assert r.status_code == 200, r.text
+    tokens = r.json()
+    assert tokens["token_type"] == "bearer" and tokens["expires_in"] == 3600
+    cookie = r.headers["set-cookie"]
+    assert f"refresh_token={tokens['refresh_token']}" in cookie
+    assert "HttpOnly" in cookie and "SameSite=lax" in cookie and "Path=/api/v1/auth" in cookie
+    assert "Secure" not in cookie  # development over http; production sets it
+    assert r.headers["cache-control"] == "no-store"
+
+    me = await client.get(f"{API}/auth/me", headers=bearer(tokens["access_token"]))
+    assert me.status_code == 200 and me.json()["id"] == user["id"]
+
+    # Refresh from the cookie (browser) ...
+    r = await client.post(f"{API}/auth/refresh")
+    assert r.status_code == 200, r.text
+    second = r.json()
+    assert second["refresh_token"] != tokens["refresh_token"]
+    # ... and from the body (API client).
+    client.cookies.clear()
+    r = await client.post(f"{API}/auth/refresh", json={"refresh_token": second["refresh_token"]})
+    assert r.status_code == 200
+    third = r.json()
+    assert (
+        await client.get(f"{API}/auth/me", headers=bearer(third["access_token"]))
+    ).status_code == 200
+
+    r = await client.post(f"{API}/auth/logout", json={"refresh_token": third["refresh_token"]})
+    assert r.status_code == 204
+    r = await client.post(f"{API}/auth/refresh", json={"refresh_token": third["refresh_token"]})
+    assert r.status_code == 401
+
+
+async def test_oauth2_form_token_endpoint_for_swagger(client: httpx.AsyncClient) -> None:
+    account = await new_account(client)
+    r = await client.post(
+        f"{API}/auth/token", data={"username": account.email.upper(), "password": account.password}
+    )
+    assert r.status_code == 200, r.text
+    assert (
+        await client.get(f"{API}/auth/me", headers=bearer(r.json()["access_token"]))
+    ).status_code == 200
+    spec = (await client.get(f"{API}/openapi.json")).json()
+    scheme = spec["components"]["securitySchemes"]["OAuth2PasswordBearer"]
+    assert scheme["flows"]["password"]["tokenUrl"] == "auth/token"
+
+
+async def test_update_me_and_email_uniqueness(client: httpx.AsyncClient) -> None:
+    a = await new_account(client)
+    b = await new_account(client)
+    r = await client.patch(f"{API}/auth/me", headers=a.headers, json={"name": "Pak Budi"})
+    assert r.status_code == 200 and r.json()["name"] == "Pak Budi"
+    r = await client.patch(f"{API}/auth/me", headers=a.headers, json={"email": b.email.upper()})
+    assert r.status_code == 409
+    new_email = unique_email()
+    r = await client.patch(f"{API}/auth/me", headers=a.headers, json={"email": new_email})
+    assert r.status_code == 200 and r.json()["email"] == new_email
+
+
+async def test_user_cannot_change_own_role(client: httpx.AsyncClient) -> None:
+    a = await new_account(client)
+    for body in ({"role": "admin"}, {"name": "x", "role": "admin"}, {"is_active": True}):
+        r = await client.patch(f"{API}/auth/me", headers=a.headers, json=body)
+        assert r.status_code == 422
+    me = await client.get(f"{API}/auth/me", headers=a.headers)
+    assert me.json()["role"] == "user"
+    r = await client.patch(f"{API}/admin/users/{a.id}", headers=a.headers, json={"role": "admin"})
+    assert r.status_code == 403
+
+
+# --- token abuse ------------------------------------------------------------------------
+
+
+def _forge(app: FastAPI, claims: dict[str, object], key: str | None = None) -> str:
+    return jwt.encode(claims, key or app.state.settings.secret_key(), algorithm=ALGORITHM)
+
+
+def _claims(user_id: str, **overrides: object) -> dict[str, object]:
+    now = datetime.now(UTC)
+    claims: dict[str, object] = {
+        "sub": user_id,
+        "type": "access",
+        "iat": now,
+        "exp": now + timedelta(minutes=5),
+        "jti": str(uuid.uuid4()),
+    }
+    claims.update(overrides)
+    return {k: v for k, v in claims.items() if v is not None}
+
+
+async def test_refresh_token_is_not_an_access_token_and_vice_versa(
+    client: httpx.AsyncClient,
+) -> None:
+    a = await new_account(client)
+    assert (await client.get(f"{API}/auth/me", headers=bearer(a.refresh_token))).status_code == 401
+    r = await client.post(f"{API}/auth/refresh", json={"refresh_token": a.access_token})
+    assert r.status_code == 401
+
+
+async def test_forged_and_malformed_access_tokens_are_401(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    a = await new_account(client)
+    unsigned = jwt.encode(_claims(a.id), key=None, algorithm="none")  # type: ignore[arg-type]
+    bad_tokens = {
+        "alg none": unsigned,
+        "wrong signature": _forge(app, _claims(a.id), key="another-key-another-key-another-key!"),
+        "non-UUID sub": _forge(app, _claims("1 OR 1=1")),
+        "missing type": _forge(app, _claims(a.id, type=None)),
+        "missing jti": _forge(app, _claims(a.id, jti=None)),
+        "missing iat": _forge(app, _claims(a.id, iat=None)),
+        "expired": _forge(app, _claims(a.id, exp=datetime.now(UTC) - timedelta(minutes=1))),
+        "unknown user": _forge(app, _claims(str(uuid.uuid4()))),
+        "huge exp": _forge(app, _claims(a.id, exp=2**70)),
+        "garbage": "not.a.jwt",
+        "empty-ish": "a",
+    }
+    for label, token in bad_tokens.items():
+        r = await client.get(f"{API}/auth/me", headers=bearer(token))
+        assert r.status_code == 401, (label, r.status_code, r.text)
+        assert r.headers["www-authenticate"] == "Bearer"
+    # The same forged claims, correctly signed, prove the harness itself is right.
+    assert (
+        await client.get(f"{API}/auth/me", headers=bearer(_forge(app, _claims(a.id))))
+    ).status_code == 200
+    for header in ("Bearer", "Basic abc", "Bearer " + "x" * 5000):
+        r = await client.get(f"{API}/auth/me", headers={"Authorization": header})
+        assert r.status_code == 401
+
+
+async def test_deleted_user_token_is_401(app: FastAPI, client: httpx.AsyncClient) -> None:
+    a = await new_account(client)
+    async with app.state.db.sessionmaker() as session:
+        await session.execute(delete(User).where(User.id == uuid.UUID(a.id)))
+        await session.commit()
+    assert (await client.get(f"{API}/auth/me", headers=a.headers)).status_code == 401
+    r = await client.post(f"{API}/auth/refresh", json={"refresh_token": a.refresh_token})
+    assert r.status_code == 401
+
+
+async def test_refresh_reuse_revokes_the_whole_family(client: httpx.AsyncClient) -> None:
+    a = await new_account(client)
+    r = await client.post(f"{API}/auth/refresh", json={"refresh_token": a.refresh_token})
+    assert r.status_code == 200
+    rotated = r.json()["refresh_token"]
+    # The old token again: someone copied it.
+    r = await client.post(f"{API}/auth/refresh", json={"refresh_token": a.refresh_token})
+    assert r.status_code == 401
+    # The legitimate newest token dies with its family.
+    r = await client.post(f"{API}/auth/refresh", json={"refresh_token": rotated})
+    assert r.status_code == 401
+    # Other logins (other families) are untouched.
+    r = await login(client, a.email, a.password)
+    assert r.status_code == 200
+
+
+async def test_parallel_refresh_with_one_token_yields_at_most_one_pair(
+    client: httpx.AsyncClient,
+) -> None:
+    a = await new_account(client)
+    results = await asyncio.gather(
+        *(
+            client.post(f"{API}/auth/refresh", json={"refresh_token": a.refresh_token})
+            for _ in range(5)
+        )
+    )
+    codes = sorted(r.status_code for r in results)
+    assert codes.count(200) <= 1 and set(codes) <= {200, 401}, codes
+
+
+async def test_logout_without_token_is_harmless(client: httpx.AsyncClient) -> None:
+    assert (await client.post(f"{API}/auth/logout")).status_code == 204
+    r = await client.post(f"{API}/auth/logout", json={"refresh_token": "garbage"})
+    assert r.status_code == 204
+    assert (await client.post(f"{API}/auth/refresh")).status_code == 401
+
+
+async def test_logout_via_cookie_clears_it(client: httpx.AsyncClient) -> None:
+    a = await new_account(client)
+    await login(client, a.email, a.password)  # sets the cookie on this client
+    r = await client.post(f"{API}/auth/logout")
+    assert r.status_code == 204
+    assert 'refresh_token=""' in r.headers["set-cookie"] and "Max-Age=0" in r.headers["set-cookie"]
+    assert (await client.post(f"{API}/auth/refresh")).status_code == 401
+
+
+# --- password change and deactivation ---------------------------------------------------
+
+
+async def test_password_change_ends_every_session(client: httpx.AsyncClient) -> None:
+    a = await new_account(client)
+    other = (await login(client, a.email, a.password)).json()  # a second device
+    client.cookies.clear()
+    await asyncio.sleep(1.1)  # `iat` has whole seconds; see AuthService.authenticate
+    r = await client.post(
+        f"{API}/auth/me/password",
+        headers=a.headers,
+        json={"current_password": a.password, "new_password": "Baru-Sekali-456"},
+    )
+    assert r.status_code == 200, r.text
+    fresh = r.json()
+    for token in (a.access_token, other["access_token"]):
+        assert (await client.get(f"{API}/auth/me", headers=bearer(token))).status_code == 401
+    for token in (a.refresh_token, other["refresh_token"]):
+        r = await client.post(f"{API}/auth/refresh", json={"refresh_token": token})
+        assert r.status_code == 401
+    assert (
+        await client.get(f"{API}/auth/me", headers=bearer(fresh["access_token"]))
+    ).status_code == 200
+    assert (await login(client, a.email, a.password)).status_code == 401
+    assert (await login(client, a.email, "Baru-Sekali-456")).status_code == 200
+
+
+async def test_password_change_needs_the_current_password(client: httpx.AsyncClient) -> None:
+    a = await new_account(client)
+    r = await client.post(
+        f"{API}/auth/me/password",
+        headers=a.headers,
+        json={"current_password": "wrong-password", "new_password": "Baru-Sekali-456"},
+    )
+    assert r.status_code == 400
+    assert (await login(client, a.email, a.password)).status_code == 200
+
+
+# --- registration input -----------------------------------------------------------------
+
+
+async def test_duplicate_email_is_409_also_differing_in_case(client: httpx.AsyncClient) -> None:
+    email = unique_email()
+    assert (await register(client, email)).status_code == 201
+    assert (await register(client, email)).status_code == 409
+    r = await register(client, email.upper())
+    assert r.status_code == 409 and r.json() == {
+        "detail": "An account with this email already exists"
+    }
+
+
+async def test_password_of_73_utf8_bytes_is_a_clear_422(client: httpx.AsyncClient) -> None:
+    password = "é" * 36 + "a"  # 37 characters, 73 bytes
+    r = await register(client, password=password)
+    assert r.status_code == 422
+    detail = r.json()["detail"][0]
+    assert detail["loc"] == ["body", "password"]
+    assert "72 bytes" in detail["msg"] and "73" in detail["msg"]
+    assert password not in r.text
+    assert (await register(client, password="é" * 36)).status_code == 201  # exactly 72 bytes
+    assert (await register(client, password="short")).status_code == 422
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"name": "Bu\x00Sari"},
+        {"name": "x" * 10_000},
+        {"name": ""},
+        {"name": "   "},
+        {"email": "a\x00b@example.com"},
+        {"email": "a" * 10_000 + "@example.com"},
+        {"email": "not-an-email"},
+        {"password": "abc\x00defghij"},
+        {"role": "admin"},
+    ],
+)
+async def test_hostile_registration_input_is_422(
+    client: httpx.AsyncClient, body: dict[str, str]
+) -> None:
+    data = {"email": unique_email(), "name": "Bu Sari", "password": DEFAULT_PASSWORD, **body}
+    r = await client.post(f"{API}/auth/register", json=data)
+    assert r.status_code == 422, r.text
+
+
+async def test_eight_parallel_registrations_of_one_email(app: FastAPI) -> None:
+    email = unique_email()
+    clients = [asgi_client(app) for _ in range(8)]
+    try:
+        results = await asyncio.gather(*(register(c, email) for c in clients))
+    finally:
+        await asyncio.gather(*(c.aclose() for c in clients))
+    codes = sorted(r.status_code for r in results)
+    assert codes == [201] + [409] * 7, [r.text for r in results]
+
+
+# --- login hardening --------------------------------------------------------------------
+
+
+async def test_unknown_email_and_wrong_password_answer_alike(client: httpx.AsyncClient) -> None:
+    a = await new_account(client)
+    wrong = await login(client, a.email, "wrong-password-1")
+    unknown = await login(client, unique_email(), "wrong-password-1")
+    assert wrong.status_code == unknown.status_code == 401
+    assert wrong.json() == unknown.json() == {"detail": "Incorrect email or password"}
+    assert wrong.headers.get("www-authenticate") == unknown.headers.get("www-authenticate")
+    # Over-long and NUL passwords are just wrong passwords at login, not errors.
+    assert (await login(client, a.email, "é" * 100)).status_code == 401
+    assert (await login(client, a.email, "a\x00b")).status_code == 401
+
+
+async def test_sixth_rapid_wrong_password_is_429(client: httpx.AsyncClient) -> None:
+    a = await new_account(client)
+    for _ in range(5):
+        assert (await login(client, a.email, "wrong-password-1")).status_code == 401
+    r = await login(client, a.email, "wrong-password-1")
+    assert r.status_code == 429
+    assert 1 <= int(r.headers["retry-after"]) <= 900
+    # Even the right password waits: otherwise guessing could go on.
+    assert (await login(client, a.email, a.password)).status_code == 429
+
+
+async def test_unknown_accounts_are_throttled_the_same_way(client: httpx.AsyncClient) -> None:
+    email = unique_email()
+    codes = [(await login(client, email, "wrong-password-1")).status_code for _ in range(6)]
+    assert codes == [401] * 5 + [429]
+
+
+async def test_one_client_address_is_throttled_across_accounts(app: FastAPI) -> None:
+    limit = app.state.settings.LOGIN_MAX_FAILURES_PER_CLIENT
+    async with asgi_client(app, client_ip="127.9.9.9") as c:
+        for i in range(limit):
+            assert (
+                await login(c, f"nobody{i}-{uuid.uuid4().hex[:6]}@example.com", "x" * 8)
+            ).status_code == 401
+        r = await login(c, unique_email(), "x" * 8)
+        assert r.status_code == 429 and "retry-after" in r.headers
+    async with asgi_client(app) as other:  # another address is not affected
+        assert (await login(other, unique_email(), "x" * 8)).status_code == 401
+
+
+async def test_success_resets_the_account_counter(client: httpx.AsyncClient) -> None:
+    a = await new_account(client)
+    for _ in range(4):
+        await login(client, a.email, "wrong-password-1")
+    assert (await login(client, a.email, a.password)).status_code == 200
+    for _ in range(4):
+        assert (await login(client, a.email, "wrong-password-1")).status_code == 401
+
+
+async def test_throttling_is_shared_by_app_instances_on_one_database(
+    app: FastAPI, settings
+) -> None:  # type: ignore[no-untyped-def]
+    """Two workers share counts through the database, not process memory."""
+    from app.main import create_app
+
+    second = create_app(settings)  # a second app object: its own engine and pool
+    async with asgi_client(app) as c1, asgi_client(second) as c2:
+        a = await new_account(c1)
+        for c in (c1, c2, c1, c2, c1):
+            assert (await login(c, a.email, "wrong-password-1")).status_code == 401
+        assert (await login(c2, a.email, a.password)).status_code == 429
+    await second.state.db.dispose()
+
+
+async def test_expired_rows_are_cleaned_up(app: FastAPI, client: httpx.AsyncClient) -> None:
+    from app.modules.auth.service import AuthService
+
+    a = await new_account(client)
+    old = datetime.now(UTC) - timedelta(days=30)
+    async with app.state.db.sessionmaker() as session:
+        await session.execute(
+            update(RefreshToken)
+            .where(RefreshToken.user_id == uuid.UUID(a.id))
+            .values(expires_at=old)
+        )
+        session.add(LoginFailure(key=f"account:{a.email}", created_at=old))
+        await session.commit()
+        service = AuthService(session, app.state.settings, app.state.hasher, app.state.tokens)
+        tokens, failures = await service.purge_expired()
+        assert tokens >= 1 and failures >= 1
+        left = await session.execute(
+            select(RefreshToken).where(RefreshToken.user_id == uuid.UUID(a.id))
+        )
+        assert left.first() is None
