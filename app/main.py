@@ -21,6 +21,7 @@ from app.api.health import router as health_router
 from app.api.router import api_router
 from app.core.config import Settings, SettingsError, get_settings
 from app.core.errors import install_exception_handlers
+from app.core.llm import build_llm
 from app.core.logging import configure_logging
 from app.core.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
 from app.core.security import PasswordHasher, TokenCodec
@@ -80,6 +81,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.db = Database(settings)
     app.state.hasher = PasswordHasher(rounds=settings.BCRYPT_ROUNDS)
+    app.state.llm = build_llm(settings)  # None without a configured model: AI routes 503
     app.state.tokens = TokenCodec(
         settings.secret_key(),
         access_ttl=timedelta(minutes=settings.ACCESS_TOKEN_EXPIRE_MINUTES),

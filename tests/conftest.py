@@ -17,6 +17,7 @@ from fastapi import FastAPI
 
 from app.core.config import Settings
 from app.main import create_app
+from tests.fakes.llm_server import FakeLLMServer
 from tests.helpers.databases import fresh_database_url, suite_backend
 
 # Hermetic settings: nothing from the developer's shell or .env leaks into tests.
@@ -93,6 +94,49 @@ def asgi_client(app: FastAPI, client_ip: str | None = None) -> httpx.AsyncClient
 @pytest.fixture
 async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     async with asgi_client(app) as c:
+        yield c
+
+
+@pytest.fixture(scope="session")
+def fake_llm_server() -> Iterator[FakeLLMServer]:
+    server = FakeLLMServer()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def fake_llm(fake_llm_server: FakeLLMServer) -> FakeLLMServer:
+    """The fake LLM, with an empty script and no recorded requests."""
+    fake_llm_server.reset()
+    return fake_llm_server
+
+
+def llm_settings(fake: FakeLLMServer) -> dict[str, object]:
+    return {
+        "LLM_BASE_URL": fake.base_url,
+        "LLM_MODEL_NAME": "fake-model",
+        "LLM_API_KEY": "sk-fake-key-for-tests",
+        "LLM_TIMEOUT_SECONDS": 1.5,
+        "LLM_MAX_RETRIES": 0,
+    }
+
+
+@pytest.fixture(scope="session")
+async def ai_app(
+    database_url: str, session_tmp: Path, fake_llm_server: FakeLLMServer
+) -> AsyncIterator[FastAPI]:
+    """The app with an LLM configured (the fake server), on the suite's database."""
+    application = create_app(
+        make_settings(database_url, session_tmp / "data", **llm_settings(fake_llm_server))
+    )
+    async with LifespanManager(application, startup_timeout=60, shutdown_timeout=30):
+        yield application
+
+
+@pytest.fixture
+async def ai_client(ai_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    async with asgi_client(ai_app) as c:
         yield c
 
 

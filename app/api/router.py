@@ -6,8 +6,10 @@ Domain modules add their routers here.
 from fastapi import APIRouter
 
 from app.modules.auth.routes import router as auth_router
+from app.modules.chat.routes import router as chat_router
 from app.modules.users.routes import router as admin_users_router
 
 api_router = APIRouter()
 api_router.include_router(auth_router)
 api_router.include_router(admin_users_router)
+api_router.include_router(chat_router)

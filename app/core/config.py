@@ -47,6 +47,17 @@ PLACEHOLDER_SECRETS = frozenset(
 )
 
 
+# OpenAI-compatible endpoints of the providers `LLM_PROVIDER` can name.
+LLM_PROVIDER_URLS = {
+    "groq": "https://api.groq.com/openai/v1",
+    "together": "https://api.together.xyz/v1",
+    "deepseek": "https://api.deepseek.com/v1",
+    "openai": "https://api.openai.com/v1",
+    "openrouter": "https://openrouter.ai/api/v1",
+    "ollama": "http://localhost:11434/v1",
+}
+
+
 class SettingsError(Exception):
     """The settings cannot be used; the message names the offending key(s)."""
 
@@ -93,9 +104,20 @@ class Settings(BaseSettings):
     LOGIN_MAX_FAILURES_PER_CLIENT: int = Field(default=50, ge=1)
     LOGIN_THROTTLE_WINDOW_SECONDS: int = Field(default=900, ge=1)
 
+    LLM_PROVIDER: (
+        Literal["groq", "together", "deepseek", "openai", "openrouter", "ollama"] | None
+    ) = None
     LLM_API_KEY: SecretStr | None = None
     LLM_BASE_URL: str | None = None
     LLM_MODEL_NAME: str | None = None
+    LLM_TEMPERATURE: float = Field(default=0.4, ge=0, le=2)
+    LLM_TIMEOUT_SECONDS: float = Field(default=60.0, gt=0, le=600)
+    LLM_MAX_RETRIES: int = Field(default=2, ge=0, le=10)
+    LLM_CONTEXT_WINDOW: int = Field(default=32_768, ge=1024)
+
+    CHAT_HISTORY_MESSAGES: int = Field(default=20, ge=0, le=200)
+    CHAT_MAX_TOOL_ROUNDS: int = Field(default=6, ge=1, le=50)
+    CHAT_TURN_TIMEOUT_SECONDS: float = Field(default=300.0, gt=0, le=3600)
 
     LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     LOG_FORMAT: Literal["auto", "console", "json"] = "auto"
@@ -131,6 +153,13 @@ class Settings(BaseSettings):
     def _admin_password_fits_bcrypt(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and not 8 <= len(value.get_secret_value().encode()) <= 72:
             raise ValueError("must be 8 to 72 bytes long when UTF-8 encoded")
+        return value
+
+    @field_validator("LLM_PROVIDER", mode="before")
+    @classmethod
+    def _lower_provider(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return value.strip().lower() or None
         return value
 
     @field_validator("LOG_LEVEL", mode="before")
@@ -198,8 +227,15 @@ class Settings(BaseSettings):
         return self.LOG_FORMAT == "json"
 
     @property
+    def llm_base_url(self) -> str | None:
+        """The explicit `LLM_BASE_URL`, else the `LLM_PROVIDER` preset's."""
+        if self.LLM_BASE_URL:
+            return self.LLM_BASE_URL.rstrip("/")
+        return LLM_PROVIDER_URLS.get(self.LLM_PROVIDER) if self.LLM_PROVIDER else None
+
+    @property
     def llm_configured(self) -> bool:
-        return bool(self.LLM_BASE_URL and self.LLM_MODEL_NAME)
+        return bool(self.llm_base_url and self.LLM_MODEL_NAME)
 
     def secret_key(self) -> str:
         """The signing key: the configured one, or the development key kept in DATA_DIR."""

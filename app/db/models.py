@@ -7,8 +7,9 @@ a new domain module adds its `models` import below.
 from sqlmodel import SQLModel
 
 from app.modules.auth import models as auth_models
+from app.modules.chat import models as chat_models
 from app.modules.users import models as users_models
 
 metadata = SQLModel.metadata
 
-__all__ = ["auth_models", "metadata", "users_models"]
+__all__ = ["auth_models", "chat_models", "metadata", "users_models"]

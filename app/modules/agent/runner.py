@@ -1,0 +1,232 @@
+"""Reka's function-calling loop on a llama_index `FunctionCallingLLM`.
+
+The loop llama_index's `FunctionAgent` runs (stream a chat-with-tools response, collect
+its tool calls, run the tools, feed the results back, repeat), written out here so that
+each step maps one-to-one onto the chat stream's events and every failure has a code:
+
+- text deltas are yielded as the LLM streams them;
+- every tool call is yielded before it runs and its result after; a tool that raises,
+  times out, is unknown, or gets arguments its schema rejects becomes an error *result*
+  the LLM sees and can recover from;
+- an LLM that times out, stalls, rate-limits, fails, or sends tool-call arguments that are
+  not JSON ends the turn with `AgentError(code, message)`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import openai
+import structlog
+from llama_index.core.base.llms.types import ChatResponse, ToolCallBlock
+from llama_index.core.llms import ChatMessage
+from llama_index.core.llms.function_calling import FunctionCallingLLM
+from llama_index.core.tools import AsyncBaseTool
+from pydantic import ValidationError
+
+log = structlog.stdlib.get_logger(__name__)
+
+MAX_TOOL_OUTPUT_CHARS = 20_000
+
+
+class AgentError(Exception):
+    """The turn cannot go on; `code` is stable for clients, `message` is for people."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class TextDelta:
+    text: str
+
+
+@dataclass(frozen=True)
+class ToolCallStarted:
+    id: str
+    name: str
+    arguments: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ToolCallFinished:
+    id: str
+    name: str
+    arguments: dict[str, Any]
+    output: str
+    is_error: bool
+
+
+@dataclass(frozen=True)
+class TurnFinished:
+    text: str
+
+
+AgentEvent = TextDelta | ToolCallStarted | ToolCallFinished | TurnFinished
+
+
+@dataclass
+class AgentLimits:
+    max_tool_rounds: int = 6
+    idle_timeout: float = 60.0  # longest silence inside a streamed reply
+    tool_timeout: float = 60.0
+
+
+@dataclass
+class _Call:
+    id: str
+    name: str
+    arguments: dict[str, Any] = field(default_factory=dict)
+
+
+async def run_agent(
+    llm: FunctionCallingLLM,
+    tools: Sequence[AsyncBaseTool],
+    messages: list[ChatMessage],
+    limits: AgentLimits,
+) -> AsyncIterator[AgentEvent]:
+    """Run one turn: `messages` is system prompt + history + the new user message."""
+    by_name = {tool.metadata.name: tool for tool in tools}
+    conversation = list(messages)
+    for _round in range(limits.max_tool_rounds + 1):
+        response: ChatResponse | None = None
+        offer_tools = list(tools) if _round < limits.max_tool_rounds else []
+        async for item in _stream_llm(llm, offer_tools, conversation, limits.idle_timeout):
+            if isinstance(item, TextDelta):
+                yield item
+            else:
+                response = item
+        if response is None:
+            raise AgentError("llm_empty_response", "The AI model returned nothing.")
+        calls = _tool_calls(response)
+        if not calls:
+            yield TurnFinished(response.message.content or "")
+            return
+        conversation.append(response.message)
+        for call in calls:
+            yield ToolCallStarted(call.id, call.name, call.arguments)
+            output, is_error = await _run_tool(by_name.get(call.name), call, limits.tool_timeout)
+            yield ToolCallFinished(call.id, call.name, call.arguments, output, is_error)
+            conversation.append(
+                ChatMessage(
+                    role="tool",
+                    content=output,
+                    additional_kwargs={"tool_call_id": call.id, "name": call.name},
+                )
+            )
+    raise AgentError("too_many_tool_rounds", "The AI model kept calling tools without answering.")
+
+
+async def _stream_llm(
+    llm: FunctionCallingLLM,
+    tools: list[AsyncBaseTool],
+    conversation: list[ChatMessage],
+    idle_timeout: float,
+) -> AsyncIterator[TextDelta | ChatResponse]:
+    """Yield text deltas, then the complete response; map provider failures to codes."""
+    try:
+        if tools:
+            stream = await llm.astream_chat_with_tools(
+                tools, chat_history=conversation, allow_parallel_tool_calls=True
+            )
+        else:
+            stream = await llm.astream_chat(conversation)
+        iterator = stream.__aiter__()
+        last: ChatResponse | None = None
+        while True:
+            try:
+                async with asyncio.timeout(idle_timeout):
+                    last = await iterator.__anext__()
+            except StopAsyncIteration:
+                break
+            if last.delta:
+                yield TextDelta(last.delta)
+        if last is not None:
+            yield last
+    except TimeoutError:
+        raise AgentError(
+            "llm_timeout", "The AI model stopped responding. Please try again."
+        ) from None
+    except openai.APITimeoutError:
+        raise AgentError(
+            "llm_timeout", "The AI model did not respond in time. Please try again."
+        ) from None
+    except openai.RateLimitError:
+        raise AgentError(
+            "llm_rate_limited", "The AI model is busy (rate limited). Please try again shortly."
+        ) from None
+    except openai.APIStatusError as exc:
+        code = "llm_unavailable" if exc.status_code >= 500 else "llm_error"
+        if exc.status_code in (401, 403):
+            code = "llm_auth_failed"
+        log.warning("llm_status_error", status=exc.status_code)
+        raise AgentError(
+            code, f"The AI model answered with an error (HTTP {exc.status_code})."
+        ) from None
+    except (openai.APIConnectionError, httpx.TransportError):
+        # httpx errors surface directly when the connection drops mid-stream.
+        raise AgentError(
+            "llm_unreachable", "The connection to the AI model failed. Please try again."
+        ) from None
+    except openai.OpenAIError as exc:
+        log.warning("llm_error", error=type(exc).__name__)
+        raise AgentError("llm_error", "The AI model failed to answer. Please try again.") from None
+
+
+def _tool_calls(response: ChatResponse) -> list[_Call]:
+    """The response's tool calls; arguments that are not a JSON object end the turn."""
+    calls = []
+    for block in response.message.blocks:
+        if not isinstance(block, ToolCallBlock):
+            continue
+        raw = block.tool_kwargs
+        if isinstance(raw, str):
+            try:
+                arguments = json.loads(raw) if raw.strip() else {}
+            except json.JSONDecodeError:
+                arguments = None
+        else:
+            arguments = raw
+        if not isinstance(arguments, dict):
+            log.warning("llm_bad_tool_call", tool=block.tool_name)
+            raise AgentError(
+                "llm_bad_tool_call",
+                f"The AI model sent unreadable arguments for the tool '{block.tool_name}'.",
+            )
+        calls.append(_Call(block.tool_call_id or f"call_{len(calls)}", block.tool_name, arguments))
+    return calls
+
+
+async def _run_tool(tool: AsyncBaseTool | None, call: _Call, time_limit: float) -> tuple[str, bool]:
+    """(output text, is_error). Never raises: failures are results the LLM can read."""
+    if tool is None:
+        return f"Error: there is no tool named '{call.name}'.", True
+    schema = tool.metadata.fn_schema
+    arguments = call.arguments
+    if schema is not None:
+        try:
+            arguments = schema.model_validate(arguments).model_dump(exclude_unset=True)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(map(str, e['loc'])) or 'arguments'}: {e['msg']}"
+                for e in exc.errors(include_input=False, include_url=False)
+            )
+            return f"Error: invalid arguments for '{call.name}': {problems}", True
+    try:
+        async with asyncio.timeout(time_limit):
+            output = await tool.acall(**arguments)
+    except TimeoutError:
+        return f"Error: the tool '{call.name}' did not finish within {time_limit:g} s.", True
+    except Exception as exc:  # a tool's failure is information for the LLM, not a crash
+        log.warning("tool_failed", tool=call.name, error=type(exc).__name__)
+        return f"Error: {type(exc).__name__}: {exc}"[:MAX_TOOL_OUTPUT_CHARS], True
+    text = str(output.content) if output.content is not None else ""
+    is_error = bool(getattr(output, "is_error", False))
+    return text[:MAX_TOOL_OUTPUT_CHARS], is_error

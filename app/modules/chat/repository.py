@@ -1,0 +1,102 @@
+"""Queries on chat sessions and messages."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.modules.chat.models import ChatMessage, ChatSession, MessageRole, MessageStatus
+
+
+class ChatRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def get_session(self, user_id: uuid.UUID, session_id: uuid.UUID) -> ChatSession | None:
+        """The session if it belongs to `user_id` (someone else's is simply not found)."""
+        result = await self.session.execute(
+            select(ChatSession).where(ChatSession.id == session_id, ChatSession.user_id == user_id)
+        )
+        return result.scalar_one_or_none()
+
+    async def list_sessions(
+        self, user_id: uuid.UUID, limit: int, offset: int
+    ) -> tuple[list[ChatSession], int]:
+        where = ChatSession.user_id == user_id
+        total = await self.session.scalar(
+            select(func.count()).select_from(ChatSession).where(where)
+        )
+        rows = await self.session.execute(
+            select(ChatSession)
+            .where(where)
+            .order_by(ChatSession.updated_at.desc(), ChatSession.id)  # type: ignore[attr-defined]
+            .limit(limit)
+            .offset(offset)
+        )
+        return list(rows.scalars()), total or 0
+
+    async def list_messages(
+        self, session_id: uuid.UUID, limit: int, offset: int
+    ) -> tuple[list[ChatMessage], int]:
+        where = ChatMessage.session_id == session_id
+        total = await self.session.scalar(
+            select(func.count()).select_from(ChatMessage).where(where)
+        )
+        rows = await self.session.execute(
+            select(ChatMessage)
+            .where(where)
+            .order_by(ChatMessage.created_at, ChatMessage.id)  # type: ignore[arg-type]
+            .limit(limit)
+            .offset(offset)
+        )
+        return list(rows.scalars()), total or 0
+
+    async def recent_history(self, session_id: uuid.UUID, count: int) -> list[ChatMessage]:
+        """The last `count` user/assistant messages with text, oldest first."""
+        if count <= 0:
+            return []
+        rows = await self.session.execute(
+            select(ChatMessage)
+            .where(
+                ChatMessage.session_id == session_id,
+                ChatMessage.role.in_([MessageRole.USER, MessageRole.ASSISTANT]),  # type: ignore[attr-defined]
+                ChatMessage.status != MessageStatus.ERROR,
+                ChatMessage.content != "",
+            )
+            .order_by(ChatMessage.created_at.desc(), ChatMessage.id)  # type: ignore[attr-defined]
+            .limit(count)
+        )
+        return list(reversed(list(rows.scalars())))
+
+    async def delete_session(self, session_id: uuid.UUID) -> None:
+        # Messages go with it (ON DELETE CASCADE; deleted explicitly too, for SQLite
+        # databases opened without foreign keys).
+        await self.session.execute(delete(ChatMessage).where(ChatMessage.session_id == session_id))
+        await self.session.execute(delete(ChatSession).where(ChatSession.id == session_id))
+
+    async def claim_stream(
+        self, session_id: uuid.UUID, now: datetime, stale_before: datetime
+    ) -> bool:
+        """Mark the session as streaming unless a live stream already holds it."""
+        result = await self.session.execute(
+            update(ChatSession)
+            .where(
+                ChatSession.id == session_id,
+                or_(
+                    ChatSession.streaming_since.is_(None),  # type: ignore[union-attr]
+                    ChatSession.streaming_since < stale_before,  # type: ignore[operator]
+                ),
+            )
+            .values(streaming_since=now)
+        )
+        return result.rowcount == 1  # type: ignore[attr-defined]
+
+    async def release_stream(self, session_id: uuid.UUID, updated_at: datetime) -> None:
+        await self.session.execute(
+            update(ChatSession)
+            .where(ChatSession.id == session_id)
+            .values(streaming_since=None, updated_at=updated_at)
+        )

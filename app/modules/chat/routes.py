@@ -1,0 +1,169 @@
+"""`/chat`: my sessions and their messages, and the streaming turn (DESIGN.md section 5)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request, Response, status
+from fastapi.sse import EventSourceResponse, ServerSentEvent
+
+from app.api.deps import CurrentUser, SessionDep, SettingsDep
+from app.core.config import Settings
+from app.core.llm import LLMNotConfiguredError
+from app.core.types import Limit, Offset
+from app.modules.agent.prompt import build_system_prompt
+from app.modules.agent.runner import AgentLimits
+from app.modules.agent.tools import ToolContext, assemble_tools
+from app.modules.chat.schemas import (
+    ChatStreamRequest,
+    MessagePage,
+    MessagePublic,
+    SessionPage,
+    SessionPublic,
+    SessionRename,
+)
+from app.modules.chat.service import ChatService
+from app.modules.chat.turn import ChatTurn
+
+router = APIRouter(
+    prefix="/chat", tags=["chat"], responses={401: {"description": "Not authenticated"}}
+)
+_404 = {404: {"description": "No such session of yours"}}
+
+
+def get_chat_service(session: SessionDep) -> ChatService:
+    return ChatService(session)
+
+
+ChatServiceDep = Annotated[ChatService, Depends(get_chat_service)]
+
+
+def stream_ttl(settings: Settings) -> timedelta:
+    """How long a streaming claim holds: the longest a turn may run, plus a margin."""
+    return timedelta(seconds=settings.CHAT_TURN_TIMEOUT_SECONDS + settings.LLM_TIMEOUT_SECONDS + 30)
+
+
+@router.get("/sessions", response_model=SessionPage)
+async def list_sessions(
+    user: CurrentUser,
+    chats: ChatServiceDep,
+    limit: Annotated[Limit, Query()] = 20,
+    offset: Annotated[Offset, Query()] = 0,
+) -> SessionPage:
+    """My chat sessions, most recently active first."""
+    items, total = await chats.list_sessions(user.id, limit, offset)
+    return SessionPage(
+        items=[SessionPublic.model_validate(s) for s in items],
+        total=total,
+        limit=limit,
+        offset=offset,
+    )
+
+
+@router.get("/sessions/{session_id}", response_model=SessionPublic, responses=_404)
+async def get_session(
+    session_id: uuid.UUID, user: CurrentUser, chats: ChatServiceDep
+) -> SessionPublic:
+    return SessionPublic.model_validate(await chats.get_session(user.id, session_id))
+
+
+@router.patch("/sessions/{session_id}", response_model=SessionPublic, responses=_404)
+async def rename_session(
+    session_id: uuid.UUID, data: SessionRename, user: CurrentUser, chats: ChatServiceDep
+) -> SessionPublic:
+    return SessionPublic.model_validate(await chats.rename(user.id, session_id, data.title))
+
+
+@router.delete(
+    "/sessions/{session_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses={**_404, 409: {"description": "The session is streaming"}},
+)
+async def delete_session(
+    session_id: uuid.UUID, user: CurrentUser, chats: ChatServiceDep, settings: SettingsDep
+) -> Response:
+    """Delete the session with all its messages."""
+    await chats.delete(user.id, session_id, stream_ttl(settings))
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get("/sessions/{session_id}/messages", response_model=MessagePage, responses=_404)
+async def list_messages(
+    session_id: uuid.UUID,
+    user: CurrentUser,
+    chats: ChatServiceDep,
+    limit: Annotated[Limit, Query()] = 50,
+    offset: Annotated[Offset, Query()] = 0,
+) -> MessagePage:
+    """A session's messages, oldest first."""
+    items, total = await chats.list_messages(user.id, session_id, limit, offset)
+    return MessagePage(
+        items=[MessagePublic.model_validate(m) for m in items],
+        total=total,
+        limit=limit,
+        offset=offset,
+    )
+
+
+async def start_turn(
+    body: ChatStreamRequest,
+    request: Request,
+    user: CurrentUser,
+    chats: ChatServiceDep,
+    settings: SettingsDep,
+) -> ChatTurn:
+    """Everything that can refuse the turn, before the stream starts (so refusals are
+    plain JSON errors): no LLM 503, someone else's session 404, busy session 409."""
+    llm = request.app.state.llm
+    if llm is None:
+        raise LLMNotConfiguredError()
+    start = await chats.begin_turn(
+        user.id,
+        body.session_id,
+        body.content,
+        history_size=settings.CHAT_HISTORY_MESSAGES,
+        stream_ttl=stream_ttl(settings),
+    )
+    tools = assemble_tools(
+        ToolContext(user.id, request.app.state.db.sessionmaker, request.app.state.hasher),
+        getattr(request.app.state, "mcp", None),
+    )
+    return ChatTurn(
+        start=start,
+        llm=llm,
+        tools=tools,
+        system_prompt=build_system_prompt(user.name),
+        sessionmaker=request.app.state.db.sessionmaker,
+        limits=AgentLimits(
+            max_tool_rounds=settings.CHAT_MAX_TOOL_ROUNDS,
+            idle_timeout=settings.LLM_TIMEOUT_SECONDS,
+            tool_timeout=settings.LLM_TIMEOUT_SECONDS,
+        ),
+        deadline_seconds=settings.CHAT_TURN_TIMEOUT_SECONDS,
+    )
+
+
+@router.post(
+    "/stream",
+    response_class=EventSourceResponse,
+    responses={
+        **_404,
+        200: {
+            "description": "Events: session, delta, tool_call, tool_result, message, error, done"
+        },
+        409: {"description": "The session is already streaming"},
+        503: {"description": "No LLM configured"},
+    },
+)
+async def stream(turn: Annotated[ChatTurn, Depends(start_turn)]) -> AsyncIterator[ServerSentEvent]:
+    """Send a message and receive the advisor's reply as Server-Sent Events.
+
+    `session_id: null` starts a new session. The user's message is saved before the
+    model is called; the reply is saved when complete, or as partial/error if the turn
+    stops early.
+    """
+    async for event in turn.events():
+        yield event

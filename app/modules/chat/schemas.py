@@ -1,0 +1,66 @@
+"""Request and response shapes for chat."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from app.core.types import multi_line, single_line
+from app.modules.chat.models import MessageRole, MessageStatus
+
+MAX_MESSAGE_CHARS = 8000
+
+MessageText = multi_line(MAX_MESSAGE_CHARS, min_length=1)
+SessionTitle = single_line(120)
+
+
+class ChatStreamRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    session_id: uuid.UUID | None = None
+    content: MessageText
+
+
+class SessionRename(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    title: SessionTitle
+
+
+class SessionPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    title: str
+    created_at: datetime
+    updated_at: datetime
+
+
+class SessionPage(BaseModel):
+    items: list[SessionPublic]
+    total: int
+    limit: int
+    offset: int
+
+
+class MessagePublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    session_id: uuid.UUID
+    role: MessageRole
+    content: str
+    tool_calls: Any | None
+    status: MessageStatus
+    error_code: str | None
+    created_at: datetime
+
+
+class MessagePage(BaseModel):
+    items: list[MessagePublic]
+    total: int
+    limit: int
+    offset: int

@@ -1,0 +1,109 @@
+"""Chat rules: sessions belong to one user, one stream per session at a time, and the
+user's message is saved before the LLM is called."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.core.errors import ConflictError, NotFoundError
+from app.db.types import utcnow
+from app.modules.chat.models import ChatMessage, ChatSession, MessageRole
+from app.modules.chat.repository import ChatRepository
+
+TITLE_CHARS = 60
+STREAM_BUSY = "This chat session is already answering a message; wait for it to finish."
+
+
+@dataclass(frozen=True)
+class TurnStart:
+    """A turn that may stream: the session is claimed and the user's message is saved."""
+
+    session_id: uuid.UUID
+    title: str
+    created: bool
+    history: list[ChatMessage]
+    user_message: ChatMessage
+
+
+def title_from(content: str) -> str:
+    line = " ".join(content.split())
+    return line if len(line) <= TITLE_CHARS else line[: TITLE_CHARS - 1].rstrip() + "…"
+
+
+class ChatService:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+        self.repo = ChatRepository(session)
+
+    async def get_session(self, user_id: uuid.UUID, session_id: uuid.UUID) -> ChatSession:
+        chat = await self.repo.get_session(user_id, session_id)
+        if chat is None:
+            raise NotFoundError("Chat session not found")
+        return chat
+
+    async def list_sessions(
+        self, user_id: uuid.UUID, limit: int, offset: int
+    ) -> tuple[list[ChatSession], int]:
+        return await self.repo.list_sessions(user_id, limit, offset)
+
+    async def rename(self, user_id: uuid.UUID, session_id: uuid.UUID, title: str) -> ChatSession:
+        chat = await self.get_session(user_id, session_id)
+        chat.title = title
+        chat.updated_at = utcnow()
+        await self.session.commit()
+        return chat
+
+    async def delete(
+        self, user_id: uuid.UUID, session_id: uuid.UUID, stream_ttl: timedelta
+    ) -> None:
+        chat = await self.get_session(user_id, session_id)
+        if chat.streaming_since is not None and chat.streaming_since > utcnow() - stream_ttl:
+            raise ConflictError(STREAM_BUSY)
+        await self.repo.delete_session(chat.id)
+        await self.session.commit()
+
+    async def list_messages(
+        self, user_id: uuid.UUID, session_id: uuid.UUID, limit: int, offset: int
+    ) -> tuple[list[ChatMessage], int]:
+        chat = await self.get_session(user_id, session_id)
+        return await self.repo.list_messages(chat.id, limit, offset)
+
+    async def begin_turn(
+        self,
+        user_id: uuid.UUID,
+        session_id: uuid.UUID | None,
+        content: str,
+        *,
+        history_size: int,
+        stream_ttl: timedelta,
+    ) -> TurnStart:
+        """Claim (or create) the session for streaming and save the user's message.
+
+        Raises 404 for a session that is not the user's and 409 while another stream
+        runs in it. Everything is committed before this returns, so the LLM is only
+        ever called for a message that is already in the history.
+        """
+        now = utcnow()
+        if session_id is None:
+            chat = ChatSession(user_id=user_id, title=title_from(content), streaming_since=now)
+            self.session.add(chat)
+            await self.session.flush()
+            created, history = True, []
+        else:
+            chat = await self.get_session(user_id, session_id)
+            if not await self.repo.claim_stream(chat.id, now, now - stream_ttl):
+                await self.session.rollback()
+                raise ConflictError(STREAM_BUSY)
+            created = False
+            history = await self.repo.recent_history(chat.id, history_size)
+        message = ChatMessage(
+            session_id=chat.id, role=MessageRole.USER, content=content, created_at=now
+        )
+        self.session.add(message)
+        chat_id, title = chat.id, chat.title
+        await self.session.commit()
+        return TurnStart(chat_id, title, created, history, message)

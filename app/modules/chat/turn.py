@@ -1,0 +1,172 @@
+"""One streamed chat turn: agent events -> SSE events (DESIGN.md section 5) + history.
+
+Runs inside the response stream, so it holds no database session of its own between
+writes: it opens a short one to save the outcome. Whatever ends the turn — the answer,
+an LLM failure, the turn deadline, or the client going away — the assistant's message
+is saved (complete, partial or error) together with the tool messages, and the
+session's streaming claim is released.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import anyio
+import structlog
+from fastapi.sse import ServerSentEvent
+from llama_index.core.llms import ChatMessage as LLMMessage
+from llama_index.core.llms.function_calling import FunctionCallingLLM
+from llama_index.core.tools import AsyncBaseTool
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.db.types import utcnow
+from app.modules.agent.runner import (
+    AgentError,
+    AgentLimits,
+    TextDelta,
+    ToolCallFinished,
+    ToolCallStarted,
+    run_agent,
+)
+from app.modules.chat.models import ChatMessage, MessageRole, MessageStatus
+from app.modules.chat.repository import ChatRepository
+from app.modules.chat.service import TurnStart
+
+log = structlog.stdlib.get_logger(__name__)
+
+SAVE_TIMEOUT_SECONDS = 10
+
+
+def sse(event: str, data: dict[str, Any]) -> ServerSentEvent:
+    return ServerSentEvent(event=event, data=data)
+
+
+@dataclass
+class ChatTurn:
+    start: TurnStart
+    llm: FunctionCallingLLM
+    tools: Sequence[AsyncBaseTool]
+    system_prompt: str
+    sessionmaker: async_sessionmaker[AsyncSession]
+    limits: AgentLimits
+    deadline_seconds: float
+    _text: list[str] = field(default_factory=list)
+    _calls: list[tuple[ToolCallFinished, datetime]] = field(default_factory=list)
+    _saved: bool = False
+
+    def _llm_messages(self) -> list[LLMMessage]:
+        messages = [LLMMessage(role="system", content=self.system_prompt)]
+        messages += [LLMMessage(role=m.role, content=m.content) for m in self.start.history]
+        messages.append(LLMMessage(role="user", content=self.start.user_message.content))
+        return messages
+
+    async def events(self) -> AsyncIterator[ServerSentEvent]:
+        start = self.start
+        yield sse(
+            "session",
+            {"session_id": str(start.session_id), "title": start.title, "created": start.created},
+        )
+        deadline = time.monotonic() + self.deadline_seconds
+        try:
+            try:
+                async for event in run_agent(
+                    self.llm, self.tools, self._llm_messages(), self.limits
+                ):
+                    if isinstance(event, TextDelta):
+                        self._text.append(event.text)
+                        yield sse("delta", {"text": event.text})
+                    elif isinstance(event, ToolCallStarted):
+                        yield sse(
+                            "tool_call",
+                            {"id": event.id, "name": event.name, "arguments": event.arguments},
+                        )
+                    elif isinstance(event, ToolCallFinished):
+                        self._calls.append((event, utcnow()))
+                        yield sse(
+                            "tool_result",
+                            {
+                                "id": event.id,
+                                "name": event.name,
+                                "output": event.output,
+                                "is_error": event.is_error,
+                            },
+                        )
+                    if time.monotonic() > deadline:
+                        raise AgentError(
+                            "turn_timeout",
+                            f"The answer took longer than {self.deadline_seconds:g} s "
+                            "and was stopped.",
+                        )
+            except AgentError as exc:
+                log.warning("chat_turn_failed", code=exc.code, session_id=str(start.session_id))
+                await self._save(
+                    MessageStatus.PARTIAL if self._text else MessageStatus.ERROR, exc.code
+                )
+                yield sse("error", {"code": exc.code, "message": exc.message})
+                return
+            message_id = await self._save(MessageStatus.COMPLETE, None)
+            yield sse("message", {"message_id": str(message_id), "content": "".join(self._text)})
+            yield sse("done", {})
+        except Exception:
+            log.exception("chat_turn_crashed", session_id=str(start.session_id))
+            await self._save(
+                MessageStatus.PARTIAL if self._text else MessageStatus.ERROR, "internal_error"
+            )
+            yield sse(
+                "error", {"code": "internal_error", "message": "Something went wrong on our side."}
+            )
+        finally:
+            if not self._saved:  # the client went away (or we were cancelled) mid-turn
+                log.info("chat_turn_interrupted", session_id=str(start.session_id))
+                with anyio.CancelScope(shield=True):
+                    await self._save(MessageStatus.PARTIAL, "client_disconnected")
+
+    async def _save(self, status: MessageStatus, error_code: str | None) -> uuid.UUID | None:
+        """Write the tool messages and the assistant's message; release the session."""
+        if self._saved:
+            return None
+        self._saved = True
+        now = utcnow()
+        assistant = ChatMessage(
+            session_id=self.start.session_id,
+            role=MessageRole.ASSISTANT,
+            content="".join(self._text),
+            tool_calls=[
+                {"id": c.id, "name": c.name, "arguments": c.arguments} for c, _ in self._calls
+            ]
+            or None,
+            status=status,
+            error_code=error_code,
+            created_at=now,
+        )
+        tool_rows = [
+            ChatMessage(
+                session_id=self.start.session_id,
+                role=MessageRole.TOOL,
+                content=call.output,
+                tool_calls={
+                    "id": call.id,
+                    "name": call.name,
+                    "arguments": call.arguments,
+                    "is_error": call.is_error,
+                },
+                created_at=finished_at,
+            )
+            for call, finished_at in self._calls
+        ]
+        try:
+            with anyio.fail_after(SAVE_TIMEOUT_SECONDS, shield=True):
+                async with self.sessionmaker() as session:
+                    session.add_all([*tool_rows, assistant])
+                    await ChatRepository(session).release_stream(self.start.session_id, now)
+                    await session.commit()
+        except Exception:
+            # The database is gone or the session was deleted: the claim lapses by itself.
+            log.exception("chat_turn_not_saved", session_id=str(self.start.session_id))
+            return None
+        return assistant.id

@@ -1,0 +1,249 @@
+"""A fake OpenAI-compatible LLM server for tests and benchmarks.
+
+It serves `POST /v1/chat/completions` (streaming and not) on 127.0.0.1 from a thread of
+its own, answers with replies a test scripts in advance, and records every request so a
+test can assert what the agent sent (system prompt, history, tool schemas).
+
+    fake.script(Reply.text("Halo!"), Reply.tool_call("get_my_account", {}))
+    ... run the code under test ...
+    assert fake.requests[0]["messages"][0]["role"] == "system"
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+
+@dataclass
+class ToolCallSpec:
+    name: str
+    arguments: str  # raw JSON text, so tests can send malformed JSON on purpose
+    id: str = ""
+
+
+@dataclass
+class Reply:
+    """One scripted answer to one chat-completions request."""
+
+    text: str = ""
+    tool_calls: list[ToolCallSpec] = field(default_factory=list)
+    status: int = 200  # 429 / 500 ... to answer with an HTTP error instead
+    stall_seconds: float = 0.0  # send nothing at all for this long first
+    chunk_size: int = 8  # characters per streamed delta
+    chunk_delay: float = 0.0  # seconds between streamed chunks
+    stall_after_chunks: int | None = None  # stop sending (keep open) after N chunks
+    die_after_chunks: int | None = None  # close the connection abruptly after N chunks
+
+    @classmethod
+    def of_text(cls, text: str, **kw: Any) -> Reply:
+        return cls(text=text, **kw)
+
+    @classmethod
+    def tool_call(cls, name: str, arguments: dict[str, Any] | str, **kw: Any) -> Reply:
+        raw = arguments if isinstance(arguments, str) else json.dumps(arguments)
+        return cls(tool_calls=[ToolCallSpec(name, raw)], **kw)
+
+    @classmethod
+    def tool_calls_of(cls, *calls: tuple[str, dict[str, Any] | str], **kw: Any) -> Reply:
+        specs = [ToolCallSpec(n, a if isinstance(a, str) else json.dumps(a)) for n, a in calls]
+        return cls(tool_calls=specs, **kw)
+
+    @classmethod
+    def error(cls, status: int) -> Reply:
+        return cls(status=status)
+
+    @classmethod
+    def stall(cls, seconds: float) -> Reply:
+        return cls(text="too late", stall_seconds=seconds)
+
+
+@dataclass
+class Recorded:
+    body: dict[str, Any]
+    started: float
+    finished: float = 0.0
+
+    @property
+    def seconds(self) -> float:
+        return max(0.0, self.finished - self.started)
+
+
+class FakeLLMServer:
+    def __init__(self, default_text: str = "Baik, Bu.") -> None:
+        self.default = Reply.of_text(default_text)
+        self._script: deque[Reply] = deque()
+        self._lock = threading.Lock()
+        self.calls: list[Recorded] = []
+        self._ids = itertools.count(1)
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+        self.port = 0
+
+    # --- scripting --------------------------------------------------------------------
+
+    def script(self, *replies: Reply) -> None:
+        with self._lock:
+            self._script.extend(replies)
+
+    def reset(self) -> None:
+        with self._lock:
+            self._script.clear()
+            self.calls.clear()
+
+    @property
+    def requests(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [c.body for c in self.calls]
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def _next(self) -> Reply:
+        with self._lock:
+            return self._script.popleft() if self._script else self.default
+
+    # --- server -----------------------------------------------------------------------
+
+    def start(self) -> None:
+        app = Starlette(routes=[Route("/v1/chat/completions", self._completions, methods=["POST"])])
+        config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off")
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, name="fake-llm", daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not (self._server.started and self._server.servers):
+            if time.monotonic() > deadline:
+                raise RuntimeError("fake LLM server did not start")
+            time.sleep(0.01)
+        self.port = self._server.servers[0].sockets[0].getsockname()[1]
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.should_exit = True
+            self._server.force_exit = True
+        if self._thread is not None:
+            self._thread.join(10)
+
+    async def _completions(self, request: Request) -> Response:
+        record = Recorded(await request.json(), time.perf_counter())
+        with self._lock:
+            self.calls.append(record)
+        reply = self._next()
+        if reply.stall_seconds:
+            await asyncio.sleep(reply.stall_seconds)
+        if reply.status != 200:
+            record.finished = time.perf_counter()
+            return JSONResponse(
+                {
+                    "error": {
+                        "message": f"scripted {reply.status}",
+                        "type": "fake",
+                        "code": reply.status,
+                    }
+                },
+                status_code=reply.status,
+                headers={"retry-after": "0"},
+            )
+        model = record.body.get("model", "fake-model")
+        if not record.body.get("stream"):
+            record.finished = time.perf_counter()
+            return JSONResponse(self._completion(reply, model))
+        return StreamingResponse(self._chunks(reply, model, record), media_type="text/event-stream")
+
+    def _completion(self, reply: Reply, model: str) -> dict[str, Any]:
+        message: dict[str, Any] = {"role": "assistant", "content": reply.text or None}
+        if reply.tool_calls:
+            message["tool_calls"] = [
+                {
+                    "id": call.id or f"call_{next(self._ids)}",
+                    "type": "function",
+                    "function": {"name": call.name, "arguments": call.arguments},
+                }
+                for call in reply.tool_calls
+            ]
+        return {
+            "id": f"chatcmpl-{next(self._ids)}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": message,
+                    "finish_reason": "tool_calls" if reply.tool_calls else "stop",
+                }
+            ],
+            "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
+        }
+
+    async def _chunks(self, reply: Reply, model: str, record: Recorded):  # type: ignore[no-untyped-def]
+        cid = f"chatcmpl-{next(self._ids)}"
+
+        def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
+            body = {
+                "id": cid,
+                "object": "chat.completion.chunk",
+                "created": int(time.time()),
+                "model": model,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+            }
+            return f"data: {json.dumps(body)}\n\n".encode()
+
+        pieces: list[bytes] = [chunk({"role": "assistant", "content": ""})]
+        text = reply.text
+        for i in range(0, len(text), max(1, reply.chunk_size)):
+            pieces.append(chunk({"content": text[i : i + reply.chunk_size]}))
+        for index, call in enumerate(reply.tool_calls):
+            call_id = call.id or f"call_{next(self._ids)}"
+            pieces.append(
+                chunk(
+                    {
+                        "tool_calls": [
+                            {
+                                "index": index,
+                                "id": call_id,
+                                "type": "function",
+                                "function": {"name": call.name, "arguments": ""},
+                            }
+                        ]
+                    }
+                )
+            )
+            args = call.arguments
+            for i in range(0, len(args), 16):
+                pieces.append(
+                    chunk(
+                        {
+                            "tool_calls": [
+                                {"index": index, "function": {"arguments": args[i : i + 16]}}
+                            ]
+                        }
+                    )
+                )
+        pieces.append(chunk({}, "tool_calls" if reply.tool_calls else "stop"))
+        pieces.append(b"data: [DONE]\n\n")
+        try:
+            for n, piece in enumerate(pieces):
+                if reply.stall_after_chunks is not None and n == reply.stall_after_chunks:
+                    await asyncio.sleep(3600)
+                if reply.die_after_chunks is not None and n == reply.die_after_chunks:
+                    raise ConnectionResetError("scripted death")
+                if reply.chunk_delay and n:
+                    await asyncio.sleep(reply.chunk_delay)
+                yield piece
+        finally:
+            record.finished = time.perf_counter()
