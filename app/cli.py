@@ -56,6 +56,7 @@ def serve(
         reload=reload,
         log_config=None,  # our structlog setup owns logging
         proxy_headers=True,
+        forwarded_allow_ips=settings.FORWARDED_ALLOW_IPS,
         server_header=False,
         timeout_graceful_shutdown=30,
     )

@@ -12,6 +12,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
+from typing import Any
 
 import structlog
 from fastapi import FastAPI
@@ -93,7 +94,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.add_middleware(
             CORSMiddleware,
             allow_origins=settings.CORS_ORIGINS,
-            allow_credentials=True,
+            # Credentials (the refresh cookie) only for origins named one by one: with "*"
+            # any site could make logged-in requests.
+            allow_credentials="*" not in settings.CORS_ORIGINS,
             allow_methods=["*"],
             allow_headers=["*"],
             expose_headers=["X-Request-ID"],
@@ -104,7 +107,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.include_router(health_router)
     app.include_router(api_router, prefix=settings.API_V1_STR)
+    _point_authorize_at_token_route(app, f"{settings.API_V1_STR}/auth/token")
     return app
+
+
+def _point_authorize_at_token_route(app: FastAPI, token_url: str) -> None:
+    """Give Swagger's Authorize dialog the absolute token URL for this app's prefix."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = build()
+            schemes = schema.get("components", {}).get("securitySchemes", {})
+            for scheme in schemes.values():
+                if scheme.get("type") == "oauth2" and "password" in scheme.get("flows", {}):
+                    scheme["flows"]["password"]["tokenUrl"] = token_url
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def _app_from_environment() -> FastAPI:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import httpx
 import jwt
 import pytest
+from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 from sqlalchemy import delete, select, update
 
@@ -82,7 +85,7 @@ async def test_oauth2_form_token_endpoint_for_swagger(client: httpx.AsyncClient)
     ).status_code == 200
     spec = (await client.get(f"{API}/openapi.json")).json()
     scheme = spec["components"]["securitySchemes"]["OAuth2PasswordBearer"]
-    assert scheme["flows"]["password"]["tokenUrl"] == "auth/token"
+    assert scheme["flows"]["password"]["tokenUrl"] == "/api/v1/auth/token"
 
 
 async def test_update_me_and_email_uniqueness(client: httpx.AsyncClient) -> None:
@@ -231,7 +234,6 @@ async def test_password_change_ends_every_session(client: httpx.AsyncClient) -> 
     a = await new_account(client)
     other = (await login(client, a.email, a.password)).json()  # a second device
     client.cookies.clear()
-    await asyncio.sleep(1.1)  # `iat` has whole seconds; see AuthService.authenticate
     r = await client.post(
         f"{API}/auth/me/password",
         headers=a.headers,
@@ -409,3 +411,144 @@ async def test_expired_rows_are_cleaned_up(app: FastAPI, client: httpx.AsyncClie
             select(RefreshToken).where(RefreshToken.user_id == uuid.UUID(a.id))
         )
         assert left.first() is None
+
+
+# --- found in review: inputs that once gave 500s, races, revocation gaps ----------------
+
+
+async def test_token_form_with_huge_fields_is_422_and_logs_no_password(
+    client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    secret = "MyRealSecretPassw0rd-" + "q" * 1100 + "-TAILSECRET"
+    for data in (
+        {"username": "a" * 300 + "@x.com", "password": secret},
+        {"username": "someone@example.com", "password": secret},
+    ):
+        r = await client.post(f"{API}/auth/token", data=data)
+        assert r.status_code == 422, r.text
+        assert r.json()["detail"][0]["loc"][0] == "body"
+        assert "MyRealSecret" not in r.text
+    assert "MyRealSecret" not in caplog.text and "TAILSECRET" not in caplog.text
+
+
+@pytest.mark.parametrize(
+    "email",
+    ["a\x00@x.com", "\u0130" * 254, "a\ud800@x.com", "x\u202e@example.com", "a\nb@example.com"],
+)
+async def test_login_with_unstorable_email_is_4xx_not_500(
+    client: httpx.AsyncClient, email: str
+) -> None:
+    body = json.dumps({"email": email, "password": "whatever-1"}).encode()
+    r = await client.post(
+        f"{API}/auth/login", content=body, headers={"content-type": "application/json"}
+    )
+    assert r.status_code == 422, r.text
+    if "\ud800" not in email:  # a form cannot even encode a lone surrogate
+        r = await client.post(
+            f"{API}/auth/token", data={"username": email, "password": "whatever-1"}
+        )
+        assert r.status_code in (401, 422), r.text
+
+
+@pytest.mark.parametrize(
+    "name", ["a\ud800", "\udfff", "Bu\u202eiraS", "Bu\u2066Sari", "Bu\x85Sari"]
+)
+async def test_names_with_surrogates_or_bidi_overrides_are_422(
+    client: httpx.AsyncClient, name: str
+) -> None:
+    body = {"email": unique_email(), "name": name, "password": DEFAULT_PASSWORD}
+    raw = json.dumps(body).encode()  # json.dumps escapes lone surrogates as \\udXXX
+    r = await client.post(
+        f"{API}/auth/register", content=raw, headers={"content-type": "application/json"}
+    )
+    assert r.status_code == 422, r.text
+    a = await new_account(client)
+    r = await client.patch(
+        f"{API}/auth/me",
+        content=json.dumps({"name": name}).encode(),
+        headers={**a.headers, "content-type": "application/json"},
+    )
+    assert r.status_code == 422, r.text
+
+
+async def test_a_burst_of_parallel_guesses_gets_at_most_the_limit_through(app: FastAPI) -> None:
+    limit = app.state.settings.LOGIN_MAX_FAILURES
+    async with asgi_client(app) as c:
+        a = await new_account(c)
+        results = await asyncio.gather(*(login(c, a.email, f"wrong-guess-{i}") for i in range(30)))
+    codes = [r.status_code for r in results]
+    assert codes.count(401) <= limit and codes.count(401) + codes.count(429) == 30, codes
+    retry = [int(r.headers["retry-after"]) for r in results if r.status_code == 429]
+    assert retry and all(0 < s <= app.state.settings.LOGIN_THROTTLE_WINDOW_SECONDS for s in retry)
+
+
+async def test_password_change_in_the_same_second_still_ends_old_tokens(
+    client: httpx.AsyncClient,
+) -> None:
+    a = await new_account(client)
+    r = await client.post(
+        f"{API}/auth/me/password",
+        headers=a.headers,
+        json={"current_password": a.password, "new_password": "Ganti-Cepat-789"},
+    )
+    assert r.status_code == 200
+    assert (await client.get(f"{API}/auth/me", headers=a.headers)).status_code == 401
+    assert (
+        await client.get(f"{API}/auth/me", headers=bearer(r.json()["access_token"]))
+    ).status_code == 200
+
+
+async def test_wrong_current_passwords_do_not_lock_the_owner_out_of_login(
+    client: httpx.AsyncClient,
+) -> None:
+    a = await new_account(client)
+    codes = []
+    for _ in range(7):
+        r = await client.post(
+            f"{API}/auth/me/password",
+            headers=a.headers,
+            json={"current_password": "not-the-password", "new_password": "Ganti-Cepat-789"},
+        )
+        codes.append(r.status_code)
+    assert codes[:5] == [400] * 5 and codes[5:] == [429, 429]
+    assert (await login(client, a.email, a.password)).status_code == 200
+
+
+async def test_login_normalises_the_email_like_registration(client: httpx.AsyncClient) -> None:
+    local = f"toko{uuid.uuid4().hex[:8]}"
+    fullwidth = f"{local}@\uff25\uff38\uff21\uff2d\uff30\uff2c\uff25.com"  # EXAMPLE
+    r = await register(client, fullwidth)
+    assert r.status_code == 201 and r.json()["email"] == f"{local}@example.com"
+    assert (await login(client, fullwidth, DEFAULT_PASSWORD)).status_code == 200
+    assert (
+        await login(client, f"{local.upper()}@Example.COM", DEFAULT_PASSWORD)
+    ).status_code == 200
+
+
+@pytest.mark.postgres_only
+async def test_a_login_flood_does_not_starve_other_requests_of_connections(
+    tmp_path: Path, database_url: str
+) -> None:
+    """bcrypt runs with no pooled connection held: 20 logins (5 accounts, 4 each, within
+    the throttle) queue on the hashing threads while authenticated requests go on, even
+    with a pool of 2 connections."""
+    from app.main import create_app
+    from tests.conftest import make_settings
+
+    settings = make_settings(
+        database_url,
+        tmp_path,
+        BCRYPT_ROUNDS=11,  # ~0.13 s a hash here: the flood lasts several pool timeouts
+        DB_POOL_SIZE=2,
+        DB_MAX_OVERFLOW=0,
+        DB_POOL_TIMEOUT=2,
+    )
+    app = create_app(settings)
+    async with LifespanManager(app), asgi_client(app) as c:
+        accounts = [await new_account(c) for _ in range(5)]
+        a = accounts[0]
+        flood = [login(c, x.email, x.password) for x in accounts for _ in range(4)]
+        probes = [c.get(f"{API}/auth/me", headers=a.headers) for _ in range(20)]
+        results = await asyncio.gather(*flood, *probes)
+    assert {r.status_code for r in results[20:]} == {200}
+    assert {r.status_code for r in results[:20]} == {200}

@@ -102,6 +102,14 @@ def test_explicit_secret_key_wins(tmp_path: Path) -> None:
             "SECRET_KEY is a known placeholder",
         ),
         ({"SECRET_KEY": STRONG_KEY}, "DATABASE_URL must be PostgreSQL"),
+        (
+            {"DATABASE_URL": PG_URL, "SECRET_KEY": STRONG_KEY, "CORS_ORIGINS": "*"},
+            "CORS_ORIGINS must list the allowed origins",
+        ),
+        (
+            {"DATABASE_URL": PG_URL, "SECRET_KEY": STRONG_KEY, "FIRST_ADMIN_EMAIL": "not-an-email"},
+            "FIRST_ADMIN_EMAIL",
+        ),
     ],
 )
 def test_production_refuses_unsafe_values(

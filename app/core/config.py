@@ -16,6 +16,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+from email_validator import EmailNotValidError, validate_email
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
@@ -123,6 +124,8 @@ class Settings(BaseSettings):
     LOG_FORMAT: Literal["auto", "console", "json"] = "auto"
 
     CORS_ORIGINS: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Proxies whose X-Forwarded-For/-Proto are believed (client address for throttling).
+    FORWARDED_ALLOW_IPS: str = "127.0.0.1"
     MAX_REQUEST_BODY_BYTES: int = Field(default=1_048_576, ge=1024)
 
     MCP_CONFIG_PATH: Path = Path("mcp.json")
@@ -147,6 +150,15 @@ class Settings(BaseSettings):
     def _empty_is_unset(cls, value: Any) -> Any:
         # `KEY=` in .env (as in .env.example) means "not set", not "the empty string".
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("FIRST_ADMIN_EMAIL")
+    @classmethod
+    def _admin_email_is_an_address(cls, value: str) -> str:
+        try:
+            valid = validate_email(value, check_deliverability=False)
+        except EmailNotValidError as exc:
+            raise ValueError(f"not a usable email address ({exc})") from None
+        return valid.normalized.lower()
 
     @field_validator("FIRST_ADMIN_PASSWORD")
     @classmethod
@@ -209,6 +221,10 @@ class Settings(BaseSettings):
             )
         if self.is_sqlite:
             problems.append("DATABASE_URL must be PostgreSQL when ENV=production, not SQLite")
+        if "*" in self.CORS_ORIGINS:
+            problems.append(
+                "CORS_ORIGINS must list the allowed origins when ENV=production, not '*'"
+            )
         if problems:
             raise ValueError("; ".join(problems))
 

@@ -31,6 +31,9 @@ _URL_PASSWORD_RE = re.compile(
 )
 # Bearer credentials in free text (an Authorization header logged as a string).
 _BEARER_RE = re.compile(r"(?P<head>\bbearer\s+)[A-Za-z0-9\-._~+/]+=*", re.IGNORECASE)
+# Submitted values quoted in pydantic errors ("input_value='hunter2'"): whatever field it
+# was, the value stays out of the log.
+_INPUT_VALUE_RE = re.compile(r"(?P<head>input_value=).*?(?=, input_type=|$)", re.MULTILINE)
 
 # Keys that structlog itself uses; never treated as secrets.
 _STRUCTURAL_KEYS = frozenset({"event", "level", "logger", "timestamp", "exception", "request_id"})
@@ -38,6 +41,7 @@ _STRUCTURAL_KEYS = frozenset({"event", "level", "logger", "timestamp", "exceptio
 
 def _scrub_text(text: str) -> str:
     text = _URL_PASSWORD_RE.sub(r"\g<head>" + REDACTED + "@", text)
+    text = _INPUT_VALUE_RE.sub(r"\g<head>" + REDACTED, text)
     return _BEARER_RE.sub(r"\g<head>" + REDACTED, text)
 
 

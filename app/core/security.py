@@ -105,15 +105,17 @@ class TokenCodec:
     def issue(
         self, user_id: uuid.UUID, token_type: TokenType, *, now: datetime | None = None
     ) -> IssuedToken:
-        now = (now or datetime.now(UTC)).replace(microsecond=0)
+        now = now or datetime.now(UTC)
         ttl = self.access_ttl if token_type == "access" else self.refresh_ttl  # noqa: S105
         jti = uuid.uuid4()
-        expires_at = now + ttl
+        expires_at = (now + ttl).replace(microsecond=0)
         claims = {
             "sub": str(user_id),
             "type": token_type,
-            "iat": now,
-            "exp": expires_at,
+            # NumericDate may have a fraction: microseconds let a password change refuse
+            # every token issued before it, even within the same second.
+            "iat": round(now.timestamp(), 6),
+            "exp": int(expires_at.timestamp()),
             "jti": str(jti),
         }
         token = jwt.encode(claims, self._key, algorithm=ALGORITHM)
@@ -135,8 +137,8 @@ class TokenCodec:
         try:
             user_id = uuid.UUID(str(payload["sub"]))
             jti = uuid.UUID(str(payload["jti"]))
-            issued_at = datetime.fromtimestamp(int(payload["iat"]), UTC)
-            expires_at = datetime.fromtimestamp(int(payload["exp"]), UTC)
+            issued_at = datetime.fromtimestamp(float(payload["iat"]), UTC)
+            expires_at = datetime.fromtimestamp(float(payload["exp"]), UTC)
         except (ValueError, TypeError, OverflowError, OSError):
             raise InvalidTokenError("malformed claims") from None
         return TokenClaims(user_id, expected_type, jti, issued_at, expires_at)

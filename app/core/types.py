@@ -13,21 +13,29 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BeforeValidator, Field, StringConstraints
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
-_CONTROL_OR_NEWLINE = re.compile(r"[\x00-\x1f\x7f]")
+# C0/C1 controls (tab and newlines allowed in multi-line text), lone surrogates (cannot be
+# encoded, so no database can store them), and the bidirectional overrides that make
+# text display in a different order than it is stored (spoofed names in lists).
+_UNSAFE = "\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff\u202a-\u202e\u2066-\u2069"
+_UNSAFE_MULTILINE = re.compile(f"[{_UNSAFE}]")
+_UNSAFE_SINGLE_LINE = re.compile(f"[{_UNSAFE}\t\n\r\u2028\u2029]")
 
 INT64_MAX = 2**63 - 1
 
 
-def _no_control_chars(value: str) -> str:
-    if _CONTROL_OR_NEWLINE.search(value):
-        raise ValueError("must not contain control characters")
+def no_unsafe_chars(value: str) -> str:
+    """For one-line text: no control, line-break, surrogate or bidi-override characters."""
+    if _UNSAFE_SINGLE_LINE.search(value):
+        raise ValueError("must not contain control, line-break or invisible formatting characters")
     return value
 
 
-def _no_control_chars_multiline(value: str) -> str:
-    if _CONTROL.search(value):
-        raise ValueError("must not contain control characters (other than newlines and tabs)")
+def _no_unsafe_chars_multiline(value: str) -> str:
+    if _UNSAFE_MULTILINE.search(value):
+        raise ValueError(
+            "must not contain control or invisible formatting characters "
+            "(newlines and tabs are fine)"
+        )
     return value
 
 
@@ -42,7 +50,7 @@ def single_line(max_length: int, min_length: int = 1) -> Any:
         str,
         BeforeValidator(_nfc_stripped),
         StringConstraints(min_length=min_length, max_length=max_length),
-        AfterValidator(_no_control_chars),
+        AfterValidator(no_unsafe_chars),
     ]
 
 
@@ -52,7 +60,7 @@ def multi_line(max_length: int, min_length: int = 0) -> Any:
         str,
         BeforeValidator(_nfc_stripped),
         StringConstraints(min_length=min_length, max_length=max_length),
-        AfterValidator(_no_control_chars_multiline),
+        AfterValidator(_no_unsafe_chars_multiline),
     ]
 
 

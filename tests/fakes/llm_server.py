@@ -119,8 +119,15 @@ class FakeLLMServer:
     # --- server -----------------------------------------------------------------------
 
     def start(self) -> None:
-        app = Starlette(routes=[Route("/v1/chat/completions", self._completions, methods=["POST"])])
-        config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off")
+        app = Starlette(
+            routes=[
+                Route("/v1/chat/completions", self._completions, methods=["POST"]),
+                Route("/_calls", self._calls_json, methods=["GET"]),
+            ]
+        )
+        config = uvicorn.Config(
+            app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off"
+        )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, name="fake-llm", daemon=True)
         self._thread.start()
@@ -137,6 +144,13 @@ class FakeLLMServer:
             self._server.force_exit = True
         if self._thread is not None:
             self._thread.join(10)
+
+    async def _calls_json(self, request: Request) -> Response:
+        """What a benchmark in another process needs: each call's last user message and
+        the time the fake spent answering it."""
+        with self._lock:
+            calls = [{"last_user": _last_user(c.body), "seconds": c.seconds} for c in self.calls]
+        return JSONResponse(calls)
 
     async def _completions(self, request: Request) -> Response:
         record = Recorded(await request.json(), time.perf_counter())
@@ -247,3 +261,26 @@ class FakeLLMServer:
                 yield piece
         finally:
             record.finished = time.perf_counter()
+
+
+def _last_user(body: dict[str, Any]) -> str:
+    users = [m for m in body.get("messages", []) if m.get("role") == "user"]
+    content = users[-1].get("content") if users else ""
+    return content if isinstance(content, str) else json.dumps(content)
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Run the fake LLM server (for benchmarks).")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--text", default="Baik, Bu. Catat pemasukan hari ini, lalu cek stok.")
+    args = parser.parse_args()
+    fake = FakeLLMServer(default_text=args.text)
+    fake.port = args.port
+    fake.start()
+    print(f"fake LLM on {fake.base_url}", flush=True)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        fake.stop()

@@ -60,8 +60,13 @@ class LoginFailureRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
-    def add(self, key: str, at: datetime) -> None:
-        self.session.add(LoginFailure(key=key, created_at=at))
+    def add(self, key: str, at: datetime) -> uuid.UUID:
+        row = LoginFailure(key=key, created_at=at)
+        self.session.add(row)
+        return row.id
+
+    async def delete_ids(self, ids: list[uuid.UUID]) -> None:
+        await self.session.execute(delete(LoginFailure).where(LoginFailure.id.in_(ids)))  # type: ignore[attr-defined]
 
     async def recent(self, key: str, since: datetime, limit: int) -> list[datetime]:
         """Times of the newest `limit` failures for `key` since `since`, newest first."""

@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Cookie, Depends, Request, Response, status
+from fastapi.exceptions import RequestValidationError
 from fastapi.security import OAuth2PasswordRequestForm
+from pydantic import ValidationError
 
 from app.api.deps import AuthServiceDep, CurrentUser, SettingsDep, UserServiceDep
 from app.core.config import Settings
@@ -16,7 +18,7 @@ from app.modules.auth.schemas import (
     TokenResponse,
 )
 from app.modules.auth.service import TokenPair
-from app.modules.users.schemas import UserPublic, UserRegister, UserUpdateMe, normalize_email
+from app.modules.users.schemas import UserPublic, UserRegister, UserUpdateMe
 
 router = APIRouter(prefix="/auth", tags=["auth"])
 
@@ -87,7 +89,15 @@ async def token(
     settings: SettingsDep,
 ) -> TokenResponse:
     """OAuth2 password flow (`username` is the email), for Swagger's Authorize button."""
-    data = LoginRequest(email=normalize_email(form.username), password=form.password)
+    try:
+        data = LoginRequest(email=form.username, password=form.password)
+    except ValidationError as exc:
+        # The same 422 as a bad JSON login, located in the form, without the values.
+        errors = exc.errors(include_input=False, include_url=False)
+        field_of = {"email": "username", "password": "password"}
+        raise RequestValidationError(
+            [{**e, "loc": ("body", field_of.get(str(e["loc"][0]), e["loc"][0]))} for e in errors]
+        ) from None
     pair = await auth.login(data.email, data.password, _client(request))
     return _token_response(pair, response, settings)
 

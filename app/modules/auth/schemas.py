@@ -6,12 +6,19 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, StringConstraints
 
-from app.modules.users.schemas import NewPassword, StrictModel, normalize_email
+from app.core.types import no_unsafe_chars
+from app.modules.users.schemas import NewPassword, StrictModel, normalize_login_email
 
 # Login takes any address-like string: an unknown or malformed address is just a failed
-# login (401), never a hint about which accounts exist. Bounded to keep bodies small.
+# login (401), never a hint about which accounts exist. Characters no address can hold
+# (NUL, controls, lone surrogates) are a 422, and the length is checked again after
+# normalising, since lower-casing can lengthen a string ("İ" -> "i̇").
 LoginEmail = Annotated[
-    str, StringConstraints(min_length=1, max_length=254), AfterValidator(normalize_email)
+    str,
+    StringConstraints(min_length=1, max_length=254),
+    AfterValidator(no_unsafe_chars),
+    AfterValidator(normalize_login_email),
+    StringConstraints(max_length=320),
 ]
 AnyPassword = Annotated[str, StringConstraints(min_length=1, max_length=1024)]
 TokenString = Annotated[str, StringConstraints(min_length=1, max_length=4096)]

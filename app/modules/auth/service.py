@@ -8,6 +8,7 @@ before a password change or a deactivation are refused by `authenticate`.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import uuid
 from dataclasses import dataclass
@@ -75,49 +76,62 @@ class AuthService:
     # --- login -------------------------------------------------------------------------
 
     async def login(self, email: str, password: str, client: str) -> TokenPair:
-        keys = (f"account:{email}", f"client:{client}")
-        await self._check_throttle(
-            (keys[0], self.settings.LOGIN_MAX_FAILURES),
-            (keys[1], self.settings.LOGIN_MAX_FAILURES_PER_CLIENT),
+        """Check a password and start a new token family.
+
+        The attempt is counted *before* the password is checked (and uncounted if it
+        succeeds), so a burst of parallel guesses cannot all slip past the limit. The
+        database connection is handed back while bcrypt runs, so a login flood cannot
+        starve other requests of connections.
+        """
+        attempt = await self._reserve_attempt(
+            (account_key(email), self.settings.LOGIN_MAX_FAILURES),
+            (f"client:{client}", self.settings.LOGIN_MAX_FAILURES_PER_CLIENT),
         )
         user = await self.users.get_by_email(email)
+        await self.session.commit()  # release the connection during bcrypt
         if user is None:
             await self.hasher.verify_dummy(password)  # same time as a wrong password
-            await self._record_failure(*keys)
             raise UnauthorizedError(BAD_CREDENTIALS)
         ok, new_hash = await self.hasher.verify(password, user.hashed_password)
         if not ok:
-            await self._record_failure(*keys)
             raise UnauthorizedError(BAD_CREDENTIALS)
         if not user.is_active:
             raise PermissionDeniedError("This account is deactivated")
         if new_hash:
             await self.users.set_password_hash(user, new_hash, end_sessions=False)
-        await self.failures.clear(keys[0])
+        await self.failures.delete_ids(attempt)
+        await self.failures.clear(account_key(email))
         pair = self._issue_pair(user, family_id=uuid.uuid4())
         await self.session.commit()
         log.info("login", user_id=str(user.id), rehashed=bool(new_hash))
         return pair
 
-    async def _check_throttle(self, *limits: tuple[str, int]) -> None:
-        """429 if any key has `limit` failures inside the window."""
+    async def _reserve_attempt(self, *limits: tuple[str, int]) -> list[uuid.UUID]:
+        """Record a failed attempt under each key now, then count: 429 if any key is
+        over its limit inside the window. Returns the rows to delete if it succeeds.
+
+        Every attempt that goes ahead sees, in its count, the rows of all attempts that
+        went ahead before it, so at most `limit` can go ahead per window however many
+        arrive at once. Refused attempts remove their rows again, so hammering does not
+        push the end of the lockout further away and Retry-After stays true.
+        """
         window = timedelta(seconds=self.settings.LOGIN_THROTTLE_WINDOW_SECONDS)
         now = utcnow()
+        rows = [self.failures.add(key, now) for key, _ in limits]
+        await self.session.commit()
         for key, limit in limits:
-            recent = await self.failures.recent(key, now - window, limit)
-            if len(recent) >= limit:
+            recent = await self.failures.recent(key, now - window, limit + 1)
+            if len(recent) > limit:
+                await self.failures.delete_ids(rows)
+                await self.session.commit()
                 # Open again once the oldest of the last `limit` failures leaves the window.
-                retry_after = math.ceil((recent[-1] + window - now).total_seconds())
+                wait = (recent[-1] + window - now).total_seconds()
+                retry_after = min(max(1, math.ceil(wait)), int(window.total_seconds()))
                 log.warning("login_throttled", key_kind=key.split(":", 1)[0])
                 raise TooManyRequestsError(
                     "Too many failed login attempts; try again later", retry_after
                 )
-
-    async def _record_failure(self, *keys: str) -> None:
-        now = utcnow()
-        for key in keys:
-            self.failures.add(key, now)
-        await self.session.commit()
+        return rows
 
     # --- refresh tokens ----------------------------------------------------------------
 
@@ -187,14 +201,21 @@ class AuthService:
     # --- password ----------------------------------------------------------------------
 
     async def change_password(self, user: User, current: str, new: str) -> TokenPair:
-        """Verify, store the new hash, end every session, and start a fresh one."""
-        key = f"account:{user.email}"
-        await self._check_throttle((key, self.settings.LOGIN_MAX_FAILURES))
+        """Verify, store the new hash, end every session, and start a fresh one.
+
+        Wrong current passwords are throttled under a key of their own: someone holding
+        a stolen access token must not be able to lock the owner out of logging in.
+        """
+        attempt = await self._reserve_attempt(
+            (f"password-change:{user.id}", self.settings.LOGIN_MAX_FAILURES)
+        )
+        await self.session.commit()  # release the connection during bcrypt
         ok, _ = await self.hasher.verify(current, user.hashed_password)
         if not ok:
-            await self._record_failure(key)
             raise DomainError("Current password is incorrect", status_code=400)
-        await self.users.set_password_hash(user, await self.hasher.hash(new), end_sessions=True)
+        hashed = await self.hasher.hash(new)
+        await self.failures.delete_ids(attempt)
+        await self.users.set_password_hash(user, hashed, end_sessions=True)
         await self.tokens.revoke_user(user.id, utcnow())
         pair = self._issue_pair(user, family_id=uuid.uuid4())
         await self.session.commit()
@@ -213,8 +234,13 @@ class AuthService:
         return tokens, failures
 
 
+def account_key(email: str) -> str:
+    """Throttle key of an account: a digest, so any address fits and none is stored."""
+    return "account:" + hashlib.sha256(email.encode()).hexdigest()
+
+
 def _issued_before(issued_at: datetime, user: User) -> bool:
-    # `iat` has whole seconds; a token from the same second as the cut-off is kept, so the
-    # tokens handed out right after a password change work.
+    # `iat` carries microseconds, so a token issued a moment before a password change or
+    # a deactivation is refused, and the pair issued right after it is accepted.
     cutoff = user.tokens_valid_after
-    return cutoff is not None and issued_at < cutoff.replace(microsecond=0)
+    return cutoff is not None and issued_at < cutoff

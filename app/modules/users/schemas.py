@@ -7,6 +7,7 @@ import uuid
 from datetime import datetime
 from typing import Annotated
 
+from email_validator import EmailNotValidError, validate_email
 from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field, StringConstraints
 
 from app.core.security import MAX_PASSWORD_BYTES
@@ -20,6 +21,17 @@ def normalize_email(value: str) -> str:
     """One spelling per address: NFC, stripped, lower case (addresses are compared
     case-insensitively everywhere in Telaten)."""
     return unicodedata.normalize("NFC", value).strip().lower()
+
+
+def normalize_login_email(value: str) -> str:
+    """What a login form's email is looked up as: the same spelling registration stores
+    (email-validator's normalisation, then lower case) when the address is valid, and
+    plain lower case otherwise (it will not match an account, and must not error)."""
+    try:
+        valid = validate_email(value, check_deliverability=False)
+    except (EmailNotValidError, ValueError):
+        return normalize_email(value)
+    return normalize_email(valid.normalized)
 
 
 def _password_policy(value: str) -> str:

@@ -35,12 +35,9 @@ class UserService:
     async def register(self, data: UserRegister, *, role: UserRole = UserRole.USER) -> User:
         if await self.users.get_by_email(data.email):
             raise ConflictError(EMAIL_TAKEN)
-        user = User(
-            email=data.email,
-            name=data.name,
-            hashed_password=await self.hasher.hash(data.password),
-            role=role,
-        )
+        await self.session.commit()  # hand the connection back while bcrypt runs
+        hashed = await self.hasher.hash(data.password)
+        user = User(email=data.email, name=data.name, hashed_password=hashed, role=role)
         self.users.add(user)
         await self._commit_unique_email()
         log.info("user_registered", user_id=str(user.id), role=str(role))
