@@ -140,6 +140,58 @@ def create_admin(
         raise typer.Exit(code=1) from None
 
 
+mcp_cli = typer.Typer(help="External MCP tool servers (mcp.json).", no_args_is_help=True)
+cli.add_typer(mcp_cli, name="mcp")
+
+
+@mcp_cli.command("list")
+def mcp_list() -> None:
+    """Connect to every server in mcp.json and print its state and tools."""
+    from app.core.logging import configure_logging
+    from app.core.mcp import MCPManager
+
+    settings = _settings()
+    configure_logging(settings.model_copy(update={"LOG_LEVEL": "ERROR"}))
+    manager = MCPManager.from_settings(settings)
+
+    async def run() -> tuple[list[dict[str, object]], list[str], dict[str, str]]:
+        await manager.start()
+        try:
+            names = {}
+            for tool in manager.tools():
+                names[tool.metadata.name] = (tool.metadata.description or "").split("\n")[0]
+            return manager.status(), manager.config_errors, names
+        finally:
+            await manager.stop()
+
+    servers, errors, tools = asyncio.run(run())
+    out = Console()
+    if not servers and not errors:
+        out.print(f"No MCP servers configured ({settings.MCP_CONFIG_PATH} not found or empty).")
+        return
+    table = Table(
+        "server", "transport", "state", "tools", "last error", title=str(settings.MCP_CONFIG_PATH)
+    )
+    for server in servers:
+        table.add_row(
+            str(server["name"]),
+            str(server["transport"]),
+            str(server["state"]),
+            ", ".join(server["tools"]) or "-",  # type: ignore[arg-type]
+            str(server["last_error"] or ""),
+        )
+    out.print(table)
+    if tools:
+        listing = Table("tool name the advisor sees", "description", title="Tools")
+        for name, description in tools.items():
+            listing.add_row(name, description[:100])
+        out.print(listing)
+    for error in errors:
+        err.print(f"[bold red]config error:[/] {error}", highlight=False)
+    if errors or any(s["state"] != "up" for s in servers):
+        raise typer.Exit(code=1)
+
+
 @cli.command()
 def config(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,

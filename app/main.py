@@ -1,8 +1,9 @@
 """The FastAPI application: `create_app()` and its lifespan.
 
 Startup and shutdown order lives here only:
-startup: logging -> database schema to head -> first admin -> housekeeping task -> ready;
-shutdown: stop housekeeping -> dispose the pool.
+startup: logging -> database schema to head -> first admin -> MCP servers (each within its
+own timeout) -> housekeeping task -> ready;
+shutdown: MCP sessions and child processes -> housekeeping -> the database pool.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from app.core.config import Settings, SettingsError, get_settings
 from app.core.errors import install_exception_handlers
 from app.core.llm import build_llm
 from app.core.logging import configure_logging
+from app.core.mcp import MCPManager
 from app.core.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
 from app.core.security import PasswordHasher, TokenCodec
 from app.db.init_data import ensure_first_admin
@@ -58,10 +60,13 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     log.info("starting", env=settings.ENV, database=db.engine.dialect.name)
     await init_db(db)
     await ensure_first_admin(db, settings, app.state.hasher)
+    mcp: MCPManager = app.state.mcp
+    await mcp.start()
     housekeeping = asyncio.create_task(_housekeeping(app), name="housekeeping")
     try:
         yield
     finally:
+        await mcp.stop()
         housekeeping.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await housekeeping
@@ -83,6 +88,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.db = Database(settings)
     app.state.hasher = PasswordHasher(rounds=settings.BCRYPT_ROUNDS)
     app.state.llm = build_llm(settings)  # None without a configured model: AI routes 503
+    app.state.mcp = MCPManager.from_settings(settings)
     app.state.tokens = TokenCodec(
         settings.secret_key(),
         access_ttl=timedelta(minutes=settings.ACCESS_TOKEN_EXPIRE_MINUTES),

@@ -141,12 +141,13 @@ def failing_tools(ai_app: FastAPI) -> Any:
         raise RuntimeError(f"exploded because {reason}")
 
     class Provider:
-        def tools(self) -> list[FunctionTool]:
+        def tools(self, reserved: Any = ()) -> list[FunctionTool]:
             return [FunctionTool.from_defaults(async_fn=explode, name="explode")]
 
+    real = ai_app.state.mcp
     ai_app.state.mcp = Provider()
     yield
-    ai_app.state.mcp = None
+    ai_app.state.mcp = real
 
 
 @pytest.mark.usefixtures("failing_tools")

@@ -33,7 +33,9 @@ async def ready(request: Request) -> JSONResponse:
     except Exception as exc:  # any failure to reach the database means "not ready"
         reason = f"database unreachable ({type(exc).__name__})"
     else:
-        return JSONResponse({"status": "ready", "database": "ok"})
+        # External tool servers are reported, not required: the API works without them.
+        mcp = {s["name"]: s["state"] for s in request.app.state.mcp.status()}
+        return JSONResponse({"status": "ready", "database": "ok", "mcp_servers": mcp})
     log.warning("not_ready", reason=reason)
     return JSONResponse(
         {"detail": {"status": "unavailable", "database": reason}},

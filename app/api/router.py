@@ -5,6 +5,7 @@ Domain modules add their routers here.
 
 from fastapi import APIRouter
 
+from app.api.mcp_admin import router as mcp_admin_router
 from app.modules.auth.routes import router as auth_router
 from app.modules.chat.routes import router as chat_router
 from app.modules.users.routes import router as admin_users_router
@@ -13,3 +14,4 @@ api_router = APIRouter()
 api_router.include_router(auth_router)
 api_router.include_router(admin_users_router)
 api_router.include_router(chat_router)
+api_router.include_router(mcp_admin_router)

@@ -129,6 +129,8 @@ class Settings(BaseSettings):
     MAX_REQUEST_BODY_BYTES: int = Field(default=1_048_576, ge=1024)
 
     MCP_CONFIG_PATH: Path = Path("mcp.json")
+    MCP_PING_INTERVAL_SECONDS: float = Field(default=30.0, gt=0, le=3600)
+    MCP_RECONNECT_MAX_SECONDS: float = Field(default=60.0, gt=0, le=3600)
 
     FIRST_ADMIN_EMAIL: str = "admin@telaten.com"
     FIRST_ADMIN_PASSWORD: SecretStr | None = None

@@ -156,7 +156,16 @@ def configure_logging(settings: Settings) -> None:
     access.disabled = True
     # SQL statements only when explicitly debugging; parameters are never logged
     # (the engine is built with hide_parameters=True).
-    quiet = ("sqlalchemy", "aiosqlite", "asyncio", "alembic.runtime.plugins", "httpx", "httpcore")
+    quiet = (
+        "sqlalchemy",
+        "aiosqlite",
+        "asyncio",
+        "alembic.runtime.plugins",
+        "httpx",
+        "httpx2",
+        "httpcore",
+        "mcp",
+    )
     for name in quiet:
         lib = logging.getLogger(name)
         lib.handlers.clear()

@@ -212,7 +212,9 @@ async def _run_tool(tool: AsyncBaseTool | None, call: _Call, time_limit: float) 
     arguments = call.arguments
     if schema is not None:
         try:
-            arguments = schema.model_validate(arguments).model_dump(exclude_unset=True)
+            arguments = schema.model_validate(arguments).model_dump(
+                exclude_unset=True, by_alias=True
+            )
         except ValidationError as exc:
             problems = "; ".join(
                 f"{'.'.join(map(str, e['loc'])) or 'arguments'}: {e['msg']}"

@@ -9,8 +9,9 @@ external MCP servers. Later domains add their tools to `domain_tools`.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from llama_index.core.tools import AsyncBaseTool, FunctionTool
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -45,19 +46,16 @@ def domain_tools(ctx: ToolContext) -> list[AsyncBaseTool]:
     return [FunctionTool.from_defaults(async_fn=get_my_account, name="get_my_account")]
 
 
-def external_tools(mcp_manager: Any | None) -> list[AsyncBaseTool]:
-    """Tools of the connected MCP servers (none until the MCP client is configured)."""
-    if mcp_manager is None:
-        return []
-    return list(mcp_manager.tools())
+class ExternalTools(Protocol):
+    """What the MCP client manager offers the agent."""
+
+    def tools(self, reserved: Iterable[str] = ()) -> list[AsyncBaseTool]: ...
 
 
-def assemble_tools(ctx: ToolContext, mcp_manager: Any | None = None) -> list[AsyncBaseTool]:
-    tools = [*domain_tools(ctx), *external_tools(mcp_manager)]
-    seen: set[str] = set()
-    unique = []
-    for tool in tools:  # a name the LLM sees twice would be ambiguous: first one wins
-        if tool.metadata.name not in seen:
-            seen.add(tool.metadata.name)
-            unique.append(tool)
-    return unique
+def assemble_tools(ctx: ToolContext, external: ExternalTools | None = None) -> list[AsyncBaseTool]:
+    """Domain tools first; external (MCP) tools after them, renamed by the manager where
+    a name is already taken, so every name the LLM sees is unique."""
+    own = domain_tools(ctx)
+    if external is None:
+        return own
+    return [*own, *external.tools(reserved={t.metadata.name for t in own})]
