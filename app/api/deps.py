@@ -14,6 +14,8 @@ from app.core.errors import PermissionDeniedError, UnauthorizedError
 from app.core.security import PasswordHasher, TokenCodec
 from app.db.session import get_db
 from app.modules.auth.service import AuthService
+from app.modules.business.models import BusinessProfile
+from app.modules.business.service import BusinessService
 from app.modules.users.models import User
 from app.modules.users.service import UserService
 
@@ -82,3 +84,11 @@ async def require_admin(user: CurrentUser) -> User:
 
 
 AdminUser = Annotated[User, Depends(require_admin)]
+
+
+async def get_current_business(user: CurrentUser, session: SessionDep) -> BusinessProfile:
+    """The caller's business profile (404 telling them to create one if there is none)."""
+    return await BusinessService(session).mine_or_404(user.id)
+
+
+CurrentBusiness = Annotated[BusinessProfile, Depends(get_current_business)]

@@ -128,6 +128,8 @@ class Settings(BaseSettings):
     FORWARDED_ALLOW_IPS: str = "127.0.0.1"
     MAX_REQUEST_BODY_BYTES: int = Field(default=1_048_576, ge=1024)
 
+    POINTS_TRANSACTION_DAILY_CAP: int = Field(default=10, ge=0, le=10_000)
+
     MCP_CONFIG_PATH: Path = Path("mcp.json")
     MCP_PING_INTERVAL_SECONDS: float = Field(default=30.0, gt=0, le=3600)
     MCP_RECONNECT_MAX_SECONDS: float = Field(default=60.0, gt=0, le=3600)

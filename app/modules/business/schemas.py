@@ -1,0 +1,101 @@
+"""Request and response shapes for business profiles."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict
+
+from app.core.types import multi_line, single_line
+from app.modules.business.models import BusinessStage
+
+MAX_AI_CONTEXT_BYTES = 16_384
+# Indonesia's three time zones: whole hours from UTC and no daylight saving, which the
+# finance summary relies on when it buckets by local day.
+TimeZone = Literal["Asia/Jakarta", "Asia/Makassar", "Asia/Jayapura"]
+
+
+def _bounded_json(value: dict[str, Any]) -> dict[str, Any]:
+    text = json.dumps(value, ensure_ascii=False)
+    if len(text.encode()) > MAX_AI_CONTEXT_BYTES:
+        raise ValueError(f"must be at most {MAX_AI_CONTEXT_BYTES} bytes as JSON")
+    if "\\u0000" in text:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
+class Address(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    province: single_line(80) | None = None
+    city: single_line(80) | None = None
+    district: single_line(80) | None = None
+    street: single_line(200) | None = None
+
+
+AIContext = Annotated[dict[str, Any], AfterValidator(_bounded_json)]
+
+
+class BusinessCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: single_line(120)
+    category: single_line(80)
+    description: multi_line(2000) = ""
+    stage: BusinessStage = BusinessStage.IDEA
+    target_market: multi_line(500) = ""
+    primary_goal: multi_line(500) = ""
+    address: Address | None = None
+    icon: single_line(500) | None = None
+    timezone: TimeZone = "Asia/Jakarta"
+
+
+class BusinessUpdate(BaseModel):
+    """Everything an owner may change. Points, level and achievements are not here:
+    only the gamification service moves them (extra fields are a 422)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: single_line(120) | None = None
+    category: single_line(80) | None = None
+    description: multi_line(2000) | None = None
+    stage: BusinessStage | None = None
+    target_market: multi_line(500) | None = None
+    primary_goal: multi_line(500) | None = None
+    address: Address | None = None
+    icon: single_line(500) | None = None
+    timezone: TimeZone | None = None
+    ai_context: AIContext | None = None
+
+
+class LevelPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    name: str
+    required_points: int
+    order: int
+    icon: str | None
+
+
+class BusinessPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    name: str
+    category: str
+    description: str
+    stage: BusinessStage
+    target_market: str
+    primary_goal: str
+    address: dict[str, Any] | None
+    icon: str | None
+    timezone: str
+    ai_context: dict[str, Any]
+    total_points: int
+    level: LevelPublic | None = None
+    created_at: datetime
+    updated_at: datetime

@@ -1,0 +1,87 @@
+"""Business profile rules: one per owner; owners never set points, level or badges."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.core.errors import ConflictError, NotFoundError
+from app.db.types import utcnow
+from app.modules.business.models import BusinessProfile
+from app.modules.business.repository import BusinessRepository
+from app.modules.business.schemas import BusinessCreate, BusinessUpdate
+from app.modules.gamification.models import Level
+from app.modules.gamification.service import GamificationService
+
+NO_PROFILE = "You have no business profile yet; create one with POST /business"
+PROFILE_EXISTS = "You already have a business profile"
+
+
+class BusinessService:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+        self.repo = BusinessRepository(session)
+
+    async def mine(self, user_id: uuid.UUID) -> BusinessProfile | None:
+        return await self.repo.by_user(user_id)
+
+    async def mine_or_404(self, user_id: uuid.UUID) -> BusinessProfile:
+        business = await self.repo.by_user(user_id)
+        if business is None:
+            raise NotFoundError(NO_PROFILE)
+        return business
+
+    async def create(self, user_id: uuid.UUID, data: BusinessCreate) -> BusinessProfile:
+        if await self.repo.by_user(user_id) is not None:
+            raise ConflictError(PROFILE_EXISTS)
+        levels = await GamificationService(self.session).levels()
+        business = BusinessProfile(
+            user_id=user_id,
+            **data.model_dump(exclude={"address"}),
+            address=data.address.model_dump(exclude_none=True) if data.address else None,
+            level_id=levels[0].id if levels else None,
+        )
+        self.session.add(business)
+        try:
+            await self.session.commit()
+        except IntegrityError:  # a parallel create for the same owner won
+            await self.session.rollback()
+            raise ConflictError(PROFILE_EXISTS) from None
+        return business
+
+    async def update(self, user_id: uuid.UUID, data: BusinessUpdate) -> BusinessProfile:
+        business = await self.mine_or_404(user_id)
+        changes = data.model_dump(exclude_unset=True, exclude={"address"})
+        for key, value in changes.items():
+            if value is None and key in ("name", "category", "stage", "timezone", "ai_context"):
+                continue  # required fields cannot be cleared
+            setattr(business, key, value if value is not None else "")
+        if "address" in data.model_fields_set:
+            business.address = data.address.model_dump(exclude_none=True) if data.address else None
+        if "icon" in data.model_fields_set and data.icon is None:
+            business.icon = None
+        business.updated_at = utcnow()
+        await self.session.commit()
+        return business
+
+    async def merge_ai_context(self, user_id: uuid.UUID, facts: dict[str, Any]) -> BusinessProfile:
+        """Add or replace facts in the advisor's memory (a None value removes a fact)."""
+        business = await self.mine_or_404(user_id)
+        context = dict(business.ai_context or {})
+        for key, value in facts.items():
+            if value is None:
+                context.pop(key, None)
+            else:
+                context[key] = value
+        business.ai_context = context
+        business.updated_at = utcnow()
+        await self.session.commit()
+        return business
+
+    async def level_of(self, business: BusinessProfile) -> Level | None:
+        if business.level_id is None:
+            return None
+        return await self.session.get(Level, business.level_id)

@@ -1,0 +1,204 @@
+"""Queries on finance categories and transactions."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import Date, cast, func, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.modules.finance.models import FinanceCategory, Transaction
+
+
+@dataclass
+class TransactionFilters:
+    type: str | None = None
+    category_id: uuid.UUID | None = None
+    start: datetime | None = None  # inclusive, UTC
+    end: datetime | None = None  # exclusive, UTC
+    text: str | None = None
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+class FinanceRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    # --- categories ---------------------------------------------------------------------
+
+    async def categories(self, business_id: uuid.UUID, type_: str | None) -> list[FinanceCategory]:
+        stmt = select(FinanceCategory).where(
+            or_(FinanceCategory.business_id.is_(None), FinanceCategory.business_id == business_id)  # type: ignore[union-attr]
+        )
+        if type_:
+            stmt = stmt.where(FinanceCategory.type == type_)
+        stmt = stmt.order_by(
+            FinanceCategory.type, FinanceCategory.business_id.is_not(None), FinanceCategory.name
+        )  # type: ignore[union-attr]
+        return list((await self.session.execute(stmt)).scalars())
+
+    async def visible_category(
+        self, business_id: uuid.UUID, category_id: uuid.UUID
+    ) -> FinanceCategory | None:
+        """A system default or one of this business's own; anyone else's is invisible."""
+        category = await self.session.get(FinanceCategory, category_id)
+        if category is None or category.business_id not in (None, business_id):
+            return None
+        return category
+
+    async def name_taken(
+        self, business_id: uuid.UUID, type_: str, name_key: str, exclude: uuid.UUID | None
+    ) -> bool:
+        stmt = select(FinanceCategory.id).where(
+            FinanceCategory.type == type_,
+            FinanceCategory.name_key == name_key,
+            or_(FinanceCategory.business_id.is_(None), FinanceCategory.business_id == business_id),  # type: ignore[union-attr]
+        )
+        if exclude is not None:
+            stmt = stmt.where(FinanceCategory.id != exclude)
+        return (await self.session.execute(stmt.limit(1))).first() is not None
+
+    async def category_usage(self, category_id: uuid.UUID) -> int:
+        stmt = (
+            select(func.count())
+            .select_from(Transaction)
+            .where(Transaction.category_id == category_id)
+        )
+        return (await self.session.scalar(stmt)) or 0
+
+    # --- transactions -------------------------------------------------------------------
+
+    def _filtered(self, business_id: uuid.UUID, f: TransactionFilters) -> Any:
+        stmt = select(Transaction, FinanceCategory.name).join(
+            FinanceCategory, FinanceCategory.id == Transaction.category_id
+        )
+        stmt = stmt.where(Transaction.business_id == business_id)
+        if f.type:
+            stmt = stmt.where(Transaction.type == f.type)
+        if f.category_id:
+            stmt = stmt.where(Transaction.category_id == f.category_id)
+        if f.start:
+            stmt = stmt.where(Transaction.occurred_at >= f.start)
+        if f.end:
+            stmt = stmt.where(Transaction.occurred_at < f.end)
+        if f.text:
+            pattern = f"%{_escape_like(f.text.lower())}%"
+            stmt = stmt.where(
+                or_(
+                    func.lower(Transaction.note).like(pattern, escape="\\"),
+                    func.lower(FinanceCategory.name).like(pattern, escape="\\"),
+                )
+            )
+        return stmt
+
+    async def list(
+        self, business_id: uuid.UUID, f: TransactionFilters, limit: int, offset: int
+    ) -> tuple[list[tuple[Transaction, str]], int]:
+        stmt = self._filtered(business_id, f)
+        total = await self.session.scalar(select(func.count()).select_from(stmt.subquery()))
+        rows = await self.session.execute(
+            stmt.order_by(
+                Transaction.occurred_at.desc(),  # type: ignore[attr-defined]
+                Transaction.created_at.desc(),  # type: ignore[attr-defined]
+                Transaction.id,
+            )
+            .limit(limit)
+            .offset(offset)
+        )
+        return [(t, name) for t, name in rows.all()], total or 0
+
+    async def get(
+        self, business_id: uuid.UUID, transaction_id: uuid.UUID
+    ) -> tuple[Transaction, str] | None:
+        row = (
+            await self.session.execute(
+                self._filtered(business_id, TransactionFilters()).where(
+                    Transaction.id == transaction_id
+                )
+            )
+        ).first()
+        return (row[0], row[1]) if row else None
+
+    async def export(
+        self, business_id: uuid.UUID, start: datetime, end: datetime, limit: int
+    ) -> list[tuple[Transaction, str]]:
+        stmt = self._filtered(business_id, TransactionFilters(start=start, end=end))
+        rows = await self.session.execute(
+            stmt.order_by(Transaction.occurred_at, Transaction.id).limit(limit)
+        )
+        return [(t, name) for t, name in rows.all()]
+
+    # --- summary ------------------------------------------------------------------------
+
+    async def totals(
+        self, business_id: uuid.UUID, start: datetime, end: datetime
+    ) -> dict[str, tuple[int, int]]:
+        rows = await self.session.execute(
+            select(Transaction.type, func.sum(Transaction.amount), func.count())
+            .where(self._in_range(business_id, start, end))
+            .group_by(Transaction.type)
+        )
+        return {kind: (int(total or 0), int(count)) for kind, total, count in rows.all()}
+
+    async def by_category(
+        self, business_id: uuid.UUID, start: datetime, end: datetime
+    ) -> list[Any]:
+        rows = await self.session.execute(
+            select(
+                Transaction.category_id,
+                FinanceCategory.name,
+                Transaction.type,
+                func.sum(Transaction.amount).label("total"),
+                func.count().label("count"),
+            )
+            .join(FinanceCategory, FinanceCategory.id == Transaction.category_id)
+            .where(self._in_range(business_id, start, end))
+            .group_by(Transaction.category_id, FinanceCategory.name, Transaction.type)
+            .order_by(func.sum(Transaction.amount).desc())
+        )
+        return list(rows.all())
+
+    async def series(
+        self,
+        business_id: uuid.UUID,
+        start: datetime,
+        end: datetime,
+        tz: str,
+        offset_hours: int,
+        by_month: bool,
+    ) -> dict[tuple[date, str], int]:
+        bucket = self._bucket(tz, offset_hours, by_month).label("bucket")
+        rows = await self.session.execute(
+            select(bucket, Transaction.type, func.sum(Transaction.amount))
+            .where(self._in_range(business_id, start, end))
+            .group_by(bucket, Transaction.type)
+        )
+        out: dict[tuple[date, str], int] = {}
+        for day, kind, total in rows.all():
+            key = day if isinstance(day, date) else date.fromisoformat(str(day)[:10])
+            out[(key, kind)] = int(total or 0)
+        return out
+
+    def _bucket(self, tz: str, offset_hours: int, by_month: bool) -> Any:
+        """The local calendar day (or month) of `occurred_at`, computed in the database."""
+        column = Transaction.occurred_at
+        if self.session.get_bind().dialect.name == "postgresql":
+            local = func.timezone(tz, column)
+            return cast(func.date_trunc("month" if by_month else "day", local), Date)
+        # SQLite keeps UTC text; the supported zones have fixed offsets and no DST.
+        shift = f"{offset_hours:+d} hours"
+        return func.strftime("%Y-%m-01", column, shift) if by_month else func.date(column, shift)
+
+    @staticmethod
+    def _in_range(business_id: uuid.UUID, start: datetime, end: datetime) -> Any:
+        return (
+            (Transaction.business_id == business_id)
+            & (Transaction.occurred_at >= start)
+            & (Transaction.occurred_at < end)
+        )

@@ -1,0 +1,196 @@
+"""`/finance`: categories, transactions, summary and CSV export of my business."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response, status
+
+from app.api.deps import CurrentBusiness, SessionDep, SettingsDep
+from app.core.types import Limit, Offset, SearchText
+from app.modules.finance.models import EntryType, FinanceCategory, Transaction
+from app.modules.finance.repository import TransactionFilters
+from app.modules.finance.schemas import (
+    CategoryCreate,
+    CategoryPublic,
+    CategoryUpdate,
+    FinanceSummary,
+    Period,
+    TransactionCreate,
+    TransactionCreated,
+    TransactionPage,
+    TransactionPublic,
+    TransactionUpdate,
+)
+from app.modules.finance.service import FinanceService
+
+router = APIRouter(
+    prefix="/finance",
+    tags=["finance"],
+    responses={
+        401: {"description": "Not authenticated"},
+        404: {"description": "Not found (or no business profile yet)"},
+    },
+)
+
+DateQuery = Annotated[date | None, Query(description="YYYY-MM-DD, in the business's time zone")]
+
+
+def _category(c: FinanceCategory) -> CategoryPublic:
+    return CategoryPublic(
+        id=c.id, type=c.type, name=c.name, icon=c.icon, is_default=c.business_id is None
+    )  # type: ignore[arg-type]
+
+
+def _transaction(t: Transaction, category_name: str) -> TransactionPublic:
+    return TransactionPublic.model_validate({**t.model_dump(), "category_name": category_name})
+
+
+@router.get("/categories", response_model=list[CategoryPublic])
+async def list_categories(
+    business: CurrentBusiness, session: SessionDep, type: EntryType | None = None
+) -> list[CategoryPublic]:
+    """The default categories and my own."""
+    return [_category(c) for c in await FinanceService(session).categories(business, type)]
+
+
+@router.post(
+    "/categories",
+    status_code=status.HTTP_201_CREATED,
+    response_model=CategoryPublic,
+    responses={409: {"description": "Name already used for this type"}},
+)
+async def create_category(
+    data: CategoryCreate, business: CurrentBusiness, session: SessionDep
+) -> CategoryPublic:
+    return _category(await FinanceService(session).create_category(business, data))
+
+
+@router.patch(
+    "/categories/{category_id}",
+    response_model=CategoryPublic,
+    responses={403: {"description": "Default categories are read-only"}},
+)
+async def update_category(
+    category_id: uuid.UUID, data: CategoryUpdate, business: CurrentBusiness, session: SessionDep
+) -> CategoryPublic:
+    return _category(await FinanceService(session).update_category(business, category_id, data))
+
+
+@router.delete(
+    "/categories/{category_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses={
+        403: {"description": "Default categories are read-only"},
+        409: {"description": "In use"},
+    },
+)
+async def delete_category(
+    category_id: uuid.UUID, business: CurrentBusiness, session: SessionDep
+) -> Response:
+    await FinanceService(session).delete_category(business, category_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post(
+    "/transactions", status_code=status.HTTP_201_CREATED, response_model=TransactionCreated
+)
+async def create_transaction(
+    data: TransactionCreate, business: CurrentBusiness, session: SessionDep, settings: SettingsDep
+) -> TransactionCreated:
+    """Record income or expense (whole rupiah). Earns points, up to a daily cap."""
+    service = FinanceService(session, daily_cap=settings.POINTS_TRANSACTION_DAILY_CAP)
+    entry, category_name, points = await service.create(business, data)
+    return TransactionCreated.model_validate(
+        {**entry.model_dump(), "category_name": category_name, "points_awarded": points}
+    )
+
+
+@router.get("/transactions", response_model=TransactionPage)
+async def list_transactions(
+    business: CurrentBusiness,
+    session: SessionDep,
+    type: EntryType | None = None,
+    category_id: uuid.UUID | None = None,
+    start: DateQuery = None,
+    end: DateQuery = None,
+    q: Annotated[SearchText | None, Query(description="Text in the note or category name")] = None,
+    limit: Annotated[Limit, Query()] = 20,
+    offset: Annotated[Offset, Query()] = 0,
+) -> TransactionPage:
+    """My transactions, newest first."""
+    service = FinanceService(session)
+    begin, finish = service.local_range(business, start, end)
+    filters = TransactionFilters(
+        type=type, category_id=category_id, start=begin, end=finish, text=q
+    )
+    rows, total = await service.list(business, filters, limit, offset)
+    return TransactionPage(
+        items=[_transaction(t, n) for t, n in rows], total=total, limit=limit, offset=offset
+    )
+
+
+@router.get(
+    "/transactions/export",
+    response_class=Response,
+    responses={200: {"content": {"text/csv": {}}, "description": "CSV of the range"}},
+)
+async def export_transactions(
+    business: CurrentBusiness,
+    session: SessionDep,
+    start: Annotated[date, Query(description="First day, YYYY-MM-DD")],
+    end: Annotated[date, Query(description="Last day (inclusive), at most 366 days after start")],
+) -> Response:
+    body = await FinanceService(session).export_csv(business, start, end)
+    filename = f"telaten-transactions-{start.isoformat()}-{end.isoformat()}.csv"
+    return Response(
+        body,
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )
+
+
+@router.get("/transactions/{transaction_id}", response_model=TransactionPublic)
+async def get_transaction(
+    transaction_id: uuid.UUID, business: CurrentBusiness, session: SessionDep
+) -> TransactionPublic:
+    return _transaction(*await FinanceService(session).get(business, transaction_id))
+
+
+@router.patch("/transactions/{transaction_id}", response_model=TransactionPublic)
+async def update_transaction(
+    transaction_id: uuid.UUID,
+    data: TransactionUpdate,
+    business: CurrentBusiness,
+    session: SessionDep,
+) -> TransactionPublic:
+    return _transaction(*await FinanceService(session).update(business, transaction_id, data))
+
+
+@router.delete("/transactions/{transaction_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def delete_transaction(
+    transaction_id: uuid.UUID, business: CurrentBusiness, session: SessionDep
+) -> Response:
+    """Delete a transaction; the points it earned are taken back."""
+    await FinanceService(session).delete(business, transaction_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get("/summary", response_model=FinanceSummary)
+async def summary(
+    business: CurrentBusiness,
+    session: SessionDep,
+    period: Period = "month",
+    date_: Annotated[
+        date | None, Query(alias="date", description="A day inside the period (default: today)")
+    ] = None,
+    start: DateQuery = None,
+    end: DateQuery = None,
+) -> FinanceSummary:
+    """Income, expense, net and count for a period, by category, with a chart series
+    (daily buckets up to 92 days, monthly beyond)."""
+    return FinanceSummary.model_validate(
+        await FinanceService(session).summary(business, period, date_, start, end)
+    )

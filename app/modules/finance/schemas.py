@@ -1,0 +1,125 @@
+"""Request and response shapes for finance. Money is whole rupiah (integers)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date, datetime
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from app.core.types import multi_line, single_line
+from app.modules.finance.models import EntryType
+
+MAX_AMOUNT = 1_000_000_000_000  # Rp 1 trillion: far above any UMKM transaction
+
+Rupiah = Annotated[
+    int,
+    Field(gt=0, le=MAX_AMOUNT, strict=True, description="Whole rupiah, 1 to 1,000,000,000,000"),
+]
+CategoryName = single_line(60)
+Note = multi_line(500)
+
+
+class CategoryCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: EntryType
+    name: CategoryName
+    icon: single_line(200) | None = None
+
+
+class CategoryUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: CategoryName | None = None
+    icon: single_line(200) | None = None
+
+
+class CategoryPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    type: EntryType
+    name: str
+    icon: str | None
+    is_default: bool
+
+
+class TransactionCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: EntryType
+    amount: Rupiah
+    category_id: uuid.UUID
+    note: Note = ""
+    occurred_at: datetime | None = Field(
+        default=None,
+        description="When it happened (default: now). Without an offset: business time.",
+    )
+
+
+class TransactionUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: EntryType | None = None
+    amount: Rupiah | None = None
+    category_id: uuid.UUID | None = None
+    note: Note | None = None
+    occurred_at: datetime | None = None
+
+
+class TransactionPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    type: EntryType
+    amount: int
+    category_id: uuid.UUID
+    category_name: str
+    note: str
+    occurred_at: datetime
+    created_at: datetime
+
+
+class TransactionCreated(TransactionPublic):
+    points_awarded: int
+
+
+class TransactionPage(BaseModel):
+    items: list[TransactionPublic]
+    total: int
+    limit: int
+    offset: int
+
+
+Period = Literal["day", "week", "month", "year", "custom"]
+
+
+class CategoryTotal(BaseModel):
+    category_id: uuid.UUID
+    category_name: str
+    type: EntryType
+    total: int
+    count: int
+
+
+class SeriesPoint(BaseModel):
+    bucket: date
+    income: int
+    expense: int
+    net: int
+
+
+class FinanceSummary(BaseModel):
+    period: Period
+    start: date
+    end: date  # inclusive
+    timezone: str
+    granularity: Literal["day", "month"]
+    income: int
+    expense: int
+    net: int
+    count: int
+    by_category: list[CategoryTotal]
+    series: list[SeriesPoint]

@@ -1,0 +1,349 @@
+"""Finance rules: categories, transactions, summaries, and the points for diligence.
+
+Recording a transaction earns `TRANSACTION_POINTS`, at most
+`TRANSACTION_DAILY_CAP` times a day (the business's local day), so a burst of tiny
+entries cannot farm points; deleting a transaction takes its points back. Both happen
+in the same database transaction as the entry itself.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.core.errors import ConflictError, DomainError, NotFoundError, PermissionDeniedError
+from app.db.types import utcnow
+from app.modules.business.models import BusinessProfile
+from app.modules.finance.models import FinanceCategory, Transaction
+from app.modules.finance.repository import FinanceRepository, TransactionFilters
+from app.modules.finance.schemas import (
+    CategoryCreate,
+    CategoryUpdate,
+    TransactionCreate,
+    TransactionUpdate,
+)
+from app.modules.gamification.service import (
+    TRANSACTION_DELETED,
+    TRANSACTION_RECORDED,
+    GamificationService,
+)
+
+TRANSACTION_POINTS = 5
+TRANSACTION_DAILY_CAP = 10  # awarded transactions per local day: at most 50 points a day
+EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+MAX_FUTURE = timedelta(days=1)
+DAY_BUCKETS_UP_TO = 92  # longer ranges are charted by month
+MAX_RANGE_DAYS = 3660
+EXPORT_MAX_ROWS = 100_000
+
+
+def _invalid(detail: str) -> DomainError:
+    return DomainError(detail, status_code=422)
+
+
+@dataclass(frozen=True)
+class DateRange:
+    start: date
+    end: date  # inclusive
+
+    def utc_bounds(self, tz: ZoneInfo) -> tuple[datetime, datetime]:
+        begin = datetime.combine(self.start, time.min, tz).astimezone(UTC)
+        finish = datetime.combine(self.end + timedelta(days=1), time.min, tz).astimezone(UTC)
+        return begin, finish
+
+
+def period_range(period: str, anchor: date, start: date | None, end: date | None) -> DateRange:
+    if period == "custom":
+        if start is None or end is None:
+            raise _invalid("period=custom needs both start and end (YYYY-MM-DD)")
+        if end < start:
+            raise _invalid("end must not be before start")
+        if (end - start).days > MAX_RANGE_DAYS:
+            raise _invalid(f"the range may span at most {MAX_RANGE_DAYS} days")
+        return DateRange(start, end)
+    if period == "day":
+        return DateRange(anchor, anchor)
+    if period == "week":
+        monday = anchor - timedelta(days=anchor.weekday())
+        return DateRange(monday, monday + timedelta(days=6))
+    if period == "month":
+        first = anchor.replace(day=1)
+        following = (first + timedelta(days=32)).replace(day=1)
+        return DateRange(first, following - timedelta(days=1))
+    return DateRange(anchor.replace(month=1, day=1), anchor.replace(month=12, day=31))
+
+
+class FinanceService:
+    def __init__(self, session: AsyncSession, *, daily_cap: int = TRANSACTION_DAILY_CAP) -> None:
+        self.session = session
+        self.repo = FinanceRepository(session)
+        self.daily_cap = daily_cap
+
+    # --- categories ---------------------------------------------------------------------
+
+    async def categories(
+        self, business: BusinessProfile, type_: str | None
+    ) -> list[FinanceCategory]:
+        return await self.repo.categories(business.id, type_)
+
+    async def create_category(
+        self, business: BusinessProfile, data: CategoryCreate
+    ) -> FinanceCategory:
+        key = data.name.lower()
+        if await self.repo.name_taken(business.id, data.type, key, None):
+            raise ConflictError(f"A {data.type} category named '{data.name}' already exists")
+        category = FinanceCategory(
+            business_id=business.id, type=data.type, name=data.name, name_key=key, icon=data.icon
+        )
+        self.session.add(category)
+        await self._commit_or_conflict(f"A {data.type} category named '{data.name}' already exists")
+        return category
+
+    async def update_category(
+        self, business: BusinessProfile, category_id: uuid.UUID, data: CategoryUpdate
+    ) -> FinanceCategory:
+        category = await self._own_category(business, category_id)
+        if data.name is not None:
+            key = data.name.lower()
+            if await self.repo.name_taken(business.id, category.type, key, category.id):
+                raise ConflictError(
+                    f"A {category.type} category named '{data.name}' already exists"
+                )
+            category.name, category.name_key = data.name, key
+        if "icon" in data.model_fields_set:
+            category.icon = data.icon
+        await self._commit_or_conflict("A category with this name already exists")
+        return category
+
+    async def delete_category(self, business: BusinessProfile, category_id: uuid.UUID) -> None:
+        category = await self._own_category(business, category_id)
+        used = await self.repo.category_usage(category.id)
+        if used:
+            raise ConflictError(
+                f"The category is used by {used} transaction(s); "
+                "move them to another category first"
+            )
+        await self.session.delete(category)
+        await self.session.commit()
+
+    async def _own_category(
+        self, business: BusinessProfile, category_id: uuid.UUID
+    ) -> FinanceCategory:
+        category = await self.repo.visible_category(business.id, category_id)
+        if category is None:
+            raise NotFoundError("Category not found")
+        if category.business_id is None:
+            raise PermissionDeniedError("Default categories cannot be changed or deleted")
+        return category
+
+    async def _usable_category(
+        self, business: BusinessProfile, category_id: uuid.UUID, type_: str
+    ) -> FinanceCategory:
+        category = await self.repo.visible_category(business.id, category_id)
+        if category is None:
+            raise _invalid("category_id: no such category (use GET /finance/categories)")
+        if category.type != type_:
+            raise _invalid(
+                f"category_id: '{category.name}' is an {category.type} category, not {type_}"
+            )
+        return category
+
+    # --- transactions -------------------------------------------------------------------
+
+    def _when(self, business: BusinessProfile, value: datetime | None) -> datetime:
+        if value is None:
+            return utcnow()
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=ZoneInfo(business.timezone))
+        value = value.astimezone(UTC)
+        if value < EARLIEST or value > utcnow() + MAX_FUTURE:
+            raise _invalid("occurred_at must be between 2000-01-01 and tomorrow")
+        return value
+
+    async def create(
+        self, business: BusinessProfile, data: TransactionCreate
+    ) -> tuple[Transaction, str, int]:
+        """Record a transaction and award its points, in one database transaction."""
+        category = await self._usable_category(business, data.category_id, data.type)
+        game = GamificationService(self.session)
+        await game.lock_business(business.id)  # one business's awards, one at a time
+        entry = Transaction(
+            business_id=business.id,
+            type=data.type,
+            amount=data.amount,
+            category_id=category.id,
+            note=data.note,
+            occurred_at=self._when(business, data.occurred_at),
+        )
+        self.session.add(entry)
+        await self.session.flush()
+        today = datetime.now(ZoneInfo(business.timezone)).date()
+        day_start = DateRange(today, today).utc_bounds(ZoneInfo(business.timezone))[0]
+        awarded_today = await game.events_today(business.id, TRANSACTION_RECORDED, day_start)
+        points = TRANSACTION_POINTS if awarded_today < self.daily_cap else 0
+        await game.award_points(business.id, TRANSACTION_RECORDED, points, ref_id=entry.id)
+        await self.session.commit()
+        return entry, category.name, points
+
+    async def list(
+        self, business: BusinessProfile, filters: TransactionFilters, limit: int, offset: int
+    ) -> tuple[list[tuple[Transaction, str]], int]:
+        return await self.repo.list(business.id, filters, limit, offset)
+
+    def local_range(
+        self, business: BusinessProfile, start: date | None, end: date | None
+    ) -> tuple[datetime | None, datetime | None]:
+        if start and end and end < start:
+            raise _invalid("end must not be before start")
+        tz = ZoneInfo(business.timezone)
+        begin = DateRange(start, start).utc_bounds(tz)[0] if start else None
+        finish = DateRange(end, end).utc_bounds(tz)[1] if end else None
+        return begin, finish
+
+    async def get(
+        self, business: BusinessProfile, transaction_id: uuid.UUID
+    ) -> tuple[Transaction, str]:
+        found = await self.repo.get(business.id, transaction_id)
+        if found is None:
+            raise NotFoundError("Transaction not found")
+        return found
+
+    async def update(
+        self, business: BusinessProfile, transaction_id: uuid.UUID, data: TransactionUpdate
+    ) -> tuple[Transaction, str]:
+        entry, name = await self.get(business, transaction_id)
+        new_type = data.type or entry.type
+        if data.category_id is not None or data.type is not None:
+            category = await self._usable_category(
+                business, data.category_id or entry.category_id, new_type
+            )
+            entry.category_id, name = category.id, category.name
+        entry.type = new_type
+        if data.amount is not None:
+            entry.amount = data.amount
+        if data.note is not None:
+            entry.note = data.note
+        if data.occurred_at is not None:
+            entry.occurred_at = self._when(business, data.occurred_at)
+        await self.session.commit()
+        return entry, name
+
+    async def delete(self, business: BusinessProfile, transaction_id: uuid.UUID) -> None:
+        """Delete, and take back the points the entry earned."""
+        entry, _ = await self.get(business, transaction_id)
+        game = GamificationService(self.session)
+        await game.lock_business(business.id)
+        earned = await game.points_for(entry.id)
+        await self.session.delete(entry)
+        if earned > 0:
+            await game.award_points(business.id, TRANSACTION_DELETED, -earned, ref_id=entry.id)
+        await self.session.commit()
+
+    # --- reports ------------------------------------------------------------------------
+
+    async def summary(
+        self,
+        business: BusinessProfile,
+        period: str,
+        anchor: date | None,
+        start: date | None,
+        end: date | None,
+    ) -> dict[str, Any]:
+        tz = ZoneInfo(business.timezone)
+        span = period_range(period, anchor or datetime.now(tz).date(), start, end)
+        begin, finish = span.utc_bounds(tz)
+        totals = await self.repo.totals(business.id, begin, finish)
+        income, n_in = totals.get("income", (0, 0))
+        expense, n_out = totals.get("expense", (0, 0))
+        by_month = (span.end - span.start).days + 1 > DAY_BUCKETS_UP_TO
+        offset = int(datetime.combine(span.start, time.min, tz).utcoffset().total_seconds() // 3600)  # type: ignore[union-attr]
+        series = await self.repo.series(
+            business.id, begin, finish, business.timezone, offset, by_month
+        )
+        return {
+            "period": period,
+            "start": span.start,
+            "end": span.end,
+            "timezone": business.timezone,
+            "granularity": "month" if by_month else "day",
+            "income": income,
+            "expense": expense,
+            "net": income - expense,
+            "count": n_in + n_out,
+            "by_category": [
+                {
+                    "category_id": r.category_id,
+                    "category_name": r.name,
+                    "type": r.type,
+                    "total": int(r.total),
+                    "count": int(r.count),
+                }
+                for r in await self.repo.by_category(business.id, begin, finish)
+            ],
+            "series": [
+                {
+                    "bucket": bucket,
+                    "income": series.get((bucket, "income"), 0),
+                    "expense": series.get((bucket, "expense"), 0),
+                    "net": series.get((bucket, "income"), 0) - series.get((bucket, "expense"), 0),
+                }
+                for bucket in _buckets(span, by_month)
+            ],
+        }
+
+    async def export_csv(self, business: BusinessProfile, start: date, end: date) -> str:
+        span = period_range("custom", start, start, end)
+        if (span.end - span.start).days > 366:
+            raise _invalid("export at most 366 days at a time")
+        tz = ZoneInfo(business.timezone)
+        begin, finish = span.utc_bounds(tz)
+        rows = await self.repo.export(business.id, begin, finish, EXPORT_MAX_ROWS)
+        out = io.StringIO()
+        writer = csv.writer(out)
+        writer.writerow(["occurred_at", "type", "amount", "category", "note", "id"])
+        for entry, category in rows:
+            writer.writerow(
+                [
+                    entry.occurred_at.astimezone(tz).isoformat(),
+                    entry.type,
+                    entry.amount,
+                    _cell(category),
+                    _cell(entry.note),
+                    entry.id,
+                ]
+            )
+        return out.getvalue()
+
+    async def _commit_or_conflict(self, message: str) -> None:
+        try:
+            await self.session.commit()
+        except IntegrityError:
+            await self.session.rollback()
+            raise ConflictError(message) from None
+
+
+def _buckets(span: DateRange, by_month: bool) -> list[date]:
+    out, day = [], span.start
+    if by_month:
+        day = day.replace(day=1)
+        while day <= span.end:
+            out.append(day)
+            day = (day + timedelta(days=32)).replace(day=1)
+        return out
+    while day <= span.end:
+        out.append(day)
+        day += timedelta(days=1)
+    return out
+
+
+def _cell(text: str) -> str:
+    """Spreadsheet-safe: a cell starting with = + - @ would run as a formula."""
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text

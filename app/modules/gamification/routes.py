@@ -1,0 +1,155 @@
+"""`/gamification` for owners; `/admin/levels` and `/admin/achievements` for admins."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query, Response, status
+
+from app.api.deps import AdminUser, CurrentBusiness, CurrentUser, SessionDep
+from app.modules.business.schemas import LevelPublic
+from app.modules.business.service import BusinessService
+from app.modules.gamification.schemas import (
+    AchievementAdminView,
+    AchievementCreate,
+    AchievementStatus,
+    AchievementUpdate,
+    Leaderboard,
+    LevelCreate,
+    LevelUpdate,
+    Stats,
+)
+from app.modules.gamification.service import GamificationService
+
+RowId = Annotated[int, Path(ge=1, le=2**31 - 1)]
+
+router = APIRouter(
+    prefix="/gamification",
+    tags=["gamification"],
+    responses={401: {"description": "Not authenticated"}},
+)
+admin_router = APIRouter(
+    tags=["admin"],
+    responses={401: {"description": "Not authenticated"}, 403: {"description": "Not an admin"}},
+)
+
+
+@router.get(
+    "/me", response_model=Stats, responses={404: {"description": "No business profile yet"}}
+)
+async def my_stats(business: CurrentBusiness, session: SessionDep) -> Stats:
+    """Points, level, the next level and how far it is, achievements, recent points."""
+    return Stats.model_validate(
+        await GamificationService(session).stats(business), from_attributes=True
+    )
+
+
+@router.get("/achievements", response_model=list[AchievementStatus])
+async def my_achievements(
+    business: CurrentBusiness, session: SessionDep
+) -> list[AchievementStatus]:
+    stats = await GamificationService(session).stats(business, recent=0)
+    return [
+        *(AchievementStatus(**a, unlocked=True) for a in stats["unlocked"]),
+        *(AchievementStatus(**a, unlocked=False) for a in stats["locked"]),
+    ]
+
+
+@router.get("/leaderboard", response_model=Leaderboard)
+async def leaderboard(
+    user: CurrentUser,
+    session: SessionDep,
+    limit: Annotated[int, Query(ge=1, le=100)] = 10,
+) -> Leaderboard:
+    """Top businesses by points, and my own rank (even outside the top)."""
+    business = await BusinessService(session).mine(user.id)
+    return Leaderboard.model_validate(
+        await GamificationService(session).leaderboard(business, limit)
+    )
+
+
+# --- administration ---------------------------------------------------------------------
+
+
+@admin_router.get("/admin/levels", response_model=list[LevelPublic])
+async def admin_list_levels(_admin: AdminUser, session: SessionDep) -> list[LevelPublic]:
+    return [LevelPublic.model_validate(lv) for lv in await GamificationService(session).levels()]
+
+
+@admin_router.post(
+    "/admin/levels",
+    status_code=status.HTTP_201_CREATED,
+    response_model=LevelPublic,
+    responses={409: {"description": "Thresholds must increase with order"}},
+)
+async def admin_create_level(
+    data: LevelCreate, _admin: AdminUser, session: SessionDep
+) -> LevelPublic:
+    return LevelPublic.model_validate(
+        await GamificationService(session).create_level(data.model_dump())
+    )
+
+
+@admin_router.patch("/admin/levels/{level_id}", response_model=LevelPublic)
+async def admin_update_level(
+    level_id: RowId, data: LevelUpdate, _admin: AdminUser, session: SessionDep
+) -> LevelPublic:
+    service = GamificationService(session)
+    return LevelPublic.model_validate(
+        await service.update_level(level_id, data.model_dump(exclude_unset=True))
+    )
+
+
+@admin_router.delete(
+    "/admin/levels/{level_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses={409: {"description": "Held by businesses and no reassign_to given"}},
+)
+async def admin_delete_level(
+    level_id: RowId,
+    _admin: AdminUser,
+    session: SessionDep,
+    reassign_to: Annotated[
+        int | None, Query(ge=1, le=2**31 - 1, description="Level for its holders")
+    ] = None,
+) -> Response:
+    await GamificationService(session).delete_level(level_id, reassign_to)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@admin_router.get("/admin/achievements", response_model=list[AchievementAdminView])
+async def admin_list_achievements(
+    _admin: AdminUser, session: SessionDep
+) -> list[AchievementAdminView]:
+    return [
+        AchievementAdminView.model_validate(a)
+        for a in await GamificationService(session).achievements()
+    ]
+
+
+@admin_router.post(
+    "/admin/achievements", status_code=status.HTTP_201_CREATED, response_model=AchievementAdminView
+)
+async def admin_create_achievement(
+    data: AchievementCreate, _admin: AdminUser, session: SessionDep
+) -> AchievementAdminView:
+    return AchievementAdminView.model_validate(
+        await GamificationService(session).create_achievement(data.model_dump())
+    )
+
+
+@admin_router.patch("/admin/achievements/{achievement_id}", response_model=AchievementAdminView)
+async def admin_update_achievement(
+    achievement_id: RowId, data: AchievementUpdate, _admin: AdminUser, session: SessionDep
+) -> AchievementAdminView:
+    service = GamificationService(session)
+    updated = await service.update_achievement(achievement_id, data.model_dump(exclude_unset=True))
+    return AchievementAdminView.model_validate(updated)
+
+
+@admin_router.delete("/admin/achievements/{achievement_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def admin_delete_achievement(
+    achievement_id: RowId, _admin: AdminUser, session: SessionDep
+) -> Response:
+    await GamificationService(session).delete_achievement(achievement_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

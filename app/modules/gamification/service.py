@@ -1,0 +1,396 @@
+"""Points, levels and achievements.
+
+`award_points` is the only way a business's points change. In the caller's transaction
+it adds the amount to the total (one atomic UPDATE ... RETURNING, so parallel awards never
+lose one), writes the ledger row, moves the level to match the new total, and unlocks
+the achievements now earned (a unique key makes a second unlock impossible). It does not
+commit: the caller's service commits the award together with what earned it.
+
+Achievement rules are read from the ledger: `first_transaction` and `transactions_50`
+count `transaction_recorded` rows, `first_milestone_completed` looks for a
+`milestone_completed` row.
+"""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.core.errors import ConflictError, NotFoundError
+from app.db.types import utcnow
+from app.modules.business.models import BusinessProfile
+from app.modules.gamification.models import (
+    Achievement,
+    AchievementRule,
+    BusinessAchievement,
+    Level,
+    PointEvent,
+)
+
+TRANSACTION_RECORDED = "transaction_recorded"
+TRANSACTION_DELETED = "transaction_deleted"
+MILESTONE_COMPLETED = "milestone_completed"
+
+
+@dataclass
+class PointAward:
+    amount: int
+    total: int
+    level_id: int | None
+    level_changed: bool
+    unlocked: list[str] = field(default_factory=list)  # achievement codes
+
+
+class GamificationService:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    # --- awarding -----------------------------------------------------------------------
+
+    async def lock_business(self, business_id: uuid.UUID) -> None:
+        """Serialise point changes of one business (PostgreSQL row lock; SQLite already
+        serialises writers once the transaction has written)."""
+        # NO KEY UPDATE: compatible with the KEY SHARE locks that foreign keys of new rows
+        # take on the business, so two recorders cannot deadlock each other.
+        await self.session.execute(
+            select(BusinessProfile.id)
+            .where(BusinessProfile.id == business_id)
+            .with_for_update(key_share=True)  # renders FOR NO KEY UPDATE
+        )
+
+    async def award_points(
+        self,
+        business_id: uuid.UUID,
+        reason: str,
+        amount: int,
+        *,
+        ref_id: uuid.UUID | None = None,
+    ) -> PointAward:
+        old_level = await self.session.scalar(
+            select(BusinessProfile.level_id).where(BusinessProfile.id == business_id)
+        )
+        total = await self.session.scalar(
+            update(BusinessProfile)
+            .where(BusinessProfile.id == business_id)
+            .values(
+                total_points=func.max(BusinessProfile.total_points + amount, 0)
+                if self._dialect == "sqlite"
+                else func.greatest(BusinessProfile.total_points + amount, 0),
+                updated_at=utcnow(),
+            )
+            .returning(BusinessProfile.total_points)
+        )
+        if total is None:
+            raise NotFoundError("Business not found")
+        self.session.add(
+            PointEvent(business_id=business_id, reason=reason, amount=amount, ref_id=ref_id)
+        )
+        level_id = await self.session.scalar(
+            select(Level.id)
+            .where(Level.required_points <= total)
+            .order_by(Level.required_points.desc())  # type: ignore[attr-defined]
+            .limit(1)
+        )
+        if level_id != old_level:
+            await self.session.execute(
+                update(BusinessProfile)
+                .where(BusinessProfile.id == business_id)
+                .values(level_id=level_id)
+            )
+        await self.session.flush()
+        unlocked = await self._unlock(business_id, total)
+        return PointAward(amount, total, level_id, level_id != old_level, unlocked)
+
+    async def events_today(self, business_id: uuid.UUID, reason: str, since: datetime) -> int:
+        """Ledger rows with points > 0 for `reason` since `since` (for daily caps)."""
+        return (
+            await self.session.scalar(
+                select(func.count())
+                .select_from(PointEvent)
+                .where(
+                    PointEvent.business_id == business_id,
+                    PointEvent.reason == reason,
+                    PointEvent.amount > 0,
+                    PointEvent.created_at >= since,
+                )
+            )
+            or 0
+        )
+
+    async def points_for(self, ref_id: uuid.UUID) -> int:
+        """Net points the ledger holds for one reference (e.g. a transaction)."""
+        value = await self.session.scalar(
+            select(func.coalesce(func.sum(PointEvent.amount), 0)).where(PointEvent.ref_id == ref_id)
+        )
+        return int(value or 0)
+
+    async def _unlock(self, business_id: uuid.UUID, total: int) -> list[str]:
+        have = select(BusinessAchievement.achievement_id).where(
+            BusinessAchievement.business_id == business_id
+        )
+        candidates = list(
+            (
+                await self.session.execute(select(Achievement).where(Achievement.id.not_in(have)))
+            ).scalars()  # type: ignore[union-attr]
+        )
+        if not candidates:
+            return []
+        counts = await self._ledger_counts(business_id)
+        earned = [a for a in candidates if _earned(a, total, counts)]
+        unlocked = []
+        for achievement in earned:
+            table = BusinessAchievement.__table__
+            insert = (
+                postgresql.insert(table) if self._dialect == "postgresql" else sqlite.insert(table)
+            )
+            result = await self.session.execute(
+                insert.values(
+                    business_id=business_id, achievement_id=achievement.id, unlocked_at=utcnow()
+                ).on_conflict_do_nothing(index_elements=["business_id", "achievement_id"])
+            )
+            if result.rowcount:  # type: ignore[attr-defined]
+                unlocked.append(achievement.code)
+        return unlocked
+
+    async def _ledger_counts(self, business_id: uuid.UUID) -> dict[str, int]:
+        rows = await self.session.execute(
+            select(PointEvent.reason, func.count())
+            .where(PointEvent.business_id == business_id)
+            .group_by(PointEvent.reason)
+        )
+        return {reason: count for reason, count in rows.all()}
+
+    @property
+    def _dialect(self) -> str:
+        return self.session.get_bind().dialect.name
+
+    # --- reading ------------------------------------------------------------------------
+
+    async def levels(self) -> list[Level]:
+        return list((await self.session.execute(select(Level).order_by(Level.order))).scalars())
+
+    async def achievements(self) -> list[Achievement]:
+        return list(
+            (await self.session.execute(select(Achievement).order_by(Achievement.id))).scalars()
+        )
+
+    async def stats(self, business: BusinessProfile, recent: int = 10) -> dict[str, Any]:
+        levels = await self.levels()
+        level = next((lv for lv in levels if lv.id == business.level_id), None)
+        upcoming = [lv for lv in levels if lv.required_points > business.total_points]
+        next_level = min(upcoming, key=lambda lv: lv.required_points) if upcoming else None
+        unlocked_at = dict(
+            (
+                await self.session.execute(
+                    select(
+                        BusinessAchievement.achievement_id, BusinessAchievement.unlocked_at
+                    ).where(BusinessAchievement.business_id == business.id)
+                )
+            ).all()
+        )
+        achievements = await self.achievements()
+        events = await self.session.execute(
+            select(PointEvent)
+            .where(PointEvent.business_id == business.id)
+            .order_by(PointEvent.created_at.desc())  # type: ignore[attr-defined]
+            .limit(recent)
+        )
+        return {
+            "total_points": business.total_points,
+            "level": level,
+            "next_level": next_level,
+            "points_to_next_level": (next_level.required_points - business.total_points)
+            if next_level
+            else None,
+            "unlocked": [
+                {**_achievement_view(a), "unlocked_at": unlocked_at[a.id]}
+                for a in achievements
+                if a.id in unlocked_at
+            ],
+            "locked": [_achievement_view(a) for a in achievements if a.id not in unlocked_at],
+            "recent_events": list(events.scalars()),
+        }
+
+    async def leaderboard(self, business: BusinessProfile | None, limit: int) -> dict[str, Any]:
+        counts = (
+            select(BusinessAchievement.business_id, func.count().label("n"))
+            .group_by(BusinessAchievement.business_id)
+            .subquery()
+        )
+        rank = func.rank().over(order_by=BusinessProfile.total_points.desc()).label("rank")  # type: ignore[attr-defined]
+        ranked = (
+            select(
+                BusinessProfile.id,
+                BusinessProfile.name,
+                BusinessProfile.total_points,
+                Level.name.label("level"),  # type: ignore[attr-defined]
+                func.coalesce(counts.c.n, 0).label("achievements"),
+                rank,
+            )
+            .outerjoin(Level, Level.id == BusinessProfile.level_id)
+            .outerjoin(counts, counts.c.business_id == BusinessProfile.id)
+            .order_by(
+                BusinessProfile.total_points.desc(), BusinessProfile.created_at, BusinessProfile.id
+            )  # type: ignore[attr-defined]
+        )
+        top = (await self.session.execute(ranked.limit(limit))).all()
+        entries = [_board_row(row) for row in top]
+        me = None
+        if business is not None:
+            mine = next((row for row in top if row.id == business.id), None)
+            if mine is None:
+                higher = await self.session.scalar(
+                    select(func.count()).where(BusinessProfile.total_points > business.total_points)
+                )
+                row = (
+                    await self.session.execute(ranked.where(BusinessProfile.id == business.id))
+                ).one()
+                me = {**_board_row(row), "rank": (higher or 0) + 1}
+            else:
+                me = _board_row(mine)
+        total = await self.session.scalar(select(func.count()).select_from(BusinessProfile))
+        return {"entries": entries, "me": me, "total_businesses": total or 0}
+
+    # --- administration -----------------------------------------------------------------
+
+    async def create_level(self, data: dict[str, Any]) -> Level:
+        level = Level(**data)
+        levels = [*await self.levels(), level]
+        _check_ladder(levels)
+        self.session.add(level)
+        await self._commit_unique("A level with this name, order or threshold exists")
+        return level
+
+    async def update_level(self, level_id: int, data: dict[str, Any]) -> Level:
+        level = await self._level_or_404(level_id)
+        proposed = {
+            **{k: getattr(level, k) for k in ("name", "required_points", "order", "icon")},
+            **data,
+        }
+        others = [lv for lv in await self.levels() if lv.id != level_id]
+        _check_ladder([*others, Level(id=level_id, **proposed)])
+        for key, value in data.items():
+            setattr(level, key, value)
+        await self._commit_unique("A level with this name, order or threshold exists")
+        return level
+
+    async def delete_level(self, level_id: int, reassign_to: int | None) -> None:
+        level = await self._level_or_404(level_id)
+        holders = await self.session.scalar(
+            select(func.count()).where(BusinessProfile.level_id == level_id)
+        )
+        if holders and reassign_to is None:
+            raise ConflictError(
+                f"{holders} business(es) hold this level; pass reassign_to=<level id> to move them"
+            )
+        if reassign_to is not None:
+            if reassign_to == level_id:
+                raise ConflictError("reassign_to must be another level")
+            await self._level_or_404(reassign_to)
+            await self.session.execute(
+                update(BusinessProfile)
+                .where(BusinessProfile.level_id == level_id)
+                .values(level_id=reassign_to)
+            )
+        remaining = [lv for lv in await self.levels() if lv.id != level_id]
+        _check_ladder(remaining)
+        await self.session.delete(level)
+        await self.session.commit()
+
+    async def create_achievement(self, data: dict[str, Any]) -> Achievement:
+        achievement = Achievement(**data)
+        self.session.add(achievement)
+        await self._commit_unique("An achievement with this code exists")
+        return achievement
+
+    async def update_achievement(self, achievement_id: int, data: dict[str, Any]) -> Achievement:
+        achievement = await self._achievement_or_404(achievement_id)
+        merged = {"required_points": achievement.required_points, "rule": achievement.rule, **data}
+        if merged["required_points"] is None and merged["rule"] is None:
+            raise ConflictError("An achievement needs required_points or a rule")
+        for key, value in data.items():
+            setattr(achievement, key, value)
+        await self._commit_unique("An achievement with this code exists")
+        return achievement
+
+    async def delete_achievement(self, achievement_id: int) -> None:
+        achievement = await self._achievement_or_404(achievement_id)
+        await self.session.delete(achievement)
+        await self.session.commit()
+
+    async def _level_or_404(self, level_id: int) -> Level:
+        level = await self.session.get(Level, level_id)
+        if level is None:
+            raise NotFoundError("Level not found")
+        return level
+
+    async def _achievement_or_404(self, achievement_id: int) -> Achievement:
+        achievement = await self.session.get(Achievement, achievement_id)
+        if achievement is None:
+            raise NotFoundError("Achievement not found")
+        return achievement
+
+    async def _commit_unique(self, message: str) -> None:
+        try:
+            await self.session.commit()
+        except IntegrityError:
+            await self.session.rollback()
+            raise ConflictError(message) from None
+
+
+def _earned(achievement: Achievement, total: int, counts: dict[str, int]) -> bool:
+    if achievement.required_points is not None and total < achievement.required_points:
+        return False
+    rule = achievement.rule
+    if rule == AchievementRule.FIRST_TRANSACTION:
+        return counts.get(TRANSACTION_RECORDED, 0) >= 1
+    if rule == AchievementRule.TRANSACTIONS_50:
+        return counts.get(TRANSACTION_RECORDED, 0) >= 50
+    if rule == AchievementRule.FIRST_MILESTONE_COMPLETED:
+        return counts.get(MILESTONE_COMPLETED, 0) >= 1
+    return rule is None
+
+
+def _check_ladder(levels: list[Level]) -> None:
+    """Levels sorted by order must start at 0 points and strictly increase."""
+    ladder = sorted(levels, key=lambda lv: lv.order)
+    if not ladder:
+        raise ConflictError("At least one level must remain")
+    if ladder[0].required_points != 0:
+        raise ConflictError("The first level (lowest order) must require 0 points")
+    for lower, higher in itertools.pairwise(ladder):
+        if higher.required_points <= lower.required_points:
+            raise ConflictError(
+                "Level thresholds must increase with order: "
+                f"'{higher.name}' (order {higher.order}) needs more than "
+                f"{lower.required_points} points"
+            )
+
+
+def _achievement_view(a: Achievement) -> dict[str, Any]:
+    return {
+        "code": a.code,
+        "title": a.title,
+        "description": a.description,
+        "icon": a.icon,
+        "required_points": a.required_points,
+        "rule": a.rule,
+    }
+
+
+def _board_row(row: Any) -> dict[str, Any]:
+    return {
+        "rank": int(row.rank),
+        "business_name": row.name,
+        "points": int(row.total_points),
+        "level": row.level,
+        "achievements_count": int(row.achievements),
+    }
