@@ -136,35 +136,7 @@ class FinanceRepository:
 
     # --- summary ------------------------------------------------------------------------
 
-    async def totals(
-        self, business_id: uuid.UUID, start: datetime, end: datetime
-    ) -> dict[str, tuple[int, int]]:
-        rows = await self.session.execute(
-            select(Transaction.type, func.sum(Transaction.amount), func.count())
-            .where(self._in_range(business_id, start, end))
-            .group_by(Transaction.type)
-        )
-        return {kind: (int(total or 0), int(count)) for kind, total, count in rows.all()}
-
-    async def by_category(
-        self, business_id: uuid.UUID, start: datetime, end: datetime
-    ) -> list[Any]:
-        rows = await self.session.execute(
-            select(
-                Transaction.category_id,
-                FinanceCategory.name,
-                Transaction.type,
-                func.sum(Transaction.amount).label("total"),
-                func.count().label("count"),
-            )
-            .join(FinanceCategory, FinanceCategory.id == Transaction.category_id)
-            .where(self._in_range(business_id, start, end))
-            .group_by(Transaction.category_id, FinanceCategory.name, Transaction.type)
-            .order_by(func.sum(Transaction.amount).desc())
-        )
-        return list(rows.all())
-
-    async def series(
+    async def grouped(
         self,
         business_id: uuid.UUID,
         start: datetime,
@@ -172,18 +144,35 @@ class FinanceRepository:
         tz: str,
         offset_hours: int,
         by_month: bool,
-    ) -> dict[tuple[date, str], int]:
+    ) -> list[tuple[date, str, uuid.UUID, int, int]]:
+        """(bucket, type, category id, sum, count) for the range, in ONE pass over the
+        business's rows; totals, the category breakdown and the series are all sums of
+        these groups (at most buckets x types x categories rows)."""
         bucket = self._bucket(tz, offset_hours, by_month).label("bucket")
         rows = await self.session.execute(
-            select(bucket, Transaction.type, func.sum(Transaction.amount))
+            select(
+                bucket,
+                Transaction.type,
+                Transaction.category_id,
+                func.sum(Transaction.amount),
+                func.count(),
+            )
             .where(self._in_range(business_id, start, end))
-            .group_by(bucket, Transaction.type)
+            .group_by(bucket, Transaction.type, Transaction.category_id)
         )
-        out: dict[tuple[date, str], int] = {}
-        for day, kind, total in rows.all():
+        out = []
+        for day, kind, category_id, total, count in rows.all():
             key = day if isinstance(day, date) else date.fromisoformat(str(day)[:10])
-            out[(key, kind)] = int(total or 0)
+            out.append((key, kind, category_id, int(total or 0), int(count)))
         return out
+
+    async def category_names(self, ids: set[uuid.UUID]) -> dict[uuid.UUID, str]:
+        if not ids:
+            return {}
+        rows = await self.session.execute(
+            select(FinanceCategory.id, FinanceCategory.name).where(FinanceCategory.id.in_(ids))  # type: ignore[attr-defined]
+        )
+        return dict(rows.all())
 
     def _bucket(self, tz: str, offset_hours: int, by_month: bool) -> Any:
         """The local calendar day (or month) of `occurred_at`, computed in the database."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import uuid
+from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
@@ -260,14 +261,27 @@ class FinanceService:
         tz = ZoneInfo(business.timezone)
         span = period_range(period, anchor or datetime.now(tz).date(), start, end)
         begin, finish = span.utc_bounds(tz)
-        totals = await self.repo.totals(business.id, begin, finish)
-        income, n_in = totals.get("income", (0, 0))
-        expense, n_out = totals.get("expense", (0, 0))
         by_month = (span.end - span.start).days + 1 > DAY_BUCKETS_UP_TO
-        offset = int(datetime.combine(span.start, time.min, tz).utcoffset().total_seconds() // 3600)  # type: ignore[union-attr]
-        series = await self.repo.series(
-            business.id, begin, finish, business.timezone, offset, by_month
+        offset = datetime.combine(span.start, time.min, tz).utcoffset() or timedelta(0)
+        groups = await self.repo.grouped(
+            business.id,
+            begin,
+            finish,
+            business.timezone,
+            int(offset.total_seconds() // 3600),
+            by_month,
         )
+        totals: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+        per_category: dict[tuple[uuid.UUID, str], list[int]] = defaultdict(lambda: [0, 0])
+        per_bucket: dict[tuple[date, str], int] = defaultdict(int)
+        for bucket, kind, category_id, total, count in groups:
+            totals[kind][0] += total
+            totals[kind][1] += count
+            per_category[(category_id, kind)][0] += total
+            per_category[(category_id, kind)][1] += count
+            per_bucket[(bucket, kind)] += total
+        names = await self.repo.category_names({cid for cid, _ in per_category})
+        income, expense = totals["income"][0], totals["expense"][0]
         return {
             "period": period,
             "start": span.start,
@@ -277,23 +291,26 @@ class FinanceService:
             "income": income,
             "expense": expense,
             "net": income - expense,
-            "count": n_in + n_out,
-            "by_category": [
-                {
-                    "category_id": r.category_id,
-                    "category_name": r.name,
-                    "type": r.type,
-                    "total": int(r.total),
-                    "count": int(r.count),
-                }
-                for r in await self.repo.by_category(business.id, begin, finish)
-            ],
+            "count": totals["income"][1] + totals["expense"][1],
+            "by_category": sorted(
+                (
+                    {
+                        "category_id": cid,
+                        "category_name": names.get(cid, "?"),
+                        "type": kind,
+                        "total": total,
+                        "count": count,
+                    }
+                    for (cid, kind), (total, count) in per_category.items()
+                ),
+                key=lambda c: -c["total"],
+            ),
             "series": [
                 {
                     "bucket": bucket,
-                    "income": series.get((bucket, "income"), 0),
-                    "expense": series.get((bucket, "expense"), 0),
-                    "net": series.get((bucket, "income"), 0) - series.get((bucket, "expense"), 0),
+                    "income": per_bucket[(bucket, "income")],
+                    "expense": per_bucket[(bucket, "expense")],
+                    "net": per_bucket[(bucket, "income")] - per_bucket[(bucket, "expense")],
                 }
                 for bucket in _buckets(span, by_month)
             ],
