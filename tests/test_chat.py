@@ -413,3 +413,26 @@ async def test_client_disconnect_saves_partial_and_stops_the_llm_call(
             fake_llm.script(Reply.of_text("Lanjut."))
             s = await chat(c, owner.headers, "Lanjut", session_id)
             assert s.names[-1] == "done"
+
+
+async def test_business_profile_and_memory_reach_the_system_prompt(
+    ai_client: httpx.AsyncClient, fake_llm: FakeLLMServer
+) -> None:
+    owner = await new_account(ai_client)
+    r = await ai_client.post(
+        f"{API}/business",
+        headers=owner.headers,
+        json={
+            "name": "Keripik Maju",
+            "category": "Makanan ringan",
+            "primary_goal": "masuk minimarket",
+        },
+    )
+    assert r.status_code == 201
+    await ai_client.patch(
+        f"{API}/business/me", headers=owner.headers, json={"ai_context": {"fokus": "kemasan"}}
+    )
+    fake_llm.script(Reply.of_text("Siap."))
+    await chat(ai_client, owner.headers, "Halo")
+    system = fake_llm.requests[0]["messages"][0]["content"]
+    assert "Keripik Maju" in system and "masuk minimarket" in system and "kemasan" in system

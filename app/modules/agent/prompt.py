@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
+from typing import Any
 from zoneinfo import ZoneInfo
 
 JAKARTA = ZoneInfo("Asia/Jakarta")
@@ -51,3 +53,27 @@ def build_system_prompt(
     if business_context:
         parts.append(f"Tentang bisnis pengguna:\n{business_context}")
     return "\n\n".join(parts)
+
+
+def describe_business(business: Any | None) -> str | None:
+    """The business profile and the advisor's memory of it, for the system prompt."""
+    if business is None:
+        return None
+    lines = [
+        f"Nama usaha: {business.name} ({business.category}), tahap: {business.stage}.",
+    ]
+    if business.description:
+        lines.append(f"Deskripsi: {business.description}")
+    if business.target_market:
+        lines.append(f"Target pasar: {business.target_market}")
+    if business.primary_goal:
+        lines.append(f"Tujuan utama: {business.primary_goal}")
+    if business.address:
+        place = ", ".join(str(v) for k, v in business.address.items() if v and k != "street")
+        if place:
+            lines.append(f"Lokasi: {place}")
+    lines.append(f"Poin: {business.total_points}.")
+    if business.ai_context:
+        memory = json.dumps(business.ai_context, ensure_ascii=False)[:4000]
+        lines.append(f"Catatan Reka tentang usaha ini (memori jangka panjang): {memory}")
+    return "\n".join(lines)

@@ -14,9 +14,10 @@ from app.api.deps import CurrentUser, SessionDep, SettingsDep
 from app.core.config import Settings
 from app.core.llm import LLMNotConfiguredError
 from app.core.types import Limit, Offset
-from app.modules.agent.prompt import build_system_prompt
+from app.modules.agent.prompt import build_system_prompt, describe_business
 from app.modules.agent.runner import AgentLimits
 from app.modules.agent.tools import ToolContext, assemble_tools
+from app.modules.business.service import BusinessService
 from app.modules.chat.schemas import (
     ChatStreamRequest,
     MessagePage,
@@ -120,6 +121,7 @@ async def start_turn(
     llm = request.app.state.llm
     if llm is None:
         raise LLMNotConfiguredError()
+    business = await BusinessService(chats.session).mine(user.id)
     start = await chats.begin_turn(
         user.id,
         body.session_id,
@@ -135,7 +137,7 @@ async def start_turn(
         start=start,
         llm=llm,
         tools=tools,
-        system_prompt=build_system_prompt(user.name),
+        system_prompt=build_system_prompt(user.name, business_context=describe_business(business)),
         sessionmaker=request.app.state.db.sessionmaker,
         limits=AgentLimits(
             max_tool_rounds=settings.CHAT_MAX_TOOL_ROUNDS,
