@@ -436,3 +436,50 @@ async def test_business_profile_and_memory_reach_the_system_prompt(
     await chat(ai_client, owner.headers, "Halo")
     system = fake_llm.requests[0]["messages"][0]["content"]
     assert "Keripik Maju" in system and "masuk minimarket" in system and "kemasan" in system
+
+
+# --- found in review: output the database cannot store, malformed streams ---------------
+
+
+async def test_unstorable_model_output_is_saved_cleaned_and_frees_the_session(
+    ai_client: httpx.AsyncClient, fake_llm: FakeLLMServer
+) -> None:
+    owner = await new_account(ai_client)
+    fake_llm.script(
+        Reply.tool_call("get_my_account", '{"note": "a\\u0000b"}'),
+        Reply.of_text("abc\u0000def \ud800 ok"),
+    )
+    s = await chat(ai_client, owner.headers, "Halo")
+    assert s.names[-2:] == ["message", "done"], s.events
+    session_id = s.first("session")["session_id"]
+    items = await history(ai_client, owner, session_id)
+    assert [m["role"] for m in items] == ["user", "tool", "assistant"]
+    assert items[-1]["content"] == "abcdef \ufffd ok" and items[-1]["status"] == "complete"
+    assert s.first("message")["message_id"] == items[-1]["id"]
+    fake_llm.script(Reply.of_text("lanjut"))
+    assert (await chat(ai_client, owner.headers, "lagi", session_id)).names[-1] == "done"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"data: {not json}\n\n",
+        b'data: {"id": "x", "object": "chat.completion.chunk", "choices": null}\n\n',
+        b'data: {"id": "x", "object": "chat.completion.chunk", '
+        b'"choices": [{"index": 0, "delta": null}]}\n\n',
+    ],
+)
+async def test_malformed_llm_streams_are_the_models_fault(
+    ai_client: httpx.AsyncClient, fake_llm: FakeLLMServer, raw: bytes
+) -> None:
+    owner = await new_account(ai_client)
+    fake_llm.script(Reply(raw_stream=raw))
+    s = await chat(ai_client, owner.headers, "Halo")
+    assert s.names[-1] == "error"
+    assert s.first("error")["code"] in ("llm_bad_response", "llm_empty_response", "llm_error"), (
+        s.events
+    )
+    assert s.first("error")["code"] != "internal_error"
+    fake_llm.script(Reply.of_text("pulih"))
+    again = await chat(ai_client, owner.headers, "lagi", s.first("session")["session_id"])
+    assert again.names[-1] == "done"

@@ -250,3 +250,55 @@ async def test_shutdown_leaves_no_child_process(tmp_path: Path) -> None:
     assert all(gone(p) for p in pids)
     children = Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children").read_text().split()
     assert not {str(p) for p in pids} & set(children)
+
+
+async def _silent_sse_server() -> tuple[asyncio.Server, int]:
+    """Answers GET /sse with an event-stream header and then says nothing, ever."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\n\r\n"
+        )
+        await writer.drain()
+        await asyncio.sleep(3600)
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[1]
+
+
+async def test_an_sse_server_that_never_sends_its_endpoint_is_bounded(tmp_path: Path) -> None:
+    server, port = await _silent_sse_server()
+    config = write_config(
+        tmp_path / "mcp.json", {"mute": {"url": f"http://127.0.0.1:{port}/sse", "timeout": 1}}
+    )
+    m = manager(config, tmp_path, max_backoff=30)
+    try:
+        started = time.monotonic()
+        await m.start()
+        assert time.monotonic() - started < 2.5
+        [status] = m.status()
+        assert status["state"] != "up" and status["last_error"] == "timed out"
+        stopping = time.monotonic()
+        await m.stop()
+        assert time.monotonic() - stopping < 3
+    finally:
+        server.close()
+
+
+async def test_stop_interrupts_a_connection_in_progress(tmp_path: Path) -> None:
+    config = write_config(tmp_path / "mcp.json", {"stuck": hang_entry(timeout=120)})
+    m = manager(config, tmp_path)
+    m._launch(m._read_config())  # start connecting without waiting for it
+    await asyncio.sleep(0.5)
+    started = time.monotonic()
+    await m.stop()
+    assert time.monotonic() - started < 6  # not the 120 s connect timeout
+
+
+async def test_reload_of_an_unreadable_file_keeps_the_running_servers(box: MCPManager) -> None:
+    pid = await pid_of(box, "box")
+    box.config_path.write_text('{"mcpServers": {"box": ')  # saved half-way
+    assert await box.reload() == {"added": [], "removed": [], "restarted": []}
+    assert len(box.config_errors) == 1 and "cannot be read as JSON" in box.config_errors[0]
+    assert box.status()[0]["state"] == "up" and await pid_of(box, "box") == pid

@@ -174,3 +174,95 @@ def test_odd_schemas_never_break(schema: object) -> None:
     model = model_from_schema("odd", schema)  # type: ignore[arg-type]
     assert model.model_json_schema()["type"] == "object"
     model.model_validate({"x": 1})
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        {"type": "object", "properties": {"a": {"type": {"x": 1}}}},
+        {"type": "object", "properties": "junk"},
+        {"type": "object", "properties": {"a": {"type": "object", "properties": ["x"]}}},
+        {"$defs": [1, 2], "type": "object"},
+        {"type": "object", "required": "a"},
+    ],
+)
+def test_unreadable_schemas_become_open_arguments(schema: dict[str, object]) -> None:
+    """A server's broken schema must not break the LLM request for every other tool."""
+    model = model_from_schema("broken", schema)
+    assert model.model_json_schema() == {
+        "type": "object",
+        "properties": {},
+        "additionalProperties": True,
+    }
+    assert model.model_validate({"anything": 1}).model_dump(exclude_unset=True) == {"anything": 1}
+
+
+def test_deeply_nested_schema_does_not_recurse_forever() -> None:
+    deep: dict[str, object] = {"type": "string"}
+    for _ in range(400):
+        deep = {"type": "object", "properties": {"x": deep}}
+    model = model_from_schema("deep", {"type": "object", "properties": {"d": deep}})
+    model.model_validate({"d": {"x": {}}})
+
+
+def test_root_ref_and_all_of_show_the_real_parameters() -> None:
+    ref = model_from_schema(
+        "r",
+        {
+            "$ref": "#/$defs/Args",
+            "$defs": {
+                "Args": {
+                    "type": "object",
+                    "properties": {"q": {"type": "string"}},
+                    "required": ["q"],
+                }
+            },
+        },
+    )
+    assert ref.model_json_schema()["required"] == ["q"]
+    with pytest.raises(ValidationError):
+        ref.model_validate({})
+    merged = model_from_schema(
+        "m",
+        {
+            "allOf": [
+                {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]},
+                {"properties": {"b": {"type": "string"}}},
+            ]
+        },
+    )
+    assert set(merged.model_json_schema()["properties"]) == {"a", "b"}
+    with pytest.raises(ValidationError):
+        merged.model_validate({"b": "x"})
+
+
+def test_a_property_named_self_travels_under_its_own_name() -> None:
+    model = model_from_schema(
+        "s", {"type": "object", "properties": {"self": {"type": "string"}}, "required": ["self"]}
+    )
+    python_side = model.model_validate({"self": "me"}).model_dump(exclude_unset=True)
+    assert "self" not in python_side  # so FunctionTool.acall(**python_side) cannot clash
+    assert model.model_validate(python_side).model_dump(by_alias=True, exclude_unset=True) == {
+        "self": "me"
+    }
+
+
+def test_target_shows_no_secrets(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        {
+            "mcpServers": {
+                "web": {"url": "https://user:pa55@example.org:8443/mcp?key=${K}"},
+                "cli": {
+                    "command": "tool",
+                    "args": ["--api-key", "${MY_KEY}"],
+                    "env": {"T": "${MY_KEY}"},
+                },
+            }
+        },
+    )
+    config = load_mcp_config(path, {"K": "query-secret", "MY_KEY": "env-secret"})
+    by = {s.name: s for s in config.servers}
+    assert by["web"].target == "https://example.org:8443/mcp"
+    assert by["cli"].target == "tool --api-key ${MY_KEY}"
+    assert by["cli"].args[-1] == "env-secret"  # the process still gets the value

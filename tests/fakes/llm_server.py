@@ -46,6 +46,7 @@ class Reply:
     chunk_delay: float = 0.0  # seconds between streamed chunks
     stall_after_chunks: int | None = None  # stop sending (keep open) after N chunks
     die_after_chunks: int | None = None  # close the connection abruptly after N chunks
+    raw_stream: bytes | None = None  # send exactly these bytes as the streamed body
 
     @classmethod
     def of_text(cls, text: str, **kw: Any) -> Reply:
@@ -206,6 +207,10 @@ class FakeLLMServer:
 
     async def _chunks(self, reply: Reply, model: str, record: Recorded):  # type: ignore[no-untyped-def]
         cid = f"chatcmpl-{next(self._ids)}"
+        if reply.raw_stream is not None:
+            record.finished = time.perf_counter()
+            yield reply.raw_stream
+            return
 
         def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
             body = {

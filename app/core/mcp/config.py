@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
 
 Transport = Literal["stdio", "sse", "streamable-http"]
 TRANSPORTS: tuple[Transport, ...] = ("stdio", "sse", "streamable-http")
@@ -43,19 +44,16 @@ class ServerConfig:
     tools: frozenset[str] | None = None  # allow-list; None = all
     exclude_tools: frozenset[str] = frozenset()
     prefix: str | None = None  # always prefix tool names with this
-
-    @property
-    def target(self) -> str:
-        """Where it runs, for people (no secrets: no env, no headers, no URL query)."""
-        if self.transport == "stdio":
-            return " ".join([self.command or "", *self.args]).strip()
-        return (self.url or "").split("?", 1)[0]
+    # Where it runs, for people and the admin API: built from the entry as written, so
+    # ${VAR} values never show, and without URL credentials or query strings.
+    target: str = ""
 
 
 @dataclass
 class McpConfig:
     servers: list[ServerConfig]
     errors: list[str]  # one readable line per problem
+    readable: bool = True  # False: the file itself is broken (keep what is running)
 
 
 class _ConfigError(ValueError):
@@ -81,10 +79,12 @@ def load_mcp_config(path: Path, environ: Mapping[str, str] | None = None) -> Mcp
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        return McpConfig([], [f"{path}: cannot be read as JSON ({exc})"])
+        return McpConfig([], [f"{path}: cannot be read as JSON ({exc})"], readable=False)
     servers_doc = document.get("mcpServers") if isinstance(document, dict) else None
     if not isinstance(servers_doc, dict):
-        return McpConfig([], [f"{path}: expected an object with an 'mcpServers' object"])
+        return McpConfig(
+            [], [f"{path}: expected an object with an 'mcpServers' object"], readable=False
+        )
     servers, errors = [], []
     for name, entry in servers_doc.items():
         try:
@@ -166,8 +166,17 @@ def _parse_server(name: str, entry: Any, environ: Mapping[str, str]) -> ServerCo
         prefix = prefix_value
     else:
         raise _ConfigError("'prefix' must be true, false, or a short name")
+    if transport == "stdio":
+        target = " ".join([entry["command"], *args])
+    else:
+        parts = urlsplit(entry["url"])
+        host = parts.hostname or ""
+        target = urlunsplit(
+            (parts.scheme, host + (f":{parts.port}" if parts.port else ""), parts.path, "", "")
+        )
     return ServerConfig(
         name=name,
+        target=target,
         transport=transport,
         command=command,
         args=tuple(expand(a, environ, f"'args[{i}]'") for i, a in enumerate(args)),

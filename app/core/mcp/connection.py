@@ -82,7 +82,7 @@ class ServerConnection:
             self._broken = anyio.Event()
             self._reported = False
             try:
-                await self._connect_and_serve()
+                await self._attempt()
                 backoff = 0.5  # it was up: start the next backoff from scratch
             except Exception as exc:  # every failure means: down, try again later
                 if not self._reported:
@@ -97,31 +97,68 @@ class ServerConnection:
         self.state = "stopped"
         self.session = None
 
-    async def _connect_and_serve(self) -> None:
+    async def _attempt(self) -> None:
+        """One connection, from opening the transport to closing it.
+
+        Everything runs inside one task group whose cancel scope encloses every context
+        the connection opens (so scopes nest as anyio requires), with two watchers: one
+        cancels the attempt if it is not up within the timeout, however it got stuck
+        (spawning, an SSE stream that never sends its endpoint, initialize, listing);
+        the other cancels it as soon as the connection is asked to stop.
+        """
+        up = anyio.Event()
+        timed_out = False
+
+        async with anyio.create_task_group() as tg:
+
+            async def deadline() -> None:
+                nonlocal timed_out
+                with anyio.move_on_after(self.config.timeout):
+                    await up.wait()
+                    return
+                timed_out = True
+                self._report_failure("timed out")
+                tg.cancel_scope.cancel()
+
+            async def stopper() -> None:
+                await self._stop.wait()
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(deadline)
+            tg.start_soon(stopper)
+            try:
+                await self._connect_and_serve(up)
+            except Exception as exc:
+                self._report_failure(_describe(exc))
+                raise
+            finally:
+                tg.cancel_scope.cancel()
+        if timed_out:
+            raise TimeoutError
+
+    def _report_failure(self, reason: str) -> None:
+        """Mark down now: closing a stuck server can take a few more seconds, and
+        startup must not wait for that."""
+        if self._reported or self.state == "up":
+            return
+        self._mark_down(reason)
+        self._reported = True
+        self.first_attempt_done.set()
+
+    async def _connect_and_serve(self, up: anyio.Event) -> None:
         self.state = "connecting"
         async with AsyncExitStack() as stack:
             read, write = await stack.enter_async_context(self._transport(stack))
             session = await stack.enter_async_context(
                 ClientSession(read, write, client_info=CLIENT_INFO)
             )
-            try:
-                # Only plain requests sit under these timeouts: no task group is opened
-                # inside a cancel scope that ends before it.
-                with anyio.fail_after(self.config.timeout):
-                    await session.initialize()
-                with anyio.fail_after(self.config.timeout):
-                    tools = await self._list_all_tools(session)
-            except Exception as exc:
-                # Report now: closing a stuck server can take a few more seconds, and
-                # startup must not wait for that.
-                self._mark_down(_describe(exc))
-                self._reported = True
-                self.first_attempt_done.set()
-                raise
+            await session.initialize()
+            tools = await self._list_all_tools(session)
             self.session = session
             self._set_tools(tools)
             self.state, self.last_error = "up", None
             self.connected_at = time.time()
+            up.set()
             self.first_attempt_done.set()
             log.info("mcp_server_up", server=self.config.name, tools=len(tools))
             try:
@@ -139,7 +176,13 @@ class ServerConnection:
             )
             return stdio_client(params, errlog=errlog)
         if cfg.transport == "sse":
-            return sse_client(cfg.url or "", headers=dict(cfg.headers), timeout=cfg.timeout)
+            return sse_client(
+                cfg.url or "",
+                headers=dict(cfg.headers),
+                timeout=cfg.timeout,
+                # Silence longer than this drops the stream (and we reconnect).
+                sse_read_timeout=max(60.0, self.ping_interval * 3),
+            )
         client = create_mcp_http_client(
             headers=dict(cfg.headers), timeout=httpx2.Timeout(cfg.timeout, read=300)
         )

@@ -23,7 +23,7 @@ import structlog
 from llama_index.core.tools import AsyncBaseTool, FunctionTool, ToolOutput
 
 from app.core.config import Settings
-from app.core.mcp.config import ServerConfig, load_mcp_config
+from app.core.mcp.config import McpConfig, ServerConfig, load_mcp_config
 from app.core.mcp.connection import ServerConnection, ToolCallResult
 from app.core.mcp.schema import model_from_schema
 
@@ -84,9 +84,15 @@ class MCPManager:
             await self._wait_first_attempts(self._connections[c.name] for c in configs)
 
     async def reload(self) -> dict[str, list[str]]:
-        """Re-read mcp.json; restart servers whose entry changed. Returns what changed."""
+        """Re-read mcp.json; restart servers whose entry changed. Returns what changed.
+
+        A file that cannot be read at all (half-saved, invalid JSON) changes nothing:
+        the running servers stay up and the error is reported."""
         async with self._lock:
-            configs = {c.name: c for c in self._read_config()}
+            config = self._load()
+            if not config.readable:
+                return {"added": [], "removed": [], "restarted": []}
+            configs = {c.name: c for c in config.servers}
             current = {name: conn.config for name, conn in self._connections.items()}
             removed = [n for n in current if n not in configs]
             changed = [n for n in current if n in configs and configs[n] != current[n]]
@@ -103,14 +109,19 @@ class MCPManager:
         async with self._lock:
             await self._stop_servers(list(self._connections))
 
-    def _read_config(self) -> list[ServerConfig]:
-        config = load_mcp_config(
-            self.config_path, self.environ if self.environ is not None else os.environ
-        )
+    def _environ(self) -> Mapping[str, str]:
+        return self.environ if self.environ is not None else os.environ
+
+    def _load(self) -> McpConfig:
+        """Read mcp.json, logging each problem once."""
+        config = load_mcp_config(self.config_path, self._environ())
         self.config_errors = config.errors
         for error in config.errors:
             log.error("mcp_config_invalid", problem=error)
-        return config.servers
+        return config
+
+    def _read_config(self) -> list[ServerConfig]:
+        return self._load().servers
 
     def _launch(self, configs: Iterable[ServerConfig]) -> None:
         for config in configs:
@@ -198,13 +209,21 @@ class MCPManager:
 
     def _function_tool(self, conn: ServerConnection, tool: types.Tool, name: str) -> FunctionTool:
         server, remote_name = conn.config.name, tool.name
+        schema = model_from_schema(name, tool.input_schema)
 
         async def call(**arguments: Any) -> ToolCallResult:
+            # Python-safe names back to the server's own (e.g. "file-path", "self").
+            try:
+                payload = schema.model_validate(arguments).model_dump(
+                    by_alias=True, exclude_unset=True
+                )
+            except ValueError as exc:
+                return ToolCallResult(f"Error: invalid arguments for '{name}': {exc}", True)
             # Look the connection up at call time: after a reload it may be a new one.
             current = self._connections.get(server)
             if current is None:
                 return ToolCallResult(f"Error: the tool server '{server}' was removed.", True)
-            return await current.call_tool(remote_name, arguments)
+            return await current.call_tool(remote_name, payload)
 
         async def to_output(result: ToolCallResult) -> ToolOutput:
             return ToolOutput(
@@ -221,7 +240,7 @@ class MCPManager:
             async_fn=call,
             name=name,
             description=description[:MAX_DESCRIPTION],
-            fn_schema=model_from_schema(name, tool.input_schema),
+            fn_schema=schema,
             async_callback=to_output,
         )
 

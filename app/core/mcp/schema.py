@@ -13,6 +13,8 @@ import keyword
 import re
 from typing import Any, Literal, Union
 
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 _PRIMITIVES: dict[str, Any] = {
@@ -44,18 +46,47 @@ class StrictToolArguments(ToolArguments):
     model_config = ConfigDict(populate_by_name=True, extra="forbid")
 
 
+MAX_DEPTH = 24
+
+
 def model_from_schema(name: str, schema: dict[str, Any]) -> type[ToolArguments]:
     """Build the argument model of one tool. Never raises: a schema part it cannot map
-    becomes `Any`, which the server still validates."""
+    becomes `Any` (the server still validates), and a schema it cannot read at all gives
+    a permissive model showing the schema as it is."""
     root = schema if isinstance(schema, dict) else {}
-    defs = {**root.get("definitions", {}), **root.get("$defs", {})}
+    if not _valid_json_schema(root):
+        # Unreadable schemas would make the provider refuse every request that offers
+        # the tool; offer it with open arguments instead (the server still validates).
+        root = {"type": "object", "properties": {}, "additionalProperties": True}
+    defs = {
+        **_dict(root.get("definitions")),
+        **_dict(root.get("$defs")),
+    }
     builder = _Builder(defs)
-    model = builder.object_model(_model_name(name), root, top_level=True)
     shown = copy.deepcopy(root) or {"type": "object", "properties": {}}
+    try:
+        top = builder.flatten_root(root)
+        model = builder.object_model(_model_name(name), top, top_level=True)
+        if top is not root:  # a root $ref or allOf: show the LLM the resolved object
+            shown = {**top, **({"$defs": root["$defs"]} if "$defs" in root else {})}
+    except (RecursionError, TypeError, ValueError, KeyError, AttributeError):
+        model = create_model(_model_name(name), __base__=ToolArguments)
     shown.setdefault("type", "object")
     shown.setdefault("properties", {})
     model.__mcp_schema__ = shown
     return model
+
+
+def _valid_json_schema(schema: dict[str, Any]) -> bool:
+    try:
+        Draft202012Validator.check_schema(schema)
+    except (SchemaError, RecursionError, TypeError, ValueError):
+        return False
+    return True
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
 
 
 def _model_name(text: str) -> str:
@@ -69,6 +100,7 @@ def _python_name(prop: str, taken: set[str]) -> str:
         not candidate
         or candidate[0].isdigit()
         or keyword.iskeyword(candidate)
+        or candidate == "self"  # FunctionTool.acall(self, ...) would take it
         or candidate.startswith(("_", "model_"))
         or hasattr(BaseModel, candidate)
     ):
@@ -86,12 +118,36 @@ class _Builder:
         self.defs = defs
         self.resolving: set[str] = set()
         self.models: dict[str, type[BaseModel]] = {}
+        self.depth = 0
+
+    def flatten_root(self, root: dict[str, Any]) -> dict[str, Any]:
+        """Resolve a top-level `$ref` and merge a top-level `allOf` of objects."""
+        ref = root.get("$ref")
+        if isinstance(ref, str):
+            match = re.fullmatch(r"#/(?:\$defs|definitions)/(.+)", ref)
+            target = self.defs.get(match.group(1)) if match else None
+            if isinstance(target, dict):
+                return self.flatten_root(target)
+        parts = root.get("allOf")
+        if isinstance(parts, list) and parts and all(isinstance(p, dict) for p in parts):
+            merged: dict[str, Any] = {"type": "object", "properties": {}, "required": []}
+            for part in (self.flatten_root(p) for p in parts):
+                merged["properties"].update(_dict(part.get("properties")))
+                merged["required"] += [r for r in part.get("required") or [] if isinstance(r, str)]
+            merged["properties"].update(_dict(root.get("properties")))
+            return merged
+        return root
 
     def object_model(
         self, name: str, schema: dict[str, Any], *, top_level: bool = False
     ) -> type[ToolArguments]:
-        properties = schema.get("properties") or {}
-        required = set(schema.get("required") or [])
+        properties = _dict(schema.get("properties"))
+        required_list = schema.get("required")
+        required = (
+            {r for r in required_list if isinstance(r, str)}
+            if isinstance(required_list, list)
+            else set()
+        )
         taken: set[str] = set()
         fields: dict[str, Any] = {}
         for prop, prop_schema in properties.items():
@@ -118,6 +174,17 @@ class _Builder:
         return create_model(name, __config__=config, **fields)  # type: ignore[call-overload]
 
     def type_of(self, schema: dict[str, Any], name: str) -> Any:
+        if not isinstance(schema, dict):
+            return Any
+        self.depth += 1
+        try:
+            if self.depth > MAX_DEPTH:  # absurdly deep: let the server judge
+                return Any
+            return self._type_of(schema, name)
+        finally:
+            self.depth -= 1
+
+    def _type_of(self, schema: dict[str, Any], name: str) -> Any:
         ref = schema.get("$ref")
         if isinstance(ref, str):
             return self._ref(ref, name)
@@ -141,6 +208,8 @@ class _Builder:
         if isinstance(kind, list):
             types = [self.type_of({**schema, "type": k}, name) for k in kind if isinstance(k, str)]
             return Union[tuple(types)] if types else Any  # noqa: UP007
+        if not isinstance(kind, str | None):
+            return Any
         if kind in _PRIMITIVES:
             return _PRIMITIVES[kind]
         if kind == "array":
@@ -149,7 +218,7 @@ class _Builder:
                 list[self.type_of(items, f"{name}Item")] if isinstance(items, dict) else list[Any]
             )
         if kind == "object" or "properties" in schema:
-            if schema.get("properties"):
+            if _dict(schema.get("properties")):
                 return self.object_model(name, schema)
             extra = schema.get("additionalProperties")
             if isinstance(extra, dict):

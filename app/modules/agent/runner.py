@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -178,6 +179,13 @@ async def _stream_llm(
     except openai.OpenAIError as exc:
         log.warning("llm_error", error=type(exc).__name__)
         raise AgentError("llm_error", "The AI model failed to answer. Please try again.") from None
+    except (ValueError, TypeError, AttributeError, KeyError, IndexError) as exc:
+        # A stream the client library cannot read (bad JSON, missing fields): the
+        # provider's fault, not ours.
+        log.warning("llm_malformed_response", error=type(exc).__name__)
+        raise AgentError(
+            "llm_bad_response", "The AI model sent a response that could not be read."
+        ) from None
 
 
 def _tool_calls(response: ChatResponse) -> list[_Call]:
@@ -200,7 +208,10 @@ def _tool_calls(response: ChatResponse) -> list[_Call]:
                 "llm_bad_tool_call",
                 f"The AI model sent unreadable arguments for the tool '{block.tool_name}'.",
             )
-        calls.append(_Call(block.tool_call_id or f"call_{len(calls)}", block.tool_name, arguments))
+        if not block.tool_call_id:
+            # Some providers omit ids; the result must point at the same id we send back.
+            block.tool_call_id = f"call_{uuid.uuid4().hex[:12]}"
+        calls.append(_Call(block.tool_call_id, block.tool_name, arguments))
     return calls
 
 

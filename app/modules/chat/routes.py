@@ -121,7 +121,13 @@ async def start_turn(
     llm = request.app.state.llm
     if llm is None:
         raise LLMNotConfiguredError()
+    # Everything that can fail comes before the session is claimed and the message saved.
+    tools = assemble_tools(
+        ToolContext(user.id, request.app.state.db.sessionmaker, request.app.state.hasher),
+        request.app.state.mcp,
+    )
     business = await BusinessService(chats.session).mine(user.id)
+    prompt = build_system_prompt(user.name, business_context=describe_business(business))
     start = await chats.begin_turn(
         user.id,
         body.session_id,
@@ -129,15 +135,11 @@ async def start_turn(
         history_size=settings.CHAT_HISTORY_MESSAGES,
         stream_ttl=stream_ttl(settings),
     )
-    tools = assemble_tools(
-        ToolContext(user.id, request.app.state.db.sessionmaker, request.app.state.hasher),
-        getattr(request.app.state, "mcp", None),
-    )
     return ChatTurn(
         start=start,
         llm=llm,
         tools=tools,
-        system_prompt=build_system_prompt(user.name, business_context=describe_business(business)),
+        system_prompt=prompt,
         sessionmaker=request.app.state.db.sessionmaker,
         limits=AgentLimits(
             max_tool_rounds=settings.CHAT_MAX_TOOL_ROUNDS,

@@ -9,6 +9,8 @@ session's streaming claim is released.
 
 from __future__ import annotations
 
+import math
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
@@ -110,7 +112,19 @@ class ChatTurn:
                 yield sse("error", {"code": exc.code, "message": exc.message})
                 return
             message_id = await self._save(MessageStatus.COMPLETE, None)
-            yield sse("message", {"message_id": str(message_id), "content": "".join(self._text)})
+            if message_id is None:
+                yield sse(
+                    "error",
+                    {
+                        "code": "save_failed",
+                        "message": "The reply could not be saved; please retry.",
+                    },
+                )
+                return
+            yield sse(
+                "message",
+                {"message_id": str(message_id), "content": storable_text("".join(self._text))},
+            )
             yield sse("done", {})
         except Exception:
             log.exception("chat_turn_crashed", session_id=str(start.session_id))
@@ -127,7 +141,12 @@ class ChatTurn:
                     await self._save(MessageStatus.PARTIAL, "client_disconnected")
 
     async def _save(self, status: MessageStatus, error_code: str | None) -> uuid.UUID | None:
-        """Write the tool messages and the assistant's message; release the session."""
+        """Write the tool messages and the assistant's message; release the session.
+
+        Model and tool output is made storable first (no NUL, no lone surrogates, no
+        NaN): it comes from outside and PostgreSQL or SQLite would refuse it. If the
+        write still fails, the session is released on its own so it is not stuck.
+        """
         if self._saved:
             return None
         self._saved = True
@@ -135,10 +154,10 @@ class ChatTurn:
         assistant = ChatMessage(
             session_id=self.start.session_id,
             role=MessageRole.ASSISTANT,
-            content="".join(self._text),
-            tool_calls=[
-                {"id": c.id, "name": c.name, "arguments": c.arguments} for c, _ in self._calls
-            ]
+            content=storable_text("".join(self._text)),
+            tool_calls=storable_json(
+                [{"id": c.id, "name": c.name, "arguments": c.arguments} for c, _ in self._calls]
+            )
             or None,
             status=status,
             error_code=error_code,
@@ -148,13 +167,15 @@ class ChatTurn:
             ChatMessage(
                 session_id=self.start.session_id,
                 role=MessageRole.TOOL,
-                content=call.output,
-                tool_calls={
-                    "id": call.id,
-                    "name": call.name,
-                    "arguments": call.arguments,
-                    "is_error": call.is_error,
-                },
+                content=storable_text(call.output),
+                tool_calls=storable_json(
+                    {
+                        "id": call.id,
+                        "name": call.name,
+                        "arguments": call.arguments,
+                        "is_error": call.is_error,
+                    }
+                ),
                 created_at=finished_at,
             )
             for call, finished_at in self._calls
@@ -166,7 +187,34 @@ class ChatTurn:
                     await ChatRepository(session).release_stream(self.start.session_id, now)
                     await session.commit()
         except Exception:
-            # The database is gone or the session was deleted: the claim lapses by itself.
             log.exception("chat_turn_not_saved", session_id=str(self.start.session_id))
+            try:
+                with anyio.fail_after(SAVE_TIMEOUT_SECONDS, shield=True):
+                    async with self.sessionmaker() as session:
+                        await ChatRepository(session).release_stream(self.start.session_id, now)
+                        await session.commit()
+            except Exception:  # the database is gone: the claim lapses by itself
+                log.warning("chat_session_not_released", session_id=str(self.start.session_id))
             return None
         return assistant.id
+
+
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def storable_text(text: str) -> str:
+    """Text any database keeps: NUL removed, lone surrogates replaced."""
+    return _UNSTORABLE.sub(lambda m: "" if m.group() == "\x00" else "\ufffd", text)
+
+
+def storable_json(value: Any) -> Any:
+    """JSON any database keeps: storable strings, and no NaN or infinities."""
+    if isinstance(value, str):
+        return storable_text(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {storable_text(str(k)): storable_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [storable_json(v) for v in value]
+    return value
