@@ -84,6 +84,20 @@ def uvicorn_args(target: str, port: int, *, factory: bool = False, workers: int 
     return [*args, "--factory"] if factory else args
 
 
+def hello_and_app(env: dict[str, str], work: Path) -> tuple[Server, Server]:
+    """The bare hello app (the ceiling) and Telaten, started the same way (not yet
+    ready: call `.wait()` on each inside the caller's try/finally)."""
+    hello_port, app_port = free_port(), free_port()
+    hello = Server(
+        uvicorn_args("hello_app:app", hello_port),
+        {"PYTHONPATH": str(REPO / "bench")},
+        REPO / "bench",
+        hello_port,
+    )
+    app = Server(uvicorn_args("app.main:create_app", app_port, factory=True), env, work, app_port)
+    return hello, app
+
+
 @dataclass
 class Result:
     name: str

@@ -25,7 +25,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _driver import REPO, Server, drive, free_port, uvicorn_args
+from _driver import drive, hello_and_app
 
 EMAIL = "bench-owner@example.com"
 PASSWORD = "Bench-Password-123"
@@ -50,14 +50,7 @@ async def main() -> None:
     if args.database_url:
         env["DATABASE_URL"] = args.database_url
 
-    hello_port, app_port = free_port(), free_port()
-    hello = Server(
-        uvicorn_args("hello_app:app", hello_port),
-        {"PYTHONPATH": str(REPO / "bench")},
-        REPO / "bench",
-        hello_port,
-    )
-    app = Server(uvicorn_args("app.main:create_app", app_port, factory=True), env, work, app_port)
+    hello, app = hello_and_app(env, work)
     try:
         hello.wait("/hello")
         app.wait("/health")

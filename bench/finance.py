@@ -30,7 +30,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _driver import REPO, Server, drive, free_port, uvicorn_args
+from _driver import REPO, drive, hello_and_app
 
 sys.path.insert(0, str(REPO))
 
@@ -149,14 +149,7 @@ async def main() -> None:
         "DATABASE_URL": database_url,
         "POINTS_TRANSACTION_DAILY_CAP": "10",
     }
-    hello_port, app_port = free_port(), free_port()
-    hello = Server(
-        uvicorn_args("hello_app:app", hello_port),
-        {"PYTHONPATH": str(REPO / "bench")},
-        REPO / "bench",
-        hello_port,
-    )
-    app = Server(uvicorn_args("app.main:create_app", app_port, factory=True), env, work, app_port)
+    hello, app = hello_and_app(env, work)
     try:
         hello.wait("/hello")
         app.wait("/health")

@@ -5,10 +5,10 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.errors import ConflictError, NotFoundError
+from app.db.helpers import commit_or_conflict
 from app.db.types import utcnow
 from app.modules.business.models import BusinessProfile
 from app.modules.business.repository import BusinessRepository
@@ -45,11 +45,7 @@ class BusinessService:
             level_id=levels[0].id if levels else None,
         )
         self.session.add(business)
-        try:
-            await self.session.commit()
-        except IntegrityError:  # a parallel create for the same owner won
-            await self.session.rollback()
-            raise ConflictError(PROFILE_EXISTS) from None
+        await commit_or_conflict(self.session, PROFILE_EXISTS)  # a parallel create won
         return business
 
     async def update(self, user_id: uuid.UUID, data: BusinessUpdate) -> BusinessProfile:

@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import Date, cast, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.db.helpers import escape_like
 from app.modules.finance.models import FinanceCategory, Transaction
 
 
@@ -20,10 +21,6 @@ class TransactionFilters:
     start: datetime | None = None  # inclusive, UTC
     end: datetime | None = None  # exclusive, UTC
     text: str | None = None
-
-
-def _escape_like(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 class FinanceRepository:
@@ -88,7 +85,7 @@ class FinanceRepository:
         if f.end:
             stmt = stmt.where(Transaction.occurred_at < f.end)
         if f.text:
-            pattern = f"%{_escape_like(f.text.lower())}%"
+            pattern = f"%{escape_like(f.text.lower())}%"
             stmt = stmt.where(
                 or_(
                     func.lower(Transaction.note).like(pattern, escape="\\"),

@@ -17,10 +17,10 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.errors import ConflictError, DomainError, NotFoundError, PermissionDeniedError
+from app.db.helpers import commit_or_conflict
 from app.db.types import utcnow
 from app.modules.business.models import BusinessProfile
 from app.modules.finance.models import FinanceCategory, Transaction
@@ -105,7 +105,9 @@ class FinanceService:
             business_id=business.id, type=data.type, name=data.name, name_key=key, icon=data.icon
         )
         self.session.add(category)
-        await self._commit_or_conflict(f"A {data.type} category named '{data.name}' already exists")
+        await commit_or_conflict(
+            self.session, f"A {data.type} category named '{data.name}' already exists"
+        )
         return category
 
     async def update_category(
@@ -121,7 +123,7 @@ class FinanceService:
             category.name, category.name_key = data.name, key
         if "icon" in data.model_fields_set:
             category.icon = data.icon
-        await self._commit_or_conflict("A category with this name already exists")
+        await commit_or_conflict(self.session, "A category with this name already exists")
         return category
 
     async def delete_category(self, business: BusinessProfile, category_id: uuid.UUID) -> None:
@@ -338,13 +340,6 @@ class FinanceService:
                 ]
             )
         return out.getvalue()
-
-    async def _commit_or_conflict(self, message: str) -> None:
-        try:
-            await self.session.commit()
-        except IntegrityError:
-            await self.session.rollback()
-            raise ConflictError(message) from None
 
 
 def _buckets(span: DateRange, by_month: bool) -> list[date]:

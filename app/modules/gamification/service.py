@@ -21,10 +21,10 @@ from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.errors import ConflictError, NotFoundError
+from app.db.helpers import commit_or_conflict
 from app.db.types import utcnow
 from app.modules.business.models import BusinessProfile
 from app.modules.gamification.models import (
@@ -266,7 +266,7 @@ class GamificationService:
         levels = [*await self.levels(), level]
         _check_ladder(levels)
         self.session.add(level)
-        await self._commit_unique("A level with this name, order or threshold exists")
+        await commit_or_conflict(self.session, "A level with this name, order or threshold exists")
         return level
 
     async def update_level(self, level_id: int, data: dict[str, Any]) -> Level:
@@ -279,7 +279,7 @@ class GamificationService:
         _check_ladder([*others, Level(id=level_id, **proposed)])
         for key, value in data.items():
             setattr(level, key, value)
-        await self._commit_unique("A level with this name, order or threshold exists")
+        await commit_or_conflict(self.session, "A level with this name, order or threshold exists")
         return level
 
     async def delete_level(self, level_id: int, reassign_to: int | None) -> None:
@@ -308,7 +308,7 @@ class GamificationService:
     async def create_achievement(self, data: dict[str, Any]) -> Achievement:
         achievement = Achievement(**data)
         self.session.add(achievement)
-        await self._commit_unique("An achievement with this code exists")
+        await commit_or_conflict(self.session, "An achievement with this code exists")
         return achievement
 
     async def update_achievement(self, achievement_id: int, data: dict[str, Any]) -> Achievement:
@@ -318,7 +318,7 @@ class GamificationService:
             raise ConflictError("An achievement needs required_points or a rule")
         for key, value in data.items():
             setattr(achievement, key, value)
-        await self._commit_unique("An achievement with this code exists")
+        await commit_or_conflict(self.session, "An achievement with this code exists")
         return achievement
 
     async def delete_achievement(self, achievement_id: int) -> None:
@@ -337,13 +337,6 @@ class GamificationService:
         if achievement is None:
             raise NotFoundError("Achievement not found")
         return achievement
-
-    async def _commit_unique(self, message: str) -> None:
-        try:
-            await self.session.commit()
-        except IntegrityError:
-            await self.session.rollback()
-            raise ConflictError(message) from None
 
 
 def _earned(achievement: Achievement, total: int, counts: dict[str, int]) -> bool:

@@ -9,11 +9,8 @@ from sqlalchemy import func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
+from app.db.helpers import escape_like
 from app.modules.users.models import User, UserRole
-
-
-def _escape_like(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 class UserRepository:
@@ -33,7 +30,7 @@ class UserRepository:
     async def search(self, query: str | None, limit: int, offset: int) -> tuple[list[User], int]:
         stmt = select(User)
         if query:
-            pattern = f"%{_escape_like(query.lower())}%"
+            pattern = f"%{escape_like(query.lower())}%"
             stmt = stmt.where(
                 or_(
                     func.lower(User.email).like(pattern, escape="\\"),

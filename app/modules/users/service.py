@@ -5,11 +5,11 @@ from __future__ import annotations
 import uuid
 
 import structlog
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.errors import ConflictError, NotFoundError
 from app.core.security import PasswordHasher
+from app.db.helpers import commit_or_conflict
 from app.db.types import utcnow
 from app.modules.users.models import User, UserRole
 from app.modules.users.repository import UserRepository
@@ -39,7 +39,7 @@ class UserService:
         hashed = await self.hasher.hash(data.password)
         user = User(email=data.email, name=data.name, hashed_password=hashed, role=role)
         self.users.add(user)
-        await self._commit_unique_email()
+        await commit_or_conflict(self.session, EMAIL_TAKEN)
         log.info("user_registered", user_id=str(user.id), role=str(role))
         return user
 
@@ -51,7 +51,7 @@ class UserService:
         if data.name is not None:
             user.name = data.name
         user.updated_at = utcnow()
-        await self._commit_unique_email()
+        await commit_or_conflict(self.session, EMAIL_TAKEN)
         return user
 
     async def set_password_hash(self, user: User, hashed: str, *, end_sessions: bool) -> None:
@@ -112,11 +112,3 @@ class UserService:
             is_active=target.is_active,
         )
         return target
-
-    async def _commit_unique_email(self) -> None:
-        try:
-            await self.session.commit()
-        except IntegrityError:
-            # Lost a race with a concurrent registration of the same address.
-            await self.session.rollback()
-            raise ConflictError(EMAIL_TAKEN) from None
