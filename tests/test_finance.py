@@ -9,6 +9,7 @@ import random
 import uuid
 from collections import defaultdict
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -654,10 +655,10 @@ async def test_admin_levels_and_achievements(client: httpx.AsyncClient, app: Fas
         await client.delete(f"{API}/admin/levels/{new_level['id']}", headers=admin)
     ).status_code == 204
 
-    # The base level is held by businesses: deleting it needs a target.
+    # The base level is held by businesses and there is nothing below it: refused.
     await owner_with_business(client)
     r = await client.delete(f"{API}/admin/levels/{levels[0]['id']}", headers=admin)
-    assert r.status_code == 409 and "reassign_to" in r.json()["detail"]
+    assert r.status_code == 409 and "base level cannot be deleted" in r.json()["detail"]
 
     r = await client.post(
         f"{API}/admin/achievements", headers=admin, json={"code": "no_rule", "title": "x"}
@@ -690,3 +691,242 @@ async def test_admin_levels_and_achievements(client: httpx.AsyncClient, app: Fas
     assert (
         await client.delete(f"{API}/admin/achievements/{achievement['id']}", headers=admin)
     ).status_code == 404
+
+
+# --- found in review: edge inputs, races, ladder consistency ------------------------------
+
+
+async def test_dates_far_out_of_range_are_422_not_500(client: httpx.AsyncClient) -> None:
+    owner = await owner_with_business(client)
+    sales = await category_id(client, owner, "income", "Penjualan")
+    for when in ("0001-01-01T00:00:00", "0001-01-01T00:00:00+05:00", "9999-12-31T23:00:00-05:00"):
+        r = await record(
+            client, owner, type="income", amount=1000, category_id=sales, occurred_at=when
+        )
+        assert r.status_code == 422, (when, r.text)
+    tx = (await record(client, owner, type="income", amount=1000, category_id=sales)).json()
+    r = await client.patch(
+        f"{API}/finance/transactions/{tx['id']}",
+        headers=owner.headers,
+        json={"occurred_at": "0001-01-01T00:00:00"},
+    )
+    assert r.status_code == 422
+    for path, params in (
+        ("/finance/summary", {"period": "day", "date": "0001-01-01"}),
+        ("/finance/summary", {"period": "year", "date": "9999-12-31"}),
+        ("/finance/summary", {"period": "custom", "start": "9999-01-01", "end": "9999-12-31"}),
+        ("/finance/transactions", {"start": "0001-01-01"}),
+        ("/finance/transactions", {"end": "9999-12-31"}),
+        ("/finance/transactions/export", {"start": "9999-12-30", "end": "9999-12-31"}),
+    ):
+        r = await client.get(API + path, headers=owner.headers, params=params)
+        assert r.status_code == 422, (path, params, r.text)
+
+
+async def test_nan_in_ai_context_and_long_casefolded_names(client: httpx.AsyncClient) -> None:
+    owner = await owner_with_business(client)
+    for raw in (b'{"ai_context": {"x": NaN}}', b'{"ai_context": {"x": Infinity}}'):
+        r = await client.patch(
+            f"{API}/business/me",
+            content=raw,
+            headers={**owner.headers, "content-type": "application/json"},
+        )
+        assert r.status_code == 422, r.text
+    r = await client.post(
+        f"{API}/finance/categories",
+        headers=owner.headers,
+        json={"type": "income", "name": "\u0130" * 31},
+    )
+    assert r.status_code == 201, r.text
+    r = await client.post(
+        f"{API}/finance/categories",
+        headers=owner.headers,
+        json={"type": "income", "name": "\u0130" * 31},
+    )
+    assert r.status_code == 409
+
+
+async def test_admin_patch_nulls_are_422(client: httpx.AsyncClient, app: FastAPI) -> None:
+    admin = bearer(
+        (await login(client, app.state.settings.FIRST_ADMIN_EMAIL, ADMIN_PASSWORD)).json()[
+            "access_token"
+        ]
+    )
+    level = (await client.get(f"{API}/admin/levels", headers=admin)).json()[1]
+    for body in ({"required_points": None}, {"order": None}, {"name": None}):
+        assert (
+            await client.patch(f"{API}/admin/levels/{level['id']}", headers=admin, json=body)
+        ).status_code == 422
+    achievement = (await client.get(f"{API}/admin/achievements", headers=admin)).json()[0]
+    for body in ({"title": None}, {"description": None}):
+        r = await client.patch(
+            f"{API}/admin/achievements/{achievement['id']}", headers=admin, json=body
+        )
+        assert r.status_code == 422
+
+
+async def test_races_between_writes_never_500(app: FastAPI) -> None:
+    async with asgi_client(app) as c:
+        owner = await owner_with_business(c)
+        sales = await category_id(c, owner, "income", "Penjualan")
+        for _ in range(5):
+            cat = (
+                await c.post(
+                    f"{API}/finance/categories",
+                    headers=owner.headers,
+                    json={"type": "income", "name": f"Sementara {uuid.uuid4().hex[:6]}"},
+                )
+            ).json()
+            results = await asyncio.gather(
+                c.delete(f"{API}/finance/categories/{cat['id']}", headers=owner.headers),
+                *(
+                    record(c, owner, type="income", amount=1000, category_id=cat["id"])
+                    for _ in range(3)
+                ),
+            )
+            assert all(r.status_code in (201, 204, 409, 422) for r in results), [
+                r.text for r in results
+            ]
+        ids = [
+            (await record(c, owner, type="income", amount=1000, category_id=sales)).json()["id"]
+            for _ in range(6)
+        ]
+        results = await asyncio.gather(
+            *(c.delete(f"{API}/finance/transactions/{i}", headers=owner.headers) for i in ids),
+            *(
+                c.patch(
+                    f"{API}/finance/transactions/{i}", headers=owner.headers, json={"note": "x"}
+                )
+                for i in ids
+            ),
+        )
+        assert all(r.status_code in (200, 204, 404) for r in results), [r.text for r in results]
+
+
+async def test_parallel_deletes_take_points_back_once(client: httpx.AsyncClient) -> None:
+    owner = await owner_with_business(client)
+    sales = await category_id(client, owner, "income", "Penjualan")
+    ids = [
+        (await record(client, owner, type="income", amount=1000, category_id=sales)).json()["id"]
+        for _ in range(4)
+    ]
+    results = await asyncio.gather(
+        *(
+            client.delete(f"{API}/finance/transactions/{ids[0]}", headers=owner.headers)
+            for _ in range(3)
+        )
+    )
+    assert sorted(r.status_code for r in results) == [204, 404, 404]
+    assert (await client.get(f"{API}/gamification/me", headers=owner.headers)).json()[
+        "total_points"
+    ] == 15
+
+
+async def test_recording_and_deleting_does_not_farm_achievements(client: httpx.AsyncClient) -> None:
+    owner = await owner_with_business(client)
+    sales = await category_id(client, owner, "income", "Penjualan")
+    for _ in range(52):
+        tx = (await record(client, owner, type="income", amount=1000, category_id=sales)).json()
+        assert (
+            await client.delete(f"{API}/finance/transactions/{tx['id']}", headers=owner.headers)
+        ).status_code == 204
+    stats = (await client.get(f"{API}/gamification/me", headers=owner.headers)).json()
+    assert stats["total_points"] == 0
+    assert "transactions_50" not in [a["code"] for a in stats["unlocked"]]
+
+
+async def test_ladder_changes_move_holders_and_stay_consistent(
+    tmp_path: Path, database_url: str
+) -> None:
+    """On a database of its own: the ladder is global."""
+    from app.main import create_app
+    from tests.conftest import make_settings
+    from tests.helpers.databases import fresh_database_url
+
+    async with fresh_database_url(tmp_path, "ladder") as url:
+        app = create_app(make_settings(url, tmp_path / "d", POINTS_TRANSACTION_DAILY_CAP=100))
+        async with LifespanManager(app), asgi_client(app) as c:
+            admin = bearer(
+                (await login(c, app.state.settings.FIRST_ADMIN_EMAIL, ADMIN_PASSWORD)).json()[
+                    "access_token"
+                ]
+            )
+            owner = await owner_with_business(c)
+            sales = await category_id(c, owner, "income", "Penjualan")
+            for _ in range(30):  # 150 points: "Tekun" (100)
+                await record(c, owner, type="income", amount=1000, category_id=sales)
+            level = lambda: c.get(f"{API}/gamification/me", headers=owner.headers)  # noqa: E731
+            assert (await level()).json()["level"]["name"] == "Tekun"
+            levels = {
+                lv["name"]: lv for lv in (await c.get(f"{API}/admin/levels", headers=admin)).json()
+            }
+            r = await c.patch(
+                f"{API}/admin/levels/{levels['Tekun']['id']}",
+                headers=admin,
+                json={"required_points": 200},
+            )
+            assert r.status_code == 200
+            stats = (await level()).json()
+            assert stats["level"]["name"] == "Pemula" and stats["next_level"]["name"] == "Tekun"
+            assert stats["points_to_next_level"] == 50
+            r = await c.patch(
+                f"{API}/admin/levels/{levels['Tekun']['id']}",
+                headers=admin,
+                json={"required_points": 120},
+            )
+            assert (await level()).json()["level"]["name"] == "Tekun"
+            assert (
+                await c.delete(f"{API}/admin/levels/{levels['Tekun']['id']}", headers=admin)
+            ).status_code == 204
+            assert (await level()).json()["level"]["name"] == "Pemula"  # fell to the level below
+            top = max(levels.values(), key=lambda lv: lv["order"])
+            results = await asyncio.gather(
+                c.post(
+                    f"{API}/admin/levels",
+                    headers=admin,
+                    json={
+                        "name": "A",
+                        "required_points": top["required_points"] + 2000,
+                        "order": top["order"] + 1,
+                    },
+                ),
+                c.post(
+                    f"{API}/admin/levels",
+                    headers=admin,
+                    json={
+                        "name": "B",
+                        "required_points": top["required_points"] + 1000,
+                        "order": top["order"] + 2,
+                    },
+                ),
+            )
+            assert sorted(r.status_code for r in results) == [201, 409], [r.text for r in results]
+            ladder = sorted(
+                (await c.get(f"{API}/admin/levels", headers=admin)).json(),
+                key=lambda lv: lv["order"],
+            )
+            points = [lv["required_points"] for lv in ladder]
+            assert points == sorted(set(points)) and points[0] == 0
+
+
+async def test_a_moment_before_local_midnight_stays_on_its_day(client: httpx.AsyncClient) -> None:
+    owner = await owner_with_business(client)
+    sales = await category_id(client, owner, "income", "Penjualan")
+    r = await record(
+        client,
+        owner,
+        type="income",
+        amount=7000,
+        category_id=sales,
+        occurred_at="2024-01-31T16:59:59.999900Z",
+    )
+    assert r.status_code == 201
+    summary = (
+        await client.get(
+            f"{API}/finance/summary",
+            headers=owner.headers,
+            params={"period": "month", "date": "2024-01-15"},
+        )
+    ).json()
+    assert summary["income"] == 7000
+    assert [p["income"] for p in summary["series"] if p["bucket"] == "2024-01-31"] == [7000]

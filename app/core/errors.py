@@ -106,6 +106,13 @@ def install_exception_handlers(app: FastAPI) -> None:
             {"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers
         )
 
+    @app.exception_handler(sa_exc.DataError)
+    async def data_error(request: Request, exc: sa_exc.DataError) -> JSONResponse:
+        # Validation should have caught it (too long, out of range, bad encoding); if it
+        # did not, it is still the input's fault: say so rather than 500.
+        log.warning("database_rejected_value", path=request.url.path, error=type(exc.orig).__name__)
+        return JSONResponse({"detail": "A value is not acceptable (too long or out of range)"}, 422)
+
     async def db_unavailable(request: Request, exc: Exception) -> JSONResponse:
         if not is_db_unavailable(exc):
             raise exc  # a genuine bug: RequestContextMiddleware logs it and answers 500

@@ -19,7 +19,10 @@ TimeZone = Literal["Asia/Jakarta", "Asia/Makassar", "Asia/Jayapura"]
 
 
 def _bounded_json(value: dict[str, Any]) -> dict[str, Any]:
-    text = json.dumps(value, ensure_ascii=False)
+    try:
+        text = json.dumps(value, ensure_ascii=False, allow_nan=False)
+    except ValueError:
+        raise ValueError("must not contain NaN or Infinity") from None
     if len(text.encode()) > MAX_AI_CONTEXT_BYTES:
         raise ValueError(f"must be at most {MAX_AI_CONTEXT_BYTES} bytes as JSON")
     if "\\u0000" in text:

@@ -35,7 +35,8 @@ class FinanceCategory(SQLModel, table=True):
     )
     type: str = Field(sa_column=Column(String(16), nullable=False))
     name: str = Field(sa_column=Column(String(60), nullable=False))
-    name_key: str = Field(sa_column=Column(String(60), nullable=False))  # lower-cased name
+    # The case-folded name (up to three times longer: "ß" -> "ss", "İ" -> "i̇").
+    name_key: str = Field(sa_column=Column(String(200), nullable=False))
     icon: str | None = Field(default=None, sa_column=Column(String(200), nullable=True))
     created_at: datetime = Field(
         default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import Date, cast, func, or_, select
+from sqlalchemy import Date, cast, delete, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.helpers import escape_like
@@ -60,6 +60,14 @@ class FinanceRepository:
         if exclude is not None:
             stmt = stmt.where(FinanceCategory.id != exclude)
         return (await self.session.execute(stmt.limit(1))).first() is not None
+
+    async def delete_transaction(self, business_id: uuid.UUID, transaction_id: uuid.UUID) -> bool:
+        result = await self.session.execute(
+            delete(Transaction).where(
+                Transaction.id == transaction_id, Transaction.business_id == business_id
+            )
+        )
+        return result.rowcount == 1  # type: ignore[attr-defined]
 
     async def category_usage(self, category_id: uuid.UUID) -> int:
         stmt = (
@@ -179,7 +187,10 @@ class FinanceRepository:
             return cast(func.date_trunc("month" if by_month else "day", local), Date)
         # SQLite keeps UTC text; the supported zones have fixed offsets and no DST.
         shift = f"{offset_hours:+d} hours"
-        return func.strftime("%Y-%m-01", column, shift) if by_month else func.date(column, shift)
+        # date() rounds fractional seconds to milliseconds, which would move 23:59:59.9995
+        # to the next day: cut to whole seconds first.
+        seconds = func.strftime("%Y-%m-%d %H:%M:%S", column)
+        return func.strftime("%Y-%m-01", seconds, shift) if by_month else func.date(seconds, shift)
 
     @staticmethod
     def _in_range(business_id: uuid.UUID, start: datetime, end: datetime) -> Any:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from datetime import date
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Response, status
@@ -13,6 +12,7 @@ from app.core.types import Limit, Offset, SearchText
 from app.modules.finance.models import EntryType, FinanceCategory, Transaction
 from app.modules.finance.repository import TransactionFilters
 from app.modules.finance.schemas import (
+    BoundedDate,
     CategoryCreate,
     CategoryPublic,
     CategoryUpdate,
@@ -35,7 +35,9 @@ router = APIRouter(
     },
 )
 
-DateQuery = Annotated[date | None, Query(description="YYYY-MM-DD, in the business's time zone")]
+DateQuery = Annotated[
+    BoundedDate | None, Query(description="YYYY-MM-DD, in the business's time zone")
+]
 
 
 def _category(c: FinanceCategory) -> CategoryPublic:
@@ -140,8 +142,10 @@ async def list_transactions(
 async def export_transactions(
     business: CurrentBusiness,
     session: SessionDep,
-    start: Annotated[date, Query(description="First day, YYYY-MM-DD")],
-    end: Annotated[date, Query(description="Last day (inclusive), at most 366 days after start")],
+    start: Annotated[BoundedDate, Query(description="First day, YYYY-MM-DD")],
+    end: Annotated[
+        BoundedDate, Query(description="Last day (inclusive), at most 366 days after start")
+    ],
 ) -> Response:
     body = await FinanceService(session).export_csv(business, start, end)
     filename = f"telaten-transactions-{start.isoformat()}-{end.isoformat()}.csv"
@@ -184,7 +188,8 @@ async def summary(
     session: SessionDep,
     period: Period = "month",
     date_: Annotated[
-        date | None, Query(alias="date", description="A day inside the period (default: today)")
+        BoundedDate | None,
+        Query(alias="date", description="A day inside the period (default: today)"),
     ] = None,
     start: DateQuery = None,
     end: DateQuery = None,

@@ -6,12 +6,26 @@ import uuid
 from datetime import date, datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from app.core.types import multi_line, single_line
 from app.modules.finance.models import EntryType
 
 MAX_AMOUNT = 1_000_000_000_000  # Rp 1 trillion: far above any UMKM transaction
+
+FIRST_YEAR, LAST_YEAR = 2000, 2100
+
+
+def _year_in_range(value: date) -> date:
+    if not FIRST_YEAR <= value.year <= LAST_YEAR:
+        raise ValueError(f"must be between {FIRST_YEAR}-01-01 and {LAST_YEAR}-12-31")
+    return value
+
+
+# Dates and times are bounded before any arithmetic (time zones, period ends) is done
+# on them: year 1 or 9999 would overflow it.
+BoundedDate = Annotated[date, AfterValidator(_year_in_range)]
+BoundedDateTime = Annotated[datetime, AfterValidator(_year_in_range)]
 
 Rupiah = Annotated[
     int,
@@ -53,7 +67,7 @@ class TransactionCreate(BaseModel):
     amount: Rupiah
     category_id: uuid.UUID
     note: Note = ""
-    occurred_at: datetime | None = Field(
+    occurred_at: BoundedDateTime | None = Field(
         default=None,
         description="When it happened (default: now). Without an offset: business time.",
     )
@@ -66,7 +80,7 @@ class TransactionUpdate(BaseModel):
     amount: Rupiah | None = None
     category_id: uuid.UUID | None = None
     note: Note | None = None
-    occurred_at: datetime | None = None
+    occurred_at: BoundedDateTime | None = None
 
 
 class TransactionPublic(BaseModel):

@@ -17,7 +17,9 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.exc import StaleDataError
 
 from app.core.errors import ConflictError, DomainError, NotFoundError, PermissionDeniedError
 from app.db.helpers import commit_or_conflict
@@ -98,7 +100,7 @@ class FinanceService:
     async def create_category(
         self, business: BusinessProfile, data: CategoryCreate
     ) -> FinanceCategory:
-        key = data.name.lower()
+        key = data.name.casefold()
         if await self.repo.name_taken(business.id, data.type, key, None):
             raise ConflictError(f"A {data.type} category named '{data.name}' already exists")
         category = FinanceCategory(
@@ -115,7 +117,7 @@ class FinanceService:
     ) -> FinanceCategory:
         category = await self._own_category(business, category_id)
         if data.name is not None:
-            key = data.name.lower()
+            key = data.name.casefold()
             if await self.repo.name_taken(business.id, category.type, key, category.id):
                 raise ConflictError(
                     f"A {category.type} category named '{data.name}' already exists"
@@ -135,7 +137,10 @@ class FinanceService:
                 "move them to another category first"
             )
         await self.session.delete(category)
-        await self.session.commit()
+        # A transaction recorded with it at this very moment wins: the delete is refused.
+        await commit_or_conflict(
+            self.session, "The category is in use; move its transactions to another category first"
+        )
 
     async def _own_category(
         self, business: BusinessProfile, category_id: uuid.UUID
@@ -187,7 +192,11 @@ class FinanceService:
             occurred_at=self._when(business, data.occurred_at),
         )
         self.session.add(entry)
-        await self.session.flush()
+        try:
+            await self.session.flush()
+        except IntegrityError:  # the category was deleted a moment ago
+            await self.session.rollback()
+            raise _invalid("category_id: no such category (use GET /finance/categories)") from None
         today = datetime.now(ZoneInfo(business.timezone)).date()
         day_start = DateRange(today, today).utc_bounds(ZoneInfo(business.timezone))[0]
         awarded_today = await game.events_today(business.id, TRANSACTION_RECORDED, day_start)
@@ -236,18 +245,30 @@ class FinanceService:
             entry.note = data.note
         if data.occurred_at is not None:
             entry.occurred_at = self._when(business, data.occurred_at)
-        await self.session.commit()
+        try:
+            await self.session.commit()
+        except StaleDataError:  # deleted by a parallel request since we read it
+            await self.session.rollback()
+            raise NotFoundError("Transaction not found") from None
         return entry, name
 
     async def delete(self, business: BusinessProfile, transaction_id: uuid.UUID) -> None:
-        """Delete, and take back the points the entry earned."""
-        entry, _ = await self.get(business, transaction_id)
+        """Delete, and take back the points the entry earned (exactly once).
+
+        The row is deleted first, by a statement whose row count says whether this
+        request is the one that deleted it: parallel deletes of one entry get one 204
+        and 404s, and the points are taken back once. The ledger always records the
+        deletion (amount 0 if it had earned nothing), so it knows how many entries exist.
+        """
         game = GamificationService(self.session)
         await game.lock_business(business.id)
-        earned = await game.points_for(entry.id)
-        await self.session.delete(entry)
-        if earned > 0:
-            await game.award_points(business.id, TRANSACTION_DELETED, -earned, ref_id=entry.id)
+        if not await self.repo.delete_transaction(business.id, transaction_id):
+            await self.session.rollback()
+            raise NotFoundError("Transaction not found")
+        earned = await game.points_for(transaction_id)
+        await game.award_points(
+            business.id, TRANSACTION_DELETED, -max(earned, 0), ref_id=transaction_id
+        )
         await self.session.commit()
 
     # --- reports ------------------------------------------------------------------------

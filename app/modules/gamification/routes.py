@@ -103,17 +103,11 @@ async def admin_update_level(
 @admin_router.delete(
     "/admin/levels/{level_id}",
     status_code=status.HTTP_204_NO_CONTENT,
-    responses={409: {"description": "Held by businesses and no reassign_to given"}},
+    responses={409: {"description": "The base level cannot be deleted"}},
 )
-async def admin_delete_level(
-    level_id: RowId,
-    _admin: AdminUser,
-    session: SessionDep,
-    reassign_to: Annotated[
-        int | None, Query(ge=1, le=2**31 - 1, description="Level for its holders")
-    ] = None,
-) -> Response:
-    await GamificationService(session).delete_level(level_id, reassign_to)
+async def admin_delete_level(level_id: RowId, _admin: AdminUser, session: SessionDep) -> Response:
+    """Delete a level; its holders move to the highest remaining level their points reach."""
+    await GamificationService(session).delete_level(level_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 

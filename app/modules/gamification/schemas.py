@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -72,8 +72,22 @@ class LevelCreate(BaseModel):
     icon: single_line(200) | None = None
 
 
+def _no_nulls(*fields: str) -> Any:
+    """A `mode="before"` validator: these fields may be left out, not set to null."""
+
+    def check(cls: type, data: Any) -> Any:
+        if isinstance(data, dict):
+            nulls = [f for f in fields if f in data and data[f] is None]
+            if nulls:
+                raise ValueError(f"{', '.join(nulls)} cannot be null (leave it out to keep it)")
+        return data
+
+    return model_validator(mode="before")(classmethod(check))
+
+
 class LevelUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
+    _not_null = _no_nulls("name", "required_points", "order")
 
     name: single_line(60) | None = None
     required_points: Points | None = None
@@ -100,6 +114,7 @@ class AchievementCreate(BaseModel):
 
 class AchievementUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
+    _not_null = _no_nulls("title", "description")
 
     title: single_line(120) | None = None
     description: single_line(500) | None = None

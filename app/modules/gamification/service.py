@@ -21,6 +21,7 @@ from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.errors import ConflictError, NotFoundError
@@ -38,6 +39,7 @@ from app.modules.gamification.models import (
 TRANSACTION_RECORDED = "transaction_recorded"
 TRANSACTION_DELETED = "transaction_deleted"
 MILESTONE_COMPLETED = "milestone_completed"
+_LADDER_LOCK = 0x7E1A7E5  # advisory lock key for edits of the level ladder
 
 
 @dataclass
@@ -262,48 +264,58 @@ class GamificationService:
     # --- administration -----------------------------------------------------------------
 
     async def create_level(self, data: dict[str, Any]) -> Level:
+        await self._lock_ladder()
         level = Level(**data)
-        levels = [*await self.levels(), level]
-        _check_ladder(levels)
+        _check_ladder([*await self.levels(), level])
         self.session.add(level)
-        await commit_or_conflict(self.session, "A level with this name, order or threshold exists")
+        await self._settle_ladder("A level with this name, order or threshold exists")
         return level
 
     async def update_level(self, level_id: int, data: dict[str, Any]) -> Level:
+        await self._lock_ladder()
         level = await self._level_or_404(level_id)
-        proposed = {
-            **{k: getattr(level, k) for k in ("name", "required_points", "order", "icon")},
-            **data,
-        }
+        fields = ("name", "required_points", "order", "icon")
+        proposed = {**{k: getattr(level, k) for k in fields}, **data}
         others = [lv for lv in await self.levels() if lv.id != level_id]
         _check_ladder([*others, Level(id=level_id, **proposed)])
         for key, value in data.items():
             setattr(level, key, value)
-        await commit_or_conflict(self.session, "A level with this name, order or threshold exists")
+        await self._settle_ladder("A level with this name, order or threshold exists")
         return level
 
-    async def delete_level(self, level_id: int, reassign_to: int | None) -> None:
+    async def delete_level(self, level_id: int) -> None:
+        """Holders fall to the highest remaining level their points reach; the base
+        level (0 points) cannot go, since its holders would have no level at all."""
+        await self._lock_ladder()
         level = await self._level_or_404(level_id)
-        holders = await self.session.scalar(
-            select(func.count()).where(BusinessProfile.level_id == level_id)
-        )
-        if holders and reassign_to is None:
-            raise ConflictError(
-                f"{holders} business(es) hold this level; pass reassign_to=<level id> to move them"
-            )
-        if reassign_to is not None:
-            if reassign_to == level_id:
-                raise ConflictError("reassign_to must be another level")
-            await self._level_or_404(reassign_to)
-            await self.session.execute(
-                update(BusinessProfile)
-                .where(BusinessProfile.level_id == level_id)
-                .values(level_id=reassign_to)
-            )
-        remaining = [lv for lv in await self.levels() if lv.id != level_id]
-        _check_ladder(remaining)
+        _check_ladder([lv for lv in await self.levels() if lv.id != level_id])
         await self.session.delete(level)
-        await self.session.commit()
+        await self._settle_ladder("The level could not be deleted")
+
+    async def _lock_ladder(self) -> None:
+        """Serialise ladder edits, so two admins cannot each pass the checks and together
+        leave thresholds that do not increase."""
+        if self._dialect == "postgresql":
+            await self.session.execute(select(func.pg_advisory_xact_lock(_LADDER_LOCK)))
+        else:  # SQLite: a write statement takes the database's write lock until commit
+            await self.session.execute(update(Level).where(Level.id == -1).values(icon=None))
+
+    async def _settle_ladder(self, conflict: str) -> None:
+        """Put every business on the level its points reach under the new ladder."""
+        try:
+            await self.session.flush()
+        except IntegrityError:  # a duplicate name, order or threshold
+            await self.session.rollback()
+            raise ConflictError(conflict) from None
+        reached = (
+            select(Level.id)
+            .where(Level.required_points <= BusinessProfile.total_points)
+            .order_by(Level.required_points.desc())  # type: ignore[attr-defined]
+            .limit(1)
+            .scalar_subquery()
+        )
+        await self.session.execute(update(BusinessProfile).values(level_id=reached))
+        await commit_or_conflict(self.session, conflict)
 
     async def create_achievement(self, data: dict[str, Any]) -> Achievement:
         achievement = Achievement(**data)
@@ -343,10 +355,13 @@ def _earned(achievement: Achievement, total: int, counts: dict[str, int]) -> boo
     if achievement.required_points is not None and total < achievement.required_points:
         return False
     rule = achievement.rule
+    # Every recorded and every deleted entry has a ledger row: the difference is how
+    # many entries exist now (recording and deleting 50 times earns nothing).
+    entries = counts.get(TRANSACTION_RECORDED, 0) - counts.get(TRANSACTION_DELETED, 0)
     if rule == AchievementRule.FIRST_TRANSACTION:
-        return counts.get(TRANSACTION_RECORDED, 0) >= 1
+        return entries >= 1
     if rule == AchievementRule.TRANSACTIONS_50:
-        return counts.get(TRANSACTION_RECORDED, 0) >= 50
+        return entries >= 50
     if rule == AchievementRule.FIRST_MILESTONE_COMPLETED:
         return counts.get(MILESTONE_COMPLETED, 0) >= 1
     return rule is None
@@ -358,7 +373,10 @@ def _check_ladder(levels: list[Level]) -> None:
     if not ladder:
         raise ConflictError("At least one level must remain")
     if ladder[0].required_points != 0:
-        raise ConflictError("The first level (lowest order) must require 0 points")
+        raise ConflictError(
+            "The first level (lowest order) must require 0 points; the base level cannot be "
+            "deleted, since businesses below every other threshold would have no level"
+        )
     for lower, higher in itertools.pairwise(ladder):
         if higher.required_points <= lower.required_points:
             raise ConflictError(

@@ -100,7 +100,7 @@ def upgrade() -> None:
         sa.Column("business_id", sa.Uuid(), nullable=True),
         sa.Column("type", sa.String(length=16), nullable=False),
         sa.Column("name", sa.String(length=60), nullable=False),
-        sa.Column("name_key", sa.String(length=60), nullable=False),
+        sa.Column("name_key", sa.String(length=200), nullable=False),
         sa.Column("icon", sa.String(length=200), nullable=True),
         sa.Column("created_at", UTCDateTime(), nullable=False),
         sa.CheckConstraint("type IN ('income', 'expense')", name="ck_finance_category_type"),
@@ -284,7 +284,7 @@ def _seed() -> None:
                 "business_id": None,
                 "type": kind,
                 "name": name,
-                "name_key": name.lower(),
+                "name_key": name.casefold(),
                 "created_at": now,
             }
             for kind, names in CATEGORIES.items()
