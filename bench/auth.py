@@ -45,6 +45,7 @@ async def main() -> None:
     env = {
         "DATA_DIR": str(work / "data"),
         "LOG_LEVEL": "WARNING",
+        "REGISTER_MAX_PER_CLIENT": "1000000",
         "LOGIN_MAX_FAILURES_PER_CLIENT": "1000000",
     }
     if args.database_url:

@@ -121,6 +121,7 @@ async def main() -> None:
     env = {
         "DATA_DIR": str(work / "data"),
         "LOG_LEVEL": "WARNING",
+        "REGISTER_MAX_PER_CLIENT": "1000000",
         "LLM_BASE_URL": f"http://127.0.0.1:{fake_port}/v1",
         "LLM_MODEL_NAME": "fake-model",
         "LLM_MAX_RETRIES": "0",

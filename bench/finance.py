@@ -145,6 +145,7 @@ async def main() -> None:
     env = {
         "DATA_DIR": str(work / "data"),
         "LOG_LEVEL": "WARNING",
+        "REGISTER_MAX_PER_CLIENT": "1000000",
         "BCRYPT_ROUNDS": "4",
         "DATABASE_URL": database_url,
         "POINTS_TRANSACTION_DAILY_CAP": "10",

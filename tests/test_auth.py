@@ -552,3 +552,15 @@ async def test_a_login_flood_does_not_starve_other_requests_of_connections(
         results = await asyncio.gather(*flood, *probes)
     assert {r.status_code for r in results[20:]} == {200}
     assert {r.status_code for r in results[:20]} == {200}
+
+
+async def test_one_address_can_only_register_so_many_accounts(app: FastAPI) -> None:
+    limit = app.state.settings.REGISTER_MAX_PER_CLIENT
+    async with asgi_client(app, client_ip="127.8.8.8") as c:
+        codes = [(await register(c)).status_code for _ in range(limit + 1)]
+        assert codes == [201] * limit + [429]
+        r = await register(c)
+        assert r.status_code == 429 and int(r.headers["retry-after"]) > 0
+        assert "accounts" in r.json()["detail"]
+    async with asgi_client(app) as other:
+        assert (await register(other)).status_code == 201

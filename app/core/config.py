@@ -104,6 +104,7 @@ class Settings(BaseSettings):
     LOGIN_MAX_FAILURES: int = Field(default=5, ge=1)
     LOGIN_MAX_FAILURES_PER_CLIENT: int = Field(default=50, ge=1)
     LOGIN_THROTTLE_WINDOW_SECONDS: int = Field(default=900, ge=1)
+    REGISTER_MAX_PER_CLIENT: int = Field(default=20, ge=1)
 
     LLM_PROVIDER: (
         Literal["groq", "together", "deepseek", "openai", "openrouter", "ollama"] | None

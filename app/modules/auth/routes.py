@@ -54,10 +54,13 @@ def _token_response(pair: TokenPair, response: Response, settings: Settings) -> 
     "/register",
     status_code=status.HTTP_201_CREATED,
     response_model=UserPublic,
-    responses={409: {"description": "Email already registered"}},
+    responses={
+        409: {"description": "Email already registered"},
+        429: {"description": "Too many accounts from this address"},
+    },
 )
-async def register(data: UserRegister, users: UserServiceDep) -> UserPublic:
-    return UserPublic.model_validate(await users.register(data))
+async def register(data: UserRegister, request: Request, auth: AuthServiceDep) -> UserPublic:
+    return UserPublic.model_validate(await auth.register(data, _client(request)))
 
 
 @router.post(

@@ -29,6 +29,7 @@ from app.db.types import utcnow
 from app.modules.auth.models import RefreshToken
 from app.modules.auth.repository import LoginFailureRepository, RefreshTokenRepository
 from app.modules.users.models import User
+from app.modules.users.schemas import UserRegister
 from app.modules.users.service import UserService
 
 log = structlog.stdlib.get_logger(__name__)
@@ -106,7 +107,19 @@ class AuthService:
         log.info("login", user_id=str(user.id), rehashed=bool(new_hash))
         return pair
 
-    async def _reserve_attempt(self, *limits: tuple[str, int]) -> list[uuid.UUID]:
+    async def register(self, data: UserRegister, client: str) -> User:
+        """Create an account; one client address may create only so many per window."""
+        await self._reserve_attempt(
+            (f"register:{client}", self.settings.REGISTER_MAX_PER_CLIENT),
+            refusal="Too many accounts created from this address; try again later",
+        )
+        return await self.users.register(data)
+
+    async def _reserve_attempt(
+        self,
+        *limits: tuple[str, int],
+        refusal: str = "Too many failed login attempts; try again later",
+    ) -> list[uuid.UUID]:
         """Record a failed attempt under each key now, then count: 429 if any key is
         over its limit inside the window. Returns the rows to delete if it succeeds.
 
@@ -128,9 +141,7 @@ class AuthService:
                 wait = (recent[-1] + window - now).total_seconds()
                 retry_after = min(max(1, math.ceil(wait)), int(window.total_seconds()))
                 log.warning("login_throttled", key_kind=key.split(":", 1)[0])
-                raise TooManyRequestsError(
-                    "Too many failed login attempts; try again later", retry_after
-                )
+                raise TooManyRequestsError(refusal, retry_after)
         return rows
 
     # --- refresh tokens ----------------------------------------------------------------
