@@ -19,6 +19,7 @@ def test_serve_with_no_env_file_uses_sqlite_and_serves_health_and_docs(workdir: 
         docs = httpx.get(f"{server.base_url}/docs")
         assert docs.status_code == 200 and "swagger" in docs.text.lower()
     assert (workdir / ".telaten" / "telaten.db").exists()
+    assert stat.S_IMODE((workdir / ".telaten").stat().st_mode) == 0o700
     key_file = workdir / ".telaten" / "secret_key"
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
     assert key_file.read_text() not in server.logs()

@@ -40,7 +40,7 @@ def build_engine(settings: Settings) -> AsyncEngine:
     common: dict[str, Any] = {"pool_pre_ping": True, "hide_parameters": True}
     if url.get_backend_name() == "sqlite":
         if url.database and url.database != ":memory:":
-            Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+            Path(url.database).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         engine = create_async_engine(
             url, connect_args={"timeout": settings.DB_CONNECT_TIMEOUT}, **common
         )
