@@ -483,3 +483,22 @@ async def test_malformed_llm_streams_are_the_models_fault(
     fake_llm.script(Reply.of_text("pulih"))
     again = await chat(ai_client, owner.headers, "lagi", s.first("session")["session_id"])
     assert again.names[-1] == "done"
+
+
+async def test_history_sent_to_the_model_is_bounded_in_characters(
+    ai_client: httpx.AsyncClient, fake_llm: FakeLLMServer, ai_app: FastAPI
+) -> None:
+    """Long messages must not grow the request past the model's context: oldest go first."""
+    owner = await new_account(ai_client)
+    long = "x" * 7000
+    fake_llm.script(*(Reply.of_text(f"jawaban {i}") for i in range(5)))
+    session_id = None
+    for i in range(5):
+        s = await chat(ai_client, owner.headers, f"{i} {long}", session_id)
+        session_id = s.first("session")["session_id"]
+    sent = fake_llm.requests[-1]["messages"]
+    budget = ai_app.state.settings.CHAT_HISTORY_MAX_CHARS
+    history = sent[1:-1]
+    assert sum(len(m["content"]) for m in history) <= budget
+    assert history and history[-1]["content"] == "jawaban 3"  # the newest are kept
+    assert sent[-1]["content"].startswith("4 ")

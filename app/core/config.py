@@ -118,6 +118,7 @@ class Settings(BaseSettings):
     LLM_CONTEXT_WINDOW: int = Field(default=32_768, ge=1024)
 
     CHAT_HISTORY_MESSAGES: int = Field(default=20, ge=0, le=200)
+    CHAT_HISTORY_MAX_CHARS: int = Field(default=24_000, ge=0)
     CHAT_MAX_TOOL_ROUNDS: int = Field(default=6, ge=1, le=50)
     CHAT_TURN_TIMEOUT_SECONDS: float = Field(default=300.0, gt=0, le=3600)
 

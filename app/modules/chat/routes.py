@@ -147,6 +147,7 @@ async def start_turn(
             tool_timeout=settings.LLM_TIMEOUT_SECONDS,
         ),
         deadline_seconds=settings.CHAT_TURN_TIMEOUT_SECONDS,
+        history_chars=settings.CHAT_HISTORY_MAX_CHARS,
     )
 
 

@@ -57,15 +57,26 @@ class ChatTurn:
     sessionmaker: async_sessionmaker[AsyncSession]
     limits: AgentLimits
     deadline_seconds: float
+    history_chars: int = 24_000
     _text: list[str] = field(default_factory=list)
     _calls: list[tuple[ToolCallFinished, datetime]] = field(default_factory=list)
     _saved: bool = False
 
     def _llm_messages(self) -> list[LLMMessage]:
-        messages = [LLMMessage(role="system", content=self.system_prompt)]
-        messages += [LLMMessage(role=m.role, content=m.content) for m in self.start.history]
-        messages.append(LLMMessage(role="user", content=self.start.user_message.content))
-        return messages
+        """System prompt, as much recent history as `history_chars` allows (newest kept),
+        and the new message: a long conversation never outgrows the model's context."""
+        kept: list[LLMMessage] = []
+        budget = self.history_chars
+        for message in reversed(self.start.history):
+            budget -= len(message.content)
+            if budget < 0:
+                break
+            kept.append(LLMMessage(role=message.role, content=message.content))
+        return [
+            LLMMessage(role="system", content=self.system_prompt),
+            *reversed(kept),
+            LLMMessage(role="user", content=self.start.user_message.content),
+        ]
 
     async def events(self) -> AsyncIterator[ServerSentEvent]:
         start = self.start
