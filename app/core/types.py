@@ -1,8 +1,8 @@
 """Validated input types shared by every domain's schemas.
 
 Text from clients is stripped, bounded and free of control characters (a NUL byte
-cannot be stored in PostgreSQL text and has no business in a name); integers from
-clients stay within 64 bits so that the database never sees an overflow.
+cannot be stored in PostgreSQL text and has no business in a name). Integers from clients
+are bounded by each schema (amounts, points, ids), so the database never overflows.
 """
 
 from __future__ import annotations
@@ -19,9 +19,6 @@ from pydantic import AfterValidator, BeforeValidator, Field, StringConstraints
 _UNSAFE = "\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff\u202a-\u202e\u2066-\u2069"
 _UNSAFE_MULTILINE = re.compile(f"[{_UNSAFE}]")
 _UNSAFE_SINGLE_LINE = re.compile(f"[{_UNSAFE}\t\n\r\u2028\u2029]")
-
-INT64_MAX = 2**63 - 1
-
 
 def no_unsafe_chars(value: str) -> str:
     """For one-line text: no control, line-break, surrogate or bidi-override characters."""
