@@ -477,7 +477,9 @@ async def test_csv_export(client: httpx.AsyncClient) -> None:
         params={"start": "2026-11-01", "end": "2026-11-30"},
     )
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")
-    rows = list(csv.reader(io.StringIO(r.text)))
+    assert r.headers["x-export-truncated"] == "false"
+    assert r.content.startswith(b"\xef\xbb\xbf")  # a BOM, so spreadsheets read UTF-8
+    rows = list(csv.reader(io.StringIO(r.content.decode("utf-8-sig"))))
     assert rows[0] == ["occurred_at", "type", "amount", "category", "note", "id"]
     assert rows[1][1:4] == ["income", "25000", "Penjualan"]
     assert rows[1][4].startswith("'=")  # no formula injection into spreadsheets

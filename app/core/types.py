@@ -20,6 +20,7 @@ _UNSAFE = "\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff\u202a-\u202e\u2066-\
 _UNSAFE_MULTILINE = re.compile(f"[{_UNSAFE}]")
 _UNSAFE_SINGLE_LINE = re.compile(f"[{_UNSAFE}\t\n\r\u2028\u2029]")
 
+
 def no_unsafe_chars(value: str) -> str:
     """For one-line text: no control, line-break, surrogate or bidi-override characters."""
     if _UNSAFE_SINGLE_LINE.search(value):

@@ -147,12 +147,16 @@ async def export_transactions(
         BoundedDate, Query(description="Last day (inclusive), at most 366 days after start")
     ],
 ) -> Response:
-    body = await FinanceService(session).export_csv(business, start, end)
+    body, truncated = await FinanceService(session).export_csv(business, start, end)
     filename = f"telaten-transactions-{start.isoformat()}-{end.isoformat()}.csv"
     return Response(
         body,
         media_type="text/csv; charset=utf-8",
-        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+        headers={
+            "Content-Disposition": f'attachment; filename="{filename}"',
+            # More rows than one export holds: ask for a shorter range.
+            "X-Export-Truncated": "true" if truncated else "false",
+        },
     )
 
 

@@ -339,17 +339,24 @@ class FinanceService:
             ],
         }
 
-    async def export_csv(self, business: BusinessProfile, start: date, end: date) -> str:
+    async def export_csv(
+        self, business: BusinessProfile, start: date, end: date
+    ) -> tuple[str, bool]:
+        """(CSV text, whether it stopped at EXPORT_MAX_ROWS). The text starts with a
+        UTF-8 byte-order mark, which spreadsheet programs need to read non-ASCII text
+        (category names, notes) correctly."""
         span = period_range("custom", start, start, end)
         if (span.end - span.start).days > 366:
             raise _invalid("export at most 366 days at a time")
         tz = ZoneInfo(business.timezone)
         begin, finish = span.utc_bounds(tz)
-        rows = await self.repo.export(business.id, begin, finish, EXPORT_MAX_ROWS)
+        rows = await self.repo.export(business.id, begin, finish, EXPORT_MAX_ROWS + 1)
+        truncated = len(rows) > EXPORT_MAX_ROWS
         out = io.StringIO()
+        out.write("\ufeff")
         writer = csv.writer(out)
         writer.writerow(["occurred_at", "type", "amount", "category", "note", "id"])
-        for entry, category in rows:
+        for entry, category in rows[:EXPORT_MAX_ROWS]:
             writer.writerow(
                 [
                     entry.occurred_at.astimezone(tz).isoformat(),
@@ -360,7 +367,7 @@ class FinanceService:
                     entry.id,
                 ]
             )
-        return out.getvalue()
+        return out.getvalue(), truncated
 
 
 def _buckets(span: DateRange, by_month: bool) -> list[date]:
