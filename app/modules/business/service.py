@@ -16,6 +16,9 @@ from app.modules.business.schemas import BusinessCreate, BusinessUpdate
 from app.modules.gamification.models import Level
 from app.modules.gamification.service import GamificationService
 
+_REQUIRED = frozenset({"name", "category", "stage", "timezone", "ai_context"})
+_TEXT = frozenset({"description", "target_market", "primary_goal"})
+
 NO_PROFILE = "You have no business profile yet; create one with POST /business"
 PROFILE_EXISTS = "You already have a business profile"
 
@@ -52,13 +55,13 @@ class BusinessService:
         business = await self.mine_or_404(user_id)
         changes = data.model_dump(exclude_unset=True, exclude={"address"})
         for key, value in changes.items():
-            if value is None and key in ("name", "category", "stage", "timezone", "ai_context"):
-                continue  # required fields cannot be cleared
-            setattr(business, key, value if value is not None else "")
+            if value is None:
+                if key in _REQUIRED:
+                    continue  # required fields cannot be cleared
+                value = "" if key in _TEXT else None  # cleared text is empty, icon absent
+            setattr(business, key, value)
         if "address" in data.model_fields_set:
             business.address = data.address.model_dump(exclude_none=True) if data.address else None
-        if "icon" in data.model_fields_set and data.icon is None:
-            business.icon = None
         business.updated_at = utcnow()
         await self.session.commit()
         return business

@@ -76,22 +76,24 @@ class GamificationService:
         *,
         ref_id: uuid.UUID | None = None,
     ) -> PointAward:
-        old_level = await self.session.scalar(
-            select(BusinessProfile.level_id).where(BusinessProfile.id == business_id)
-        )
-        total = await self.session.scalar(
-            update(BusinessProfile)
-            .where(BusinessProfile.id == business_id)
-            .values(
-                total_points=func.max(BusinessProfile.total_points + amount, 0)
-                if self._dialect == "sqlite"
-                else func.greatest(BusinessProfile.total_points + amount, 0),
-                updated_at=utcnow(),
+        # RETURNING gives the new total and the level held until now (this statement
+        # does not change it): one round trip instead of a read and a write.
+        row = (
+            await self.session.execute(
+                update(BusinessProfile)
+                .where(BusinessProfile.id == business_id)
+                .values(
+                    total_points=func.max(BusinessProfile.total_points + amount, 0)
+                    if self._dialect == "sqlite"
+                    else func.greatest(BusinessProfile.total_points + amount, 0),
+                    updated_at=utcnow(),
+                )
+                .returning(BusinessProfile.total_points, BusinessProfile.level_id)
             )
-            .returning(BusinessProfile.total_points)
-        )
-        if total is None:
+        ).first()
+        if row is None:
             raise NotFoundError("Business not found")
+        total, old_level = row
         self.session.add(
             PointEvent(business_id=business_id, reason=reason, amount=amount, ref_id=ref_id)
         )
@@ -145,7 +147,8 @@ class GamificationService:
         )
         if not candidates:
             return []
-        counts = await self._ledger_counts(business_id)
+        # The ledger is only read while a rule-based achievement is still locked.
+        counts = await self._ledger_counts(business_id) if any(a.rule for a in candidates) else {}
         earned = [a for a in candidates if _earned(a, total, counts)]
         unlocked = []
         for achievement in earned:
