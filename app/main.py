@@ -2,8 +2,9 @@
 
 Startup and shutdown order lives here only:
 startup: logging -> database schema to head -> first admin -> MCP servers (each within its
-own timeout) -> housekeeping task -> ready;
-shutdown: MCP sessions and child processes -> housekeeping -> the database pool.
+own timeout) -> roadmap worker -> housekeeping task -> ready;
+shutdown: roadmap worker (its requests go back to the queue) -> MCP sessions and child
+processes -> housekeeping -> the database pool.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from app.core.security import PasswordHasher, TokenCodec
 from app.db.init_data import ensure_first_admin
 from app.db.session import Database, init_db
 from app.modules.auth.service import AuthService
+from app.modules.milestone.worker import RoadmapWorker
 
 log = structlog.stdlib.get_logger("app")
 
@@ -63,10 +65,15 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     await ensure_first_admin(db, settings, app.state.hasher)
     mcp: MCPManager = app.state.mcp
     await mcp.start()
+    roadmaps: RoadmapWorker | None = app.state.roadmaps
+    if roadmaps is not None:
+        await roadmaps.start()
     housekeeping = asyncio.create_task(_housekeeping(app), name="housekeeping")
     try:
         yield
     finally:
+        if roadmaps is not None:
+            await roadmaps.stop()
         await mcp.stop()
         housekeeping.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -89,6 +96,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.db = Database(settings)
     app.state.hasher = PasswordHasher(rounds=settings.BCRYPT_ROUNDS)
     app.state.llm = build_llm(settings)  # None without a configured model: AI routes 503
+    app.state.roadmaps = (
+        RoadmapWorker(
+            app.state.db.sessionmaker,
+            app.state.llm,
+            attempt_timeout=settings.ROADMAP_ATTEMPT_TIMEOUT_SECONDS,
+            max_attempts=settings.ROADMAP_MAX_ATTEMPTS,
+            concurrency=settings.ROADMAP_CONCURRENCY,
+        )
+        if app.state.llm is not None
+        else None
+    )
     app.state.mcp = MCPManager.from_settings(settings)
     app.state.tokens = TokenCodec(
         settings.secret_key(),

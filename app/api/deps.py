@@ -16,6 +16,7 @@ from app.db.session import get_db
 from app.modules.auth.service import AuthService
 from app.modules.business.models import BusinessProfile
 from app.modules.business.service import BusinessService
+from app.modules.milestone.worker import RoadmapWorker
 from app.modules.users.models import User
 from app.modules.users.service import UserService
 
@@ -92,3 +93,11 @@ async def get_current_business(user: CurrentUser, session: SessionDep) -> Busine
 
 
 CurrentBusiness = Annotated[BusinessProfile, Depends(get_current_business)]
+
+
+def get_roadmap_scheduler(request: Request) -> RoadmapWorker | None:
+    """The roadmap worker; None while no LLM is configured (nothing is generated)."""
+    return request.app.state.roadmaps
+
+
+RoadmapSchedulerDep = Annotated[RoadmapWorker | None, Depends(get_roadmap_scheduler)]

@@ -12,6 +12,7 @@ from app.modules.chat.routes import router as chat_router
 from app.modules.finance.routes import router as finance_router
 from app.modules.gamification.routes import admin_router as gamification_admin_router
 from app.modules.gamification.routes import router as gamification_router
+from app.modules.milestone.routes import router as milestone_router
 from app.modules.users.routes import router as admin_users_router
 
 api_router = APIRouter()
@@ -21,5 +22,6 @@ api_router.include_router(chat_router)
 api_router.include_router(mcp_admin_router)
 api_router.include_router(business_router)
 api_router.include_router(finance_router)
+api_router.include_router(milestone_router)
 api_router.include_router(gamification_router)
 api_router.include_router(gamification_admin_router)

@@ -122,6 +122,10 @@ class Settings(BaseSettings):
     CHAT_MAX_TOOL_ROUNDS: int = Field(default=6, ge=1, le=50)
     CHAT_TURN_TIMEOUT_SECONDS: float = Field(default=300.0, gt=0, le=3600)
 
+    ROADMAP_ATTEMPT_TIMEOUT_SECONDS: float = Field(default=120.0, gt=0, le=1800)
+    ROADMAP_MAX_ATTEMPTS: int = Field(default=3, ge=1, le=10)
+    ROADMAP_CONCURRENCY: int = Field(default=4, ge=1, le=100)
+
     LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     LOG_FORMAT: Literal["auto", "console", "json"] = "auto"
 
@@ -131,6 +135,7 @@ class Settings(BaseSettings):
     MAX_REQUEST_BODY_BYTES: int = Field(default=1_048_576, ge=1024)
 
     POINTS_TRANSACTION_DAILY_CAP: int = Field(default=10, ge=0, le=10_000)
+    POINTS_ROADMAP_DAILY_CAP: int = Field(default=40, ge=0, le=10_000)
 
     MCP_CONFIG_PATH: Path = Path("mcp.json")
     MCP_PING_INTERVAL_SECONDS: float = Field(default=30.0, gt=0, le=3600)

@@ -47,6 +47,9 @@ class Reply:
     stall_after_chunks: int | None = None  # stop sending (keep open) after N chunks
     die_after_chunks: int | None = None  # close the connection abruptly after N chunks
     raw_stream: bytes | None = None  # send exactly these bytes as the streamed body
+    # Serve only a request whose JSON contains this text (e.g. one business's name), so
+    # work left running by another test cannot take the reply.
+    match: str | None = None
 
     @classmethod
     def of_text(cls, text: str, **kw: Any) -> Reply:
@@ -63,12 +66,50 @@ class Reply:
         return cls(tool_calls=specs, **kw)
 
     @classmethod
+    def roadmap(cls, size: int, match: str | None = None, title: str = "Langkah") -> Reply:
+        """A valid `save_roadmap` call with `size` milestones of three tasks each."""
+        return cls.tool_call(ROADMAP_TOOL, roadmap_arguments(size, title), match=match)
+
+    @classmethod
     def error(cls, status: int) -> Reply:
         return cls(status=status)
 
     @classmethod
     def stall(cls, seconds: float) -> Reply:
         return cls(text="too late", stall_seconds=seconds)
+
+
+ROADMAP_TOOL = "save_roadmap"
+
+
+def roadmap_arguments(size: int, title: str = "Langkah") -> dict[str, Any]:
+    return {
+        "milestones": [
+            {
+                "title": f"{title} {n}",
+                "description": f"Deskripsi {title.lower()} {n}",
+                "difficulty": 1 + n % 5,
+                "tasks": [f"Tugas {n}.{t}" for t in range(1, 4)],
+            }
+            for n in range(1, size + 1)
+        ]
+    }
+
+
+def _offers_tool(body: dict[str, Any], name: str) -> bool:
+    return any(
+        (tool.get("function") or {}).get("name") == name for tool in body.get("tools") or []
+    )
+
+
+def _roadmap_size(body: dict[str, Any]) -> int:
+    """How many milestones the request's save_roadmap schema asks for."""
+    for tool in body.get("tools") or []:
+        function = tool.get("function") or {}
+        if function.get("name") == ROADMAP_TOOL:
+            milestones = function.get("parameters", {}).get("properties", {}).get("milestones")
+            return int((milestones or {}).get("maxItems", 4))
+    return 4
 
 
 @dataclass
@@ -83,11 +124,17 @@ class Recorded:
 
 
 class FakeLLMServer:
+    """Two channels: requests that offer the `save_roadmap` tool (roadmap generation,
+    which runs in the background) have a script, a record and a default of their own
+    (a valid roadmap of the size the schema asks for); every other request is chat."""
+
     def __init__(self, default_text: str = "Baik, Bu.") -> None:
         self.default = Reply.of_text(default_text)
         self._script: deque[Reply] = deque()
+        self._roadmap_script: deque[Reply] = deque()
         self._lock = threading.Lock()
         self.calls: list[Recorded] = []
+        self.roadmap_calls: list[Recorded] = []
         self._ids = itertools.count(1)
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
@@ -99,10 +146,16 @@ class FakeLLMServer:
         with self._lock:
             self._script.extend(replies)
 
+    def script_roadmap(self, *replies: Reply) -> None:
+        with self._lock:
+            self._roadmap_script.extend(replies)
+
     def reset(self) -> None:
         with self._lock:
             self._script.clear()
             self.calls.clear()
+            self._roadmap_script.clear()
+            self.roadmap_calls.clear()
 
     @property
     def requests(self) -> list[dict[str, Any]]:
@@ -113,9 +166,21 @@ class FakeLLMServer:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
 
-    def _next(self) -> Reply:
+    @property
+    def roadmap_requests(self) -> list[dict[str, Any]]:
         with self._lock:
-            return self._script.popleft() if self._script else self.default
+            return [c.body for c in self.roadmap_calls]
+
+    def _next(self, body: dict[str, Any]) -> Reply:
+        """The first scripted reply this request may take (see `Reply.match`)."""
+        roadmap = _offers_tool(body, ROADMAP_TOOL)
+        script = self._roadmap_script if roadmap else self._script
+        text = json.dumps(body, ensure_ascii=False) if script else ""
+        for reply in script:
+            if reply.match is None or reply.match in text:
+                script.remove(reply)
+                return reply
+        return Reply.roadmap(_roadmap_size(body)) if roadmap else self.default
 
     # --- server -----------------------------------------------------------------------
 
@@ -156,8 +221,9 @@ class FakeLLMServer:
     async def _completions(self, request: Request) -> Response:
         record = Recorded(await request.json(), time.perf_counter())
         with self._lock:
-            self.calls.append(record)
-        reply = self._next()
+            roadmap = _offers_tool(record.body, ROADMAP_TOOL)
+            (self.roadmap_calls if roadmap else self.calls).append(record)
+            reply = self._next(record.body)
         if reply.stall_seconds:
             await asyncio.sleep(reply.stall_seconds)
         if reply.status != 200:

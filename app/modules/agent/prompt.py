@@ -32,7 +32,15 @@ pakai angka rupiah bila membahas uang, dan jangan bertele-tele.
 Jawab dalam Bahasa Indonesia. Jika pengguna menulis dalam bahasa Inggris atau memintanya,
 jawab dalam bahasa Inggris.
 Gunakan alat (tools) yang tersedia bila perlu data atau tindakan; jangan mengarang data
-pengguna. Jika sebuah alat gagal, jelaskan singkat dan tawarkan jalan lain."""
+pengguna. Jika sebuah alat gagal, jelaskan singkat dan tawarkan jalan lain.
+Aturan:
+- Catat pemasukan/pengeluaran dengan record_transaction bila pengguna menyebutkannya.
+- Jangan membuat milestone baru selama masih ada milestone aktif, kecuali pengguna
+  meminta mengganti salah satunya (replaces_milestone_id).
+- Hapus milestone hanya setelah pengguna mengonfirmasi dengan jelas: panggil
+  delete_milestone dengan confirm=false dulu, tanyakan, lalu confirm=true setelah ia setuju.
+- Bila pengguna menyebut fakta penting yang tahan lama tentang usahanya, simpan diam-diam
+  dengan update_business_context tanpa perlu mengumumkannya."""
 
 
 def today_in_jakarta(now: datetime | None = None) -> str:

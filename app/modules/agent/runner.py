@@ -81,7 +81,9 @@ class AgentLimits:
 
 
 @dataclass
-class _Call:
+class ToolCall:
+    """One tool call of a model response, its arguments parsed (always a JSON object)."""
+
     id: str
     name: str
     arguments: dict[str, Any] = field(default_factory=dict)
@@ -99,14 +101,14 @@ async def run_agent(
     for _round in range(limits.max_tool_rounds + 1):
         response: ChatResponse | None = None
         offer_tools = list(tools) if _round < limits.max_tool_rounds else []
-        async for item in _stream_llm(llm, offer_tools, conversation, limits.idle_timeout):
+        async for item in stream_llm(llm, offer_tools, conversation, limits.idle_timeout):
             if isinstance(item, TextDelta):
                 yield item
             else:
                 response = item
         if response is None:
             raise AgentError("llm_empty_response", "The AI model returned nothing.")
-        calls = _tool_calls(response)
+        calls = tool_calls(response)
         if not calls:
             yield TurnFinished(response.message.content or "")
             return
@@ -125,17 +127,23 @@ async def run_agent(
     raise AgentError("too_many_tool_rounds", "The AI model kept calling tools without answering.")
 
 
-async def _stream_llm(
+async def stream_llm(
     llm: FunctionCallingLLM,
-    tools: list[AsyncBaseTool],
+    tools: Sequence[AsyncBaseTool],
     conversation: list[ChatMessage],
     idle_timeout: float,
+    *,
+    tool_required: bool = False,
 ) -> AsyncIterator[TextDelta | ChatResponse]:
-    """Yield text deltas, then the complete response; map provider failures to codes."""
+    """Yield text deltas, then the complete response; map provider failures to codes.
+    `tool_required` makes the model answer with a tool call (structured output)."""
     try:
         if tools:
             stream = await llm.astream_chat_with_tools(
-                tools, chat_history=conversation, allow_parallel_tool_calls=True
+                list(tools),
+                chat_history=list(conversation),
+                allow_parallel_tool_calls=not tool_required,
+                tool_required=tool_required,
             )
         else:
             stream = await llm.astream_chat(conversation)
@@ -188,7 +196,7 @@ async def _stream_llm(
         ) from None
 
 
-def _tool_calls(response: ChatResponse) -> list[_Call]:
+def tool_calls(response: ChatResponse) -> list[ToolCall]:
     """The response's tool calls; arguments that are not a JSON object end the turn."""
     calls = []
     for block in response.message.blocks:
@@ -211,11 +219,13 @@ def _tool_calls(response: ChatResponse) -> list[_Call]:
         if not block.tool_call_id:
             # Some providers omit ids; the result must point at the same id we send back.
             block.tool_call_id = f"call_{uuid.uuid4().hex[:12]}"
-        calls.append(_Call(block.tool_call_id, block.tool_name, arguments))
+        calls.append(ToolCall(block.tool_call_id, block.tool_name, arguments))
     return calls
 
 
-async def _run_tool(tool: AsyncBaseTool | None, call: _Call, time_limit: float) -> tuple[str, bool]:
+async def _run_tool(
+    tool: AsyncBaseTool | None, call: ToolCall, time_limit: float
+) -> tuple[str, bool]:
     """(output text, is_error). Never raises: failures are results the LLM can read."""
     if tool is None:
         return f"Error: there is no tool named '{call.name}'.", True

@@ -1,49 +1,34 @@
 """The advisor's tool list, assembled in one place.
 
-`assemble_tools` is the only function that decides which tools a turn gets: the
-service's own domain tools (built per turn, bound to the chatting user, so whatever ids
-the LLM passes a tool can only touch that user's data) followed by the tools of the
-external MCP servers. Later domains add their tools to `domain_tools`.
+`DOMAIN_TOOLS` is the one registry of the service's own tools (the MCP server serves the
+same specs). `assemble_tools` is the only function that decides which tools a turn gets:
+the domain tools bound to the chatting user (so whatever ids the LLM passes, a tool can
+only touch that user's data), followed by the tools of the external MCP servers.
 """
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
-from llama_index.core.tools import AsyncBaseTool, FunctionTool
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from llama_index.core.tools import AsyncBaseTool
 
-from app.core.security import PasswordHasher
-from app.modules.users.service import UserService
+from app.modules.agent.toolkit import ToolContext, ToolSpec, function_tool
+from app.modules.business.tools import TOOLS as BUSINESS_TOOLS
+from app.modules.finance.tools import TOOLS as FINANCE_TOOLS
+from app.modules.milestone.tools import TOOLS as MILESTONE_TOOLS
+from app.modules.users.tools import TOOLS as USER_TOOLS
 
-
-@dataclass(frozen=True)
-class ToolContext:
-    """What a tool may use: the chatting user's id and a way to open short DB sessions."""
-
-    user_id: uuid.UUID
-    sessionmaker: async_sessionmaker[AsyncSession]
-    hasher: PasswordHasher
+DOMAIN_TOOLS: tuple[ToolSpec, ...] = (
+    *USER_TOOLS,
+    *BUSINESS_TOOLS,
+    *FINANCE_TOOLS,
+    *MILESTONE_TOOLS,
+)
 
 
 def domain_tools(ctx: ToolContext) -> list[AsyncBaseTool]:
-    async def get_my_account() -> dict[str, Any]:
-        """Get the owner's own account: name, email, role and when they joined Telaten."""
-        async with ctx.sessionmaker() as session:
-            user = await UserService(session, ctx.hasher).get(ctx.user_id)
-            if user is None:
-                raise LookupError("account not found")
-            return {
-                "name": user.name,
-                "email": user.email,
-                "role": user.role,
-                "member_since": user.created_at.date().isoformat(),
-            }
-
-    return [FunctionTool.from_defaults(async_fn=get_my_account, name="get_my_account")]
+    return [function_tool(spec, ctx) for spec in DOMAIN_TOOLS]
 
 
 class ExternalTools(Protocol):

@@ -18,7 +18,7 @@ MAX_AI_CONTEXT_BYTES = 16_384
 TimeZone = Literal["Asia/Jakarta", "Asia/Makassar", "Asia/Jayapura"]
 
 
-def _bounded_json(value: dict[str, Any]) -> dict[str, Any]:
+def bounded_ai_context(value: dict[str, Any]) -> dict[str, Any]:
     try:
         text = json.dumps(value, ensure_ascii=False, allow_nan=False)
     except ValueError:
@@ -39,7 +39,7 @@ class Address(BaseModel):
     street: single_line(200) | None = None
 
 
-AIContext = Annotated[dict[str, Any], AfterValidator(_bounded_json)]
+AIContext = Annotated[dict[str, Any], AfterValidator(bounded_ai_context)]
 
 
 class BusinessCreate(BaseModel):

@@ -5,16 +5,19 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.core.errors import ConflictError, NotFoundError
+from app.core.errors import ConflictError, DomainError, NotFoundError
 from app.db.helpers import commit_or_conflict
 from app.db.types import utcnow
 from app.modules.business.models import BusinessProfile
 from app.modules.business.repository import BusinessRepository
-from app.modules.business.schemas import BusinessCreate, BusinessUpdate
+from app.modules.business.schemas import BusinessCreate, BusinessUpdate, bounded_ai_context
 from app.modules.gamification.models import Level
 from app.modules.gamification.service import GamificationService
+from app.modules.milestone.models import GenerationKind
+from app.modules.milestone.service import RoadmapScheduler, request_roadmap
 
 _REQUIRED = frozenset({"name", "category", "stage", "timezone", "ai_context"})
 _TEXT = frozenset({"description", "target_market", "primary_goal"})
@@ -37,7 +40,15 @@ class BusinessService:
             raise NotFoundError(NO_PROFILE)
         return business
 
-    async def create(self, user_id: uuid.UUID, data: BusinessCreate) -> BusinessProfile:
+    async def create(
+        self,
+        user_id: uuid.UUID,
+        data: BusinessCreate,
+        *,
+        scheduler: RoadmapScheduler | None = None,
+    ) -> BusinessProfile:
+        """Create the profile and, with a `scheduler` (an LLM is configured), record the
+        request for its first roadmap in the same transaction."""
         if await self.repo.by_user(user_id) is not None:
             raise ConflictError(PROFILE_EXISTS)
         levels = await GamificationService(self.session).levels()
@@ -48,7 +59,16 @@ class BusinessService:
             level_id=levels[0].id if levels else None,
         )
         self.session.add(business)
+        if scheduler is not None:
+            try:
+                await self.session.flush()
+            except IntegrityError:  # a parallel create won
+                await self.session.rollback()
+                raise ConflictError(PROFILE_EXISTS) from None
+            await request_roadmap(self.session, business.id, GenerationKind.INITIAL)
         await commit_or_conflict(self.session, PROFILE_EXISTS)  # a parallel create won
+        if scheduler is not None:
+            scheduler.wake()
         return business
 
     async def update(self, user_id: uuid.UUID, data: BusinessUpdate) -> BusinessProfile:
@@ -75,7 +95,13 @@ class BusinessService:
                 context.pop(key, None)
             else:
                 context[key] = value
-        business.ai_context = context
+        try:
+            business.ai_context = bounded_ai_context(context)
+        except ValueError as exc:
+            raise DomainError(
+                f"The advisor's memory of the business {exc}; remove facts first",
+                status_code=422,
+            ) from None
         business.updated_at = utcnow()
         await self.session.commit()
         return business

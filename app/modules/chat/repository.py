@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -70,6 +71,40 @@ class ChatRepository:
             .limit(count)
         )
         return list(reversed(list(rows.scalars())))
+
+    async def recent_for_user(self, user_id: uuid.UUID, count: int) -> list[ChatMessage]:
+        """The user's last `count` user/assistant messages across sessions, oldest first."""
+        rows = await self.session.execute(
+            select(ChatMessage)
+            .join(ChatSession, ChatSession.id == ChatMessage.session_id)
+            .where(
+                ChatSession.user_id == user_id,
+                ChatMessage.role.in_([MessageRole.USER, MessageRole.ASSISTANT]),  # type: ignore[attr-defined]
+                ChatMessage.status != MessageStatus.ERROR,
+                ChatMessage.content != "",
+            )
+            .order_by(ChatMessage.created_at.desc(), ChatMessage.id)  # type: ignore[attr-defined]
+            .limit(count)
+        )
+        return list(reversed(list(rows.scalars())))
+
+    async def tool_calls_before(
+        self, session_id: uuid.UUID, name: str, before: datetime, limit: int = 50
+    ) -> list[dict[str, Any]]:
+        """The recorded calls of tool `name` in a session, before `before`, newest first."""
+        rows = await self.session.execute(
+            select(ChatMessage.tool_calls)
+            .where(
+                ChatMessage.session_id == session_id,
+                ChatMessage.role == MessageRole.TOOL,
+                ChatMessage.created_at < before,  # type: ignore[operator]
+            )
+            .order_by(ChatMessage.created_at.desc())  # type: ignore[attr-defined]
+            .limit(limit)
+        )
+        return [
+            call for call in rows.scalars() if isinstance(call, dict) and call.get("name") == name
+        ]
 
     async def delete_session(self, session_id: uuid.UUID) -> None:
         # Messages go with it (ON DELETE CASCADE; deleted explicitly too, for SQLite

@@ -16,7 +16,8 @@ from app.core.llm import LLMNotConfiguredError
 from app.core.types import Limit, Offset
 from app.modules.agent.prompt import build_system_prompt, describe_business
 from app.modules.agent.runner import AgentLimits
-from app.modules.agent.tools import ToolContext, assemble_tools
+from app.modules.agent.toolkit import Conversation, ToolContext
+from app.modules.agent.tools import assemble_tools
 from app.modules.business.service import BusinessService
 from app.modules.chat.schemas import (
     ChatStreamRequest,
@@ -121,11 +122,6 @@ async def start_turn(
     llm = request.app.state.llm
     if llm is None:
         raise LLMNotConfiguredError()
-    # Everything that can fail comes before the session is claimed and the message saved.
-    tools = assemble_tools(
-        ToolContext(user.id, request.app.state.db.sessionmaker, request.app.state.hasher),
-        request.app.state.mcp,
-    )
     business = await BusinessService(chats.session).mine(user.id)
     prompt = build_system_prompt(user.name, business_context=describe_business(business))
     start = await chats.begin_turn(
@@ -135,6 +131,15 @@ async def start_turn(
         history_size=settings.CHAT_HISTORY_MESSAGES,
         stream_ttl=stream_ttl(settings),
     )
+    context = ToolContext(
+        user_id=user.id,
+        sessionmaker=request.app.state.db.sessionmaker,
+        hasher=request.app.state.hasher,
+        settings=settings,
+        scheduler=request.app.state.roadmaps,
+        conversation=Conversation(start.session_id, start.user_message.created_at),
+    )
+    tools = assemble_tools(context, request.app.state.mcp)
     return ChatTurn(
         start=start,
         llm=llm,

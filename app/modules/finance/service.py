@@ -37,6 +37,7 @@ from app.modules.gamification.service import (
     TRANSACTION_DELETED,
     TRANSACTION_RECORDED,
     GamificationService,
+    local_day_start,
 )
 
 TRANSACTION_POINTS = 5
@@ -142,6 +143,19 @@ class FinanceService:
             self.session, "The category is in use; move its transactions to another category first"
         )
 
+    async def category_by_name(
+        self, business: BusinessProfile, type_: str, name_or_id: str
+    ) -> FinanceCategory:
+        """A visible category of `type_` by id or by name, ignoring case (for the
+        advisor, which knows names); 422 listing the names there are."""
+        categories = await self.repo.categories(business.id, type_)
+        wanted = name_or_id.strip().casefold()
+        for category in categories:
+            if str(category.id) == wanted or category.name_key == wanted:
+                return category
+        names = ", ".join(c.name for c in categories)
+        raise _invalid(f"No {type_} category '{name_or_id}'. The {type_} categories are: {names}")
+
     async def _own_category(
         self, business: BusinessProfile, category_id: uuid.UUID
     ) -> FinanceCategory:
@@ -197,9 +211,9 @@ class FinanceService:
         except IntegrityError:  # the category was deleted a moment ago
             await self.session.rollback()
             raise _invalid("category_id: no such category (use GET /finance/categories)") from None
-        today = datetime.now(ZoneInfo(business.timezone)).date()
-        day_start = DateRange(today, today).utc_bounds(ZoneInfo(business.timezone))[0]
-        awarded_today = await game.events_today(business.id, TRANSACTION_RECORDED, day_start)
+        awarded_today = await game.events_today(
+            business.id, TRANSACTION_RECORDED, local_day_start(business.timezone)
+        )
         points = TRANSACTION_POINTS if awarded_today < self.daily_cap else 0
         await game.award_points(business.id, TRANSACTION_RECORDED, points, ref_id=entry.id)
         await self.session.commit()

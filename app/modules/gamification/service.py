@@ -16,8 +16,9 @@ from __future__ import annotations
 import itertools
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, time
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -39,7 +40,16 @@ from app.modules.gamification.models import (
 TRANSACTION_RECORDED = "transaction_recorded"
 TRANSACTION_DELETED = "transaction_deleted"
 MILESTONE_COMPLETED = "milestone_completed"
+MILESTONE_REOPENED = "milestone_reopened"
+TASK_COMPLETED = "task_completed"
+TASK_REOPENED = "task_reopened"
 _LADDER_LOCK = 0x7E1A7E5  # advisory lock key for edits of the level ladder
+
+
+def local_day_start(timezone: str) -> datetime:
+    """The start of today in the business's time zone (daily caps count from it)."""
+    tz = ZoneInfo(timezone)
+    return datetime.combine(datetime.now(tz).date(), time.min, tz)
 
 
 @dataclass
@@ -113,15 +123,18 @@ class GamificationService:
         unlocked = await self._unlock(business_id, total)
         return PointAward(amount, total, level_id, level_id != old_level, unlocked)
 
-    async def events_today(self, business_id: uuid.UUID, reason: str, since: datetime) -> int:
-        """Ledger rows with points > 0 for `reason` since `since` (for daily caps)."""
+    async def events_today(
+        self, business_id: uuid.UUID, reasons: str | tuple[str, ...], since: datetime
+    ) -> int:
+        """Ledger rows with points > 0 for `reasons` since `since` (for daily caps)."""
+        reasons = (reasons,) if isinstance(reasons, str) else reasons
         return (
             await self.session.scalar(
                 select(func.count())
                 .select_from(PointEvent)
                 .where(
                     PointEvent.business_id == business_id,
-                    PointEvent.reason == reason,
+                    PointEvent.reason.in_(reasons),  # type: ignore[attr-defined]
                     PointEvent.amount > 0,
                     PointEvent.created_at >= since,
                 )

@@ -1,0 +1,161 @@
+"""The advisor's finance tools: the same service calls as `/finance`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from app.core.types import SearchText, single_line
+from app.modules.agent.toolkit import ToolContext, ToolSpec
+from app.modules.finance.models import EntryType
+from app.modules.finance.repository import TransactionFilters
+from app.modules.finance.schemas import (
+    BoundedDate,
+    BoundedDateTime,
+    Note,
+    Period,
+    Rupiah,
+    TransactionCreate,
+)
+from app.modules.finance.service import FinanceService
+
+LIST_MAX = 50
+
+
+class RecordParams(BaseModel):
+    type: EntryType
+    amount: Rupiah
+    category: single_line(60) = Field(
+        description="Category name (or id) of that type; see list_categories"
+    )
+    note: Note = ""
+    occurred_at: BoundedDateTime | None = Field(
+        default=None, description="When it happened, ISO 8601 (default: now, business time)"
+    )
+
+
+async def record_transaction(ctx: ToolContext, p: RecordParams) -> dict[str, Any]:
+    async with ctx.session() as session:
+        business = await ctx.business(session)
+        service = FinanceService(session, daily_cap=ctx.settings.POINTS_TRANSACTION_DAILY_CAP)
+        category = await service.category_by_name(business, p.type, p.category)
+        entry, category_name, points = await service.create(
+            business,
+            TransactionCreate(
+                type=p.type,
+                amount=p.amount,
+                category_id=category.id,
+                note=p.note,
+                occurred_at=p.occurred_at,
+            ),
+        )
+    return {
+        "recorded": {
+            "id": str(entry.id),
+            "type": entry.type,
+            "amount": entry.amount,
+            "category": category_name,
+            "note": entry.note,
+            "occurred_at": entry.occurred_at.isoformat(),
+        },
+        "points_awarded": points,
+    }
+
+
+class ListParams(BaseModel):
+    limit: int = Field(default=10, ge=1, le=LIST_MAX)
+    type: EntryType | None = None
+    start: BoundedDate | None = Field(default=None, description="First day, YYYY-MM-DD")
+    end: BoundedDate | None = Field(default=None, description="Last day, YYYY-MM-DD")
+    text: SearchText | None = Field(default=None, description="Text in the note or category")
+
+
+async def list_transactions(ctx: ToolContext, p: ListParams) -> dict[str, Any]:
+    async with ctx.session() as session:
+        business = await ctx.business(session)
+        service = FinanceService(session)
+        begin, finish = service.local_range(business, p.start, p.end)
+        rows, total = await service.list(
+            business,
+            TransactionFilters(type=p.type, start=begin, end=finish, text=p.text),
+            p.limit,
+            0,
+        )
+    return {
+        "total": total,
+        "transactions": [
+            {
+                "id": str(t.id),
+                "type": t.type,
+                "amount": t.amount,
+                "category": name,
+                "note": t.note,
+                "occurred_at": t.occurred_at.isoformat(),
+            }
+            for t, name in rows
+        ],
+    }
+
+
+class ReportParams(BaseModel):
+    period: Period = "month"
+    date: BoundedDate | None = Field(
+        default=None, description="A day inside the period, YYYY-MM-DD (default: today)"
+    )
+    start: BoundedDate | None = Field(default=None, description="For period=custom")
+    end: BoundedDate | None = Field(default=None, description="For period=custom, inclusive")
+
+
+async def financial_report(ctx: ToolContext, p: ReportParams) -> dict[str, Any]:
+    async with ctx.session() as session:
+        business = await ctx.business(session)
+        summary = await FinanceService(session).summary(business, p.period, p.date, p.start, p.end)
+    summary.pop("series", None)  # per-day buckets: too long for the model's context
+    for item in summary["by_category"]:
+        item.pop("category_id", None)
+    return summary
+
+
+class CategoryParams(BaseModel):
+    type: EntryType | None = None
+
+
+async def list_categories(ctx: ToolContext, p: CategoryParams) -> dict[str, Any]:
+    async with ctx.session() as session:
+        business = await ctx.business(session)
+        categories = await FinanceService(session).categories(business, p.type)
+    return {"categories": [{"id": str(c.id), "type": c.type, "name": c.name} for c in categories]}
+
+
+TOOLS = [
+    ToolSpec(
+        "record_transaction",
+        "Record the owner's income or expense in whole rupiah (e.g. 150000), with a "
+        "category name. Earns points.",
+        RecordParams,
+        record_transaction,
+    ),
+    ToolSpec(
+        "list_transactions",
+        "List the owner's recent transactions, newest first, optionally filtered.",
+        ListParams,
+        list_transactions,
+        read_only=True,
+    ),
+    ToolSpec(
+        "financial_report",
+        "Income, expense, net and totals by category for a day, week, month, year or "
+        "custom range (business time zone).",
+        ReportParams,
+        financial_report,
+        read_only=True,
+    ),
+    ToolSpec(
+        "list_categories",
+        "List the income and expense categories the owner can use.",
+        CategoryParams,
+        list_categories,
+        read_only=True,
+    ),
+]

@@ -1,0 +1,263 @@
+"""`/milestones`: my roadmap — milestones, their tasks, and AI generation (SSE)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request, Response, status
+from fastapi.sse import EventSourceResponse, ServerSentEvent
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.api.deps import CurrentBusiness, RoadmapSchedulerDep, SessionDep, SettingsDep
+from app.core.llm import LLMNotConfiguredError
+from app.core.types import Limit, Offset
+from app.modules.milestone.models import GenerationStatus, MilestoneStatus, RoadmapGeneration
+from app.modules.milestone.schemas import (
+    GenerateRequest,
+    GenerationPublic,
+    MilestoneCreate,
+    MilestonePage,
+    MilestonePublic,
+    MilestoneUpdate,
+    TaskOutcome,
+    milestone_public,
+)
+from app.modules.milestone.service import MilestoneService, MilestoneView, TaskResult
+
+router = APIRouter(
+    prefix="/milestones",
+    tags=["milestones"],
+    responses={
+        401: {"description": "Not authenticated"},
+        404: {"description": "Not found (or no business profile yet)"},
+    },
+)
+
+PROGRESS_POLL_SECONDS = 0.5
+
+
+def get_milestone_service(
+    session: SessionDep, settings: SettingsDep, roadmaps: RoadmapSchedulerDep
+) -> MilestoneService:
+    return MilestoneService(
+        session, daily_cap=settings.POINTS_ROADMAP_DAILY_CAP, scheduler=roadmaps
+    )
+
+
+MilestoneServiceDep = Annotated[MilestoneService, Depends(get_milestone_service)]
+
+
+def _public(view: MilestoneView) -> MilestonePublic:
+    return milestone_public(view.milestone, view.tasks)
+
+
+def _outcome(result: TaskResult) -> TaskOutcome:
+    return TaskOutcome(
+        milestone=_public(result.view),
+        task_id=result.task_id,
+        changed=result.changed,
+        points_awarded=result.points,
+        milestone_completed=result.milestone_completed,
+        bonus_awarded=result.bonus,
+        next_roadmap_requested=result.next_roadmap_requested,
+    )
+
+
+@router.get("", response_model=MilestonePage)
+async def list_milestones(
+    business: CurrentBusiness,
+    milestones: MilestoneServiceDep,
+    status_: Annotated[
+        list[MilestoneStatus] | None,
+        Query(alias="status", description="Only these statuses (repeat for several)"),
+    ] = None,
+    limit: Annotated[Limit, Query()] = 20,
+    offset: Annotated[Offset, Query()] = 0,
+) -> MilestonePage:
+    """My roadmap in order, each milestone with its tasks. Deleted ones are not shown."""
+    views, total = await milestones.list(business, status_, limit, offset)
+    return MilestonePage(items=[_public(v) for v in views], total=total, limit=limit, offset=offset)
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=MilestonePublic)
+async def create_milestone(
+    data: MilestoneCreate, business: CurrentBusiness, milestones: MilestoneServiceDep
+) -> MilestonePublic:
+    """Add a milestone of my own. Its rewards follow from its difficulty."""
+    return _public(await milestones.create(business, data))
+
+
+@router.get("/generation", response_model=GenerationPublic)
+async def latest_generation(
+    business: CurrentBusiness, milestones: MilestoneServiceDep
+) -> GenerationPublic:
+    """The latest roadmap request and where it stands (e.g. after creating a profile)."""
+    return GenerationPublic.model_validate(await milestones.latest_generation(business))
+
+
+async def start_generation(
+    request: Request,
+    business: CurrentBusiness,
+    milestones: MilestoneServiceDep,
+    body: GenerateRequest | None = None,
+) -> tuple[RoadmapGeneration, bool]:
+    """Refusals come before the stream, as plain JSON errors: 503 without an LLM, 409
+    while the roadmap has active milestones. An open request is joined, not repeated."""
+    if request.app.state.roadmaps is None:
+        raise LLMNotConfiguredError()
+    return await milestones.request_generation(business, body.focus if body else "")
+
+
+@router.post(
+    "/generate",
+    response_class=EventSourceResponse,
+    responses={
+        200: {"description": "Events: generation, progress, milestone, error, done"},
+        409: {"description": "The roadmap still has active milestones"},
+        503: {"description": "No LLM configured"},
+    },
+)
+async def generate(
+    request: Request,
+    business: CurrentBusiness,
+    settings: SettingsDep,
+    started: Annotated[tuple[RoadmapGeneration, bool], Depends(start_generation)],
+) -> AsyncIterator[ServerSentEvent]:
+    """Ask for a new roadmap and follow it as Server-Sent Events.
+
+    The request is recorded and run in the background: closing the stream does not
+    stop it (see `GET /milestones/generation`). Events: `generation` (first), `progress`
+    on each change, one `milestone` per saved milestone, then `done`, or `error`.
+    """
+    generation, created = started
+    yield ServerSentEvent(
+        event="generation",
+        data={
+            "generation_id": str(generation.id),
+            "kind": generation.kind,
+            "status": generation.status,
+            "created": created,
+        },
+    )
+    # Every attempt, with its pauses and the save, fits in the worker's leases.
+    patience = settings.ROADMAP_MAX_ATTEMPTS * (2 * settings.ROADMAP_ATTEMPT_TIMEOUT_SECONDS + 5)
+    async for event in _follow(
+        request.app.state.db.sessionmaker, business.id, generation.id, patience
+    ):
+        yield event
+
+
+async def _follow(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    business_id: uuid.UUID,
+    generation_id: uuid.UUID,
+    patience: float,
+) -> AsyncIterator[ServerSentEvent]:
+    """Poll the request's row (whichever process runs it) and report its changes."""
+    deadline = time.monotonic() + patience
+    seen: tuple[str, str, int] | None = None
+    while time.monotonic() < deadline:
+        async with sessionmaker() as session:
+            generation, views = await MilestoneService(session).generation_state(
+                business_id, generation_id
+            )
+        if generation is None:
+            break
+        state = (generation.status, generation.stage, generation.attempts)
+        if state != seen:
+            seen = state
+            yield ServerSentEvent(
+                event="progress",
+                data={"status": state[0], "stage": state[1], "attempt": state[2]},
+            )
+        if generation.status == GenerationStatus.FAILED:
+            yield ServerSentEvent(
+                event="error",
+                data={"code": "generation_failed", "message": generation.error or "failed"},
+            )
+            return
+        if generation.status in (GenerationStatus.SUCCEEDED, GenerationStatus.SKIPPED):
+            for view in views:
+                yield ServerSentEvent(event="milestone", data=_public(view).model_dump(mode="json"))
+            yield ServerSentEvent(
+                event="done",
+                data={
+                    "generation_id": str(generation_id),
+                    "status": generation.status,
+                    "milestones_created": len(views),
+                },
+            )
+            return
+        await asyncio.sleep(PROGRESS_POLL_SECONDS)
+    yield ServerSentEvent(
+        event="error",
+        data={
+            "code": "generation_pending",
+            "message": "The roadmap is still being prepared; check GET /milestones later.",
+        },
+    )
+
+
+@router.get("/{milestone_id}", response_model=MilestonePublic)
+async def get_milestone(
+    milestone_id: uuid.UUID, business: CurrentBusiness, milestones: MilestoneServiceDep
+) -> MilestonePublic:
+    return _public(await milestones.get(business, milestone_id))
+
+
+@router.patch("/{milestone_id}", response_model=MilestonePublic)
+async def update_milestone(
+    milestone_id: uuid.UUID,
+    data: MilestoneUpdate,
+    business: CurrentBusiness,
+    milestones: MilestoneServiceDep,
+) -> MilestonePublic:
+    """Change the title, description or order (rewards and tasks stay as created)."""
+    return _public(await milestones.update(business, milestone_id, data))
+
+
+@router.delete("/{milestone_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def delete_milestone(
+    milestone_id: uuid.UUID, business: CurrentBusiness, milestones: MilestoneServiceDep
+) -> Response:
+    """Remove the milestone from my roadmap; points it earned stay."""
+    await milestones.delete(business, milestone_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post(
+    "/{milestone_id}/start",
+    response_model=MilestonePublic,
+    responses={409: {"description": "Already completed"}},
+)
+async def start_milestone(
+    milestone_id: uuid.UUID, business: CurrentBusiness, milestones: MilestoneServiceDep
+) -> MilestonePublic:
+    return _public(await milestones.start(business, milestone_id))
+
+
+@router.post("/{milestone_id}/tasks/{task_id}/complete", response_model=TaskOutcome)
+async def complete_task(
+    milestone_id: uuid.UUID,
+    task_id: uuid.UUID,
+    business: CurrentBusiness,
+    milestones: MilestoneServiceDep,
+) -> TaskOutcome:
+    """Tick a task: earns its points once; the last task completes the milestone and
+    earns its bonus. Sending it again changes nothing (`changed: false`)."""
+    return _outcome(await milestones.set_task_done(business, milestone_id, task_id, True))
+
+
+@router.post("/{milestone_id}/tasks/{task_id}/uncomplete", response_model=TaskOutcome)
+async def uncomplete_task(
+    milestone_id: uuid.UUID,
+    task_id: uuid.UUID,
+    business: CurrentBusiness,
+    milestones: MilestoneServiceDep,
+) -> TaskOutcome:
+    """Untick a task: its points (and a completed milestone's bonus) are taken back."""
+    return _outcome(await milestones.set_task_done(business, milestone_id, task_id, False))

@@ -1,0 +1,427 @@
+"""Roadmap rules: milestones and tasks, their points, and when a new roadmap is due.
+
+Points: a task is worth `TASK_POINTS_PER_LEVEL` x the milestone's difficulty, the whole
+milestone a bonus of `BONUS_POINTS_PER_LEVEL` x difficulty — set by these rules, never by
+the client or the LLM. The ledger's net points for a task (or milestone) say whether it
+holds its award now, so completing it again after a retry, a parallel request or an
+un-complete never pays twice. Task and bonus awards together count towards a daily cap
+(the business's local day), so creating and ticking milestones cannot farm points.
+
+A new roadmap is requested (recorded, then run by the roadmap worker) when a profile is
+created and when the last active milestone completes; it is saved only if the business
+has no active milestones then, so two triggers never make two roadmaps.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.core.errors import ConflictError, NotFoundError
+from app.db.types import utcnow
+from app.modules.business.models import BusinessProfile
+from app.modules.gamification.service import (
+    MILESTONE_COMPLETED,
+    MILESTONE_REOPENED,
+    TASK_COMPLETED,
+    TASK_REOPENED,
+    GamificationService,
+    local_day_start,
+)
+from app.modules.milestone.models import (
+    GenerationKind,
+    GenerationStatus,
+    Milestone,
+    MilestoneStatus,
+    MilestoneTask,
+    RoadmapGeneration,
+)
+from app.modules.milestone.repository import GenerationRepository, MilestoneRepository
+from app.modules.milestone.schemas import MilestoneCreate, MilestoneUpdate
+
+TASK_POINTS_PER_LEVEL = 5
+BONUS_POINTS_PER_LEVEL = 20
+ROADMAP_DAILY_CAP = 40  # awarded tasks and bonuses per local day
+
+NOT_FOUND = "Milestone not found"
+
+
+class RoadmapScheduler(Protocol):
+    """The roadmap worker, as services see it: told when a request was recorded."""
+
+    def wake(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class MilestoneView:
+    milestone: Milestone
+    tasks: list[MilestoneTask]
+
+
+@dataclass(frozen=True)
+class MilestonePlan:
+    """A milestone to save, from the owner, the advisor or a generated roadmap."""
+
+    title: str
+    description: str
+    difficulty: int
+    tasks: Sequence[str]
+
+
+@dataclass(frozen=True)
+class TaskResult:
+    view: MilestoneView
+    task_id: uuid.UUID
+    changed: bool
+    points: int = 0
+    milestone_completed: bool = False
+    bonus: int = 0
+    next_roadmap_requested: bool = False
+
+
+async def request_roadmap(
+    session: AsyncSession, business_id: uuid.UUID, kind: str, focus: str = ""
+) -> tuple[RoadmapGeneration, bool]:
+    """Record a roadmap request in the caller's transaction (no commit), or join the one
+    already open for this business. Returns (request, whether this call created it)."""
+    repo = GenerationRepository(session)
+    for _ in range(3):  # an open request can finish between our insert and our read
+        created = await repo.insert_unless_open(business_id, kind, focus, utcnow())
+        generation = await repo.open_for(business_id)
+        if generation is not None:
+            return generation, created
+    raise ConflictError("A roadmap request is changing right now; please retry")
+
+
+class MilestoneService:
+    def __init__(
+        self,
+        session: AsyncSession,
+        *,
+        daily_cap: int = ROADMAP_DAILY_CAP,
+        scheduler: RoadmapScheduler | None = None,
+    ) -> None:
+        self.session = session
+        self.repo = MilestoneRepository(session)
+        self.daily_cap = daily_cap
+        self.scheduler = scheduler  # None while no LLM is configured: no generation
+
+    # --- reading ----------------------------------------------------------------------------
+
+    async def list(
+        self,
+        business: BusinessProfile,
+        statuses: Sequence[str] | None,
+        limit: int,
+        offset: int,
+    ) -> tuple[list[MilestoneView], int]:
+        milestones, total = await self.repo.list(business.id, statuses, limit, offset)
+        tasks = await self.repo.tasks_of([m.id for m in milestones])
+        return [MilestoneView(m, tasks[m.id]) for m in milestones], total
+
+    async def get(self, business: BusinessProfile, milestone_id: uuid.UUID) -> MilestoneView:
+        return await self._view(await self._own(business, milestone_id))
+
+    async def active_count(self, business: BusinessProfile) -> int:
+        return await self.repo.count_active(business.id)
+
+    # --- writing ----------------------------------------------------------------------------
+
+    async def create(
+        self,
+        business: BusinessProfile,
+        data: MilestoneCreate,
+        *,
+        replaces: uuid.UUID | None = None,
+        exclusive: bool = False,
+    ) -> MilestoneView:
+        """Add a milestone. The advisor creates `exclusive`ly: not while active milestones
+        exist, unless it `replaces` one the owner asked to swap (not yet started)."""
+        if replaces is not None:
+            old = await self._own(business, replaces)
+            if old.status != MilestoneStatus.PENDING:
+                raise ConflictError(
+                    "Only a milestone that has not started can be replaced; "
+                    "delete it (with the owner's confirmation) instead"
+                )
+        if exclusive:
+            active = await self.repo.count_active(business.id, excluding=replaces)
+            if active:
+                raise ConflictError(
+                    f"The roadmap still has {active} active milestone(s): finish them first, "
+                    "or replace one if the owner asked for that"
+                )
+        if replaces is not None and not await self.repo.soft_delete(replaces, utcnow()):
+            raise NotFoundError(NOT_FOUND)
+        position = (
+            data.order if data.order is not None else await self.repo.next_position(business.id)
+        )
+        plan = MilestonePlan(data.title, data.description, data.difficulty, data.tasks)
+        view = self._add(business.id, plan, position)
+        await self.session.commit()
+        return view
+
+    async def update(
+        self, business: BusinessProfile, milestone_id: uuid.UUID, data: MilestoneUpdate
+    ) -> MilestoneView:
+        milestone = await self._own(business, milestone_id)
+        if data.title is not None:
+            milestone.title = data.title
+        if data.description is not None:
+            milestone.description = data.description
+        if data.order is not None:
+            milestone.position = data.order
+        milestone.updated_at = utcnow()
+        await self.session.commit()
+        return await self._view(milestone)
+
+    async def start(self, business: BusinessProfile, milestone_id: uuid.UUID) -> MilestoneView:
+        """pending -> in_progress; starting one that is in progress changes nothing."""
+        milestone = await self._own(business, milestone_id)
+        if milestone.status == MilestoneStatus.COMPLETED:
+            raise ConflictError("The milestone is already completed")
+        if milestone.status == MilestoneStatus.PENDING:
+            now = utcnow()
+            milestone.status = MilestoneStatus.IN_PROGRESS
+            milestone.started_at = milestone.updated_at = now
+            await self.session.commit()
+        return await self._view(milestone)
+
+    async def delete(self, business: BusinessProfile, milestone_id: uuid.UUID) -> Milestone:
+        """Soft delete: hidden from the roadmap; points already earned stay."""
+        milestone = await self._own(business, milestone_id)
+        if not await self.repo.soft_delete(milestone.id, utcnow()):
+            await self.session.rollback()
+            raise NotFoundError(NOT_FOUND)
+        await self.session.commit()
+        return milestone
+
+    async def set_task_done(
+        self, business: BusinessProfile, milestone_id: uuid.UUID, task_id: uuid.UUID, done: bool
+    ) -> TaskResult:
+        """Complete (or un-complete) a task, with its points, in one transaction.
+
+        The task's conditional UPDATE is the first write: of parallel requests exactly
+        one changes it, the others see `changed: false` and pay nothing.
+        """
+        game = GamificationService(self.session)
+        await game.lock_business(business.id)  # then read: what we see is current
+        milestone = await self._own(business, milestone_id)
+        task = await self.repo.task(milestone.id, task_id)
+        if task is None:
+            raise NotFoundError("Task not found")
+        now = utcnow()
+        if not await self.repo.mark_task(task.id, done, now):
+            await self.session.rollback()
+            return TaskResult(await self.get(business, milestone_id), task_id, changed=False)
+        if done:
+            result = await self._completed_task(business, milestone, task, game, now)
+        else:
+            result = await self._reopened_task(business, milestone, task, game, now)
+        await self.session.commit()
+        if result.next_roadmap_requested and self.scheduler is not None:
+            self.scheduler.wake()
+        return result
+
+    async def _completed_task(
+        self,
+        business: BusinessProfile,
+        milestone: Milestone,
+        task: MilestoneTask,
+        game: GamificationService,
+        now: datetime,
+    ) -> TaskResult:
+        points = await self._award(game, business, TASK_COMPLETED, task.reward_points, task.id)
+        if milestone.status == MilestoneStatus.PENDING:  # working on it is starting it
+            milestone.status = MilestoneStatus.IN_PROGRESS
+            milestone.started_at = now
+        completed, bonus, requested = False, 0, False
+        if await self.repo.open_tasks(milestone.id) == 0:
+            completed = True
+            milestone.status = MilestoneStatus.COMPLETED
+            milestone.completed_at = now
+            bonus = await self._award(
+                game, business, MILESTONE_COMPLETED, milestone.reward_points, milestone.id
+            )
+            await self.session.flush()
+            if self.scheduler is not None and not await self.repo.count_active(business.id):
+                _, requested = await request_roadmap(self.session, business.id, GenerationKind.NEXT)
+        milestone.updated_at = now
+        await self.session.flush()
+        return TaskResult(
+            await self._view(milestone), task.id, True, points, completed, bonus, requested
+        )
+
+    async def _reopened_task(
+        self,
+        business: BusinessProfile,
+        milestone: Milestone,
+        task: MilestoneTask,
+        game: GamificationService,
+        now: datetime,
+    ) -> TaskResult:
+        points = await self._take_back(game, business, TASK_REOPENED, task.id)
+        bonus = 0
+        if milestone.status == MilestoneStatus.COMPLETED:
+            milestone.status = MilestoneStatus.IN_PROGRESS
+            milestone.completed_at = None
+            bonus = await self._take_back(game, business, MILESTONE_REOPENED, milestone.id)
+        milestone.updated_at = now
+        await self.session.flush()
+        return TaskResult(await self._view(milestone), task.id, True, points, bonus=bonus)
+
+    async def _award(
+        self,
+        game: GamificationService,
+        business: BusinessProfile,
+        reason: str,
+        amount: int,
+        ref_id: uuid.UUID,
+    ) -> int:
+        """Pay `amount` for `ref_id` unless it holds an award already or today's cap is
+        reached (the ledger row is written either way: it records what happened)."""
+        if await game.points_for(ref_id) > 0:
+            return 0
+        paid_today = await game.events_today(
+            business.id, (TASK_COMPLETED, MILESTONE_COMPLETED), local_day_start(business.timezone)
+        )
+        amount = amount if paid_today < self.daily_cap else 0
+        await game.award_points(business.id, reason, amount, ref_id=ref_id)
+        return amount
+
+    async def _take_back(
+        self, game: GamificationService, business: BusinessProfile, reason: str, ref_id: uuid.UUID
+    ) -> int:
+        held = await game.points_for(ref_id)
+        if held <= 0:
+            return 0
+        await game.award_points(business.id, reason, -held, ref_id=ref_id)
+        return -held
+
+    # --- generated roadmaps -------------------------------------------------------------------
+
+    async def request_generation(
+        self, business: BusinessProfile, focus: str
+    ) -> tuple[RoadmapGeneration, bool]:
+        """The owner asks for a roadmap: joins an open request, or records a new one if
+        the roadmap has no active milestones (409 otherwise)."""
+        open_request = await GenerationRepository(self.session).open_for(business.id)
+        if open_request is not None:
+            return open_request, False
+        active = await self.repo.count_active(business.id)
+        if active:
+            raise ConflictError(
+                f"Your roadmap still has {active} active milestone(s); complete or delete "
+                "them before asking for a new roadmap"
+            )
+        generation, created = await request_roadmap(
+            self.session, business.id, GenerationKind.REQUESTED, focus
+        )
+        await self.session.commit()
+        if self.scheduler is not None:
+            self.scheduler.wake()
+        return generation, created
+
+    async def latest_generation(self, business: BusinessProfile) -> RoadmapGeneration:
+        generation = await GenerationRepository(self.session).latest_for(business.id)
+        if generation is None:
+            raise NotFoundError("No roadmap has been requested for your business yet")
+        return generation
+
+    async def generation_state(
+        self, business_id: uuid.UUID, generation_id: uuid.UUID
+    ) -> tuple[RoadmapGeneration | None, list[MilestoneView]]:
+        """A request as it is now and, once it succeeded, the milestones it saved."""
+        generation = await GenerationRepository(self.session).get(generation_id)
+        if generation is None or generation.business_id != business_id:
+            return None, []
+        if generation.status != GenerationStatus.SUCCEEDED:
+            return generation, []
+        milestones = await self.repo.of_generation(generation_id)
+        tasks = await self.repo.tasks_of([m.id for m in milestones])
+        return generation, [MilestoneView(m, tasks[m.id]) for m in milestones]
+
+    async def save_generated(
+        self, generation_id: uuid.UUID, claim: uuid.UUID, plans: Sequence[MilestonePlan]
+    ) -> list[MilestoneView] | None:
+        """Save a generated roadmap and finish its request, in one transaction.
+
+        Nothing is saved if this worker no longer holds the request (None), or if the
+        business has active milestones again (the request ends as skipped, []).
+        """
+        generations = GenerationRepository(self.session)
+        generation = await generations.get(generation_id)
+        if generation is None:
+            return None
+        await GamificationService(self.session).lock_business(generation.business_id)
+        now = utcnow()
+        if await self.repo.count_active(generation.business_id):
+            held = await generations.update_claimed(
+                generation_id,
+                claim,
+                status=GenerationStatus.SKIPPED,
+                stage="done",
+                error="The roadmap had active milestones again; nothing was added",
+                finished_at=now,
+            )
+            await self.session.commit()
+            return [] if held else None
+        if not await generations.update_claimed(
+            generation_id, claim, status=GenerationStatus.SUCCEEDED, stage="done", finished_at=now
+        ):
+            await self.session.rollback()
+            return None
+        position = await self.repo.next_position(generation.business_id)
+        views = [
+            self._add(generation.business_id, plan, position + i, generation_id=generation_id)
+            for i, plan in enumerate(plans)
+        ]
+        await self.session.commit()
+        return views
+
+    # --- helpers ----------------------------------------------------------------------------
+
+    def _add(
+        self,
+        business_id: uuid.UUID,
+        plan: MilestonePlan,
+        position: int,
+        *,
+        generation_id: uuid.UUID | None = None,
+    ) -> MilestoneView:
+        milestone = Milestone(
+            business_id=business_id,
+            title=plan.title,
+            description=plan.description,
+            position=position,
+            difficulty=plan.difficulty,
+            reward_points=BONUS_POINTS_PER_LEVEL * plan.difficulty,
+            ai_generated=generation_id is not None,
+            generation_id=generation_id,
+        )
+        tasks = [
+            MilestoneTask(
+                milestone_id=milestone.id,
+                title=title,
+                position=i,
+                reward_points=TASK_POINTS_PER_LEVEL * plan.difficulty,
+            )
+            for i, title in enumerate(plan.tasks)
+        ]
+        self.session.add(milestone)
+        self.session.add_all(tasks)
+        return MilestoneView(milestone, tasks)
+
+    async def _own(self, business: BusinessProfile, milestone_id: uuid.UUID) -> Milestone:
+        milestone = await self.repo.get(business.id, milestone_id)
+        if milestone is None:
+            raise NotFoundError(NOT_FOUND)
+        return milestone
+
+    async def _view(self, milestone: Milestone) -> MilestoneView:
+        return MilestoneView(milestone, (await self.repo.tasks_of([milestone.id]))[milestone.id])
