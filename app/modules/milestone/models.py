@@ -48,6 +48,9 @@ class GenerationStatus(StrEnum):
 
 
 OPEN_GENERATION_STATUSES = (GenerationStatus.PENDING, GenerationStatus.RUNNING)
+# The partial unique index's predicate, written out: PostgreSQL matches an ON CONFLICT
+# target to a partial index only by this literal text (bound parameters do not match).
+OPEN_GENERATION_PREDICATE = "status IN ('pending', 'running')"
 
 
 class Milestone(SQLModel, table=True):
@@ -137,8 +140,8 @@ class RoadmapGeneration(SQLModel, table=True):
             "ux_roadmap_generation_open",
             "business_id",
             unique=True,
-            postgresql_where=text("status IN ('pending', 'running')"),
-            sqlite_where=text("status IN ('pending', 'running')"),
+            postgresql_where=text(OPEN_GENERATION_PREDICATE),
+            sqlite_where=text(OPEN_GENERATION_PREDICATE),
         ),
         Index("ix_roadmap_generations_status", "status"),
     )

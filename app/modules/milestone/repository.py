@@ -7,12 +7,13 @@ from collections import defaultdict
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, func, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.modules.milestone.models import (
     ACTIVE_STATUSES,
+    OPEN_GENERATION_PREDICATE,
     OPEN_GENERATION_STATUSES,
     GenerationStatus,
     Milestone,
@@ -207,7 +208,7 @@ class GenerationRepository:
                 created_at=now,
             ).on_conflict_do_nothing(
                 index_elements=["business_id"],
-                index_where=table.c.status.in_(OPEN_GENERATION_STATUSES),
+                index_where=text(OPEN_GENERATION_PREDICATE),
             )
         )
         return result.rowcount == 1  # type: ignore[attr-defined]
