@@ -17,6 +17,7 @@ from app.modules.milestone.models import (
     OPEN_GENERATION_STATUSES,
     GenerationStatus,
     Milestone,
+    MilestoneStatus,
     MilestoneTask,
     RoadmapGeneration,
 )
@@ -58,9 +59,7 @@ class MilestoneRepository:
         )
         return list(rows.scalars()), total or 0
 
-    async def count_active(
-        self, business_id: uuid.UUID, *, excluding: uuid.UUID | None = None
-    ) -> int:
+    async def count_active(self, business_id: uuid.UUID) -> int:
         query = (
             select(func.count())
             .select_from(Milestone)
@@ -70,8 +69,6 @@ class MilestoneRepository:
                 Milestone.status.in_(ACTIVE_STATUSES),  # type: ignore[attr-defined]
             )
         )
-        if excluding is not None:
-            query = query.where(Milestone.id != excluding)
         return await self.session.scalar(query) or 0
 
     async def next_position(self, business_id: uuid.UUID) -> int:
@@ -79,6 +76,15 @@ class MilestoneRepository:
             select(func.max(Milestone.position)).where(Milestone.business_id == business_id)
         )
         return 0 if highest is None else highest + 1
+
+    async def mark_started(self, milestone_id: uuid.UUID, now: datetime) -> bool:
+        """pending -> in_progress; False if it was not pending (any more)."""
+        result = await self.session.execute(
+            update(Milestone)
+            .where(Milestone.id == milestone_id, Milestone.status == MilestoneStatus.PENDING)
+            .values(status=MilestoneStatus.IN_PROGRESS, started_at=now, updated_at=now)
+        )
+        return result.rowcount == 1  # type: ignore[attr-defined]
 
     async def soft_delete(self, milestone_id: uuid.UUID, now: datetime) -> bool:
         """Mark deleted; False if it already was (a parallel delete won)."""
@@ -126,6 +132,8 @@ class MilestoneRepository:
             select(MilestoneTask)
             .where(MilestoneTask.milestone_id.in_(milestone_ids))  # type: ignore[attr-defined]
             .order_by(MilestoneTask.position, MilestoneTask.id)  # type: ignore[arg-type]
+            # Fresh values, also for tasks loaded before a `mark_task` UPDATE.
+            .execution_options(populate_existing=True)
         )
         for task in rows.scalars():
             out[task.milestone_id].append(task)

@@ -149,8 +149,8 @@ class MilestoneService:
                     "Only a milestone that has not started can be replaced; "
                     "delete it (with the owner's confirmation) instead"
                 )
-        if exclusive:
-            active = await self.repo.count_active(business.id, excluding=replaces)
+        if exclusive and replaces is None:  # a swap keeps the number of active ones
+            active = await self.repo.count_active(business.id)
             if active:
                 raise ConflictError(
                     f"The roadmap still has {active} active milestone(s): finish them first, "
@@ -181,15 +181,16 @@ class MilestoneService:
         return await self._view(milestone)
 
     async def start(self, business: BusinessProfile, milestone_id: uuid.UUID) -> MilestoneView:
-        """pending -> in_progress; starting one that is in progress changes nothing."""
+        """pending -> in_progress; starting one that is in progress changes nothing.
+
+        One conditional UPDATE (WHERE status = 'pending'), so a task completion committed
+        meanwhile is never overwritten with an older status."""
         milestone = await self._own(business, milestone_id)
-        if milestone.status == MilestoneStatus.COMPLETED:
+        started = await self.repo.mark_started(milestone.id, utcnow())
+        await self.session.commit()
+        await self.session.refresh(milestone)
+        if not started and milestone.status == MilestoneStatus.COMPLETED:
             raise ConflictError("The milestone is already completed")
-        if milestone.status == MilestoneStatus.PENDING:
-            now = utcnow()
-            milestone.status = MilestoneStatus.IN_PROGRESS
-            milestone.started_at = milestone.updated_at = now
-            await self.session.commit()
         return await self._view(milestone)
 
     async def delete(self, business: BusinessProfile, milestone_id: uuid.UUID) -> Milestone:
@@ -217,8 +218,8 @@ class MilestoneService:
             raise NotFoundError("Task not found")
         now = utcnow()
         if not await self.repo.mark_task(task.id, done, now):
-            await self.session.rollback()
-            return TaskResult(await self.get(business, milestone_id), task_id, changed=False)
+            await self.session.commit()  # nothing written; ends the transaction and its lock
+            return TaskResult(await self._view(milestone), task_id, changed=False)
         if done:
             result = await self._completed_task(business, milestone, task, game, now)
         else:
