@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +18,10 @@ import httpx
 import pytest
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
+from sqlalchemy import select, text
 
 from app.main import create_app
+from app.modules.milestone.models import Milestone
 from tests.conftest import asgi_client, make_settings
 from tests.helpers.accounts import API, Account, new_account
 from tests.helpers.databases import suite_backend
@@ -103,6 +106,10 @@ async def stats(client: httpx.AsyncClient, owner: Account) -> dict[str, Any]:
 
 async def points(client: httpx.AsyncClient, owner: Account) -> int:
     return int((await stats(client, owner))["total_points"])
+
+
+def when(timestamp: str) -> datetime:
+    return datetime.fromisoformat(timestamp)
 
 
 def task_ids(milestone: dict[str, Any]) -> list[str]:
@@ -227,7 +234,7 @@ async def test_patch_changes_words_and_order_only(client: httpx.AsyncClient) -> 
     assert r.status_code == 200, r.text
     changed = r.json()
     assert changed["title"] == "Judul baru" and changed["description"] == "Baris satu\nbaris dua"
-    assert changed["order"] == 42 and changed["updated_at"] >= m["updated_at"]
+    assert changed["order"] == 42 and when(changed["updated_at"]) >= when(m["updated_at"])
     for key in ("difficulty", "reward_points", "tasks", "status", "created_at", "ai_generated"):
         assert changed[key] == m[key], key
     assert await get_milestone(client, owner, m["id"]) == changed
@@ -298,13 +305,6 @@ async def test_completing_tasks_pays_each_award_once(client: httpx.AsyncClient) 
     assert [t["done"] for t in ms["tasks"][1:]] == [False, False]
     assert await points(client, owner) == 15
 
-    again = await tick(client, owner, m["id"], t0)
-    assert again["changed"] is False and again["points_awarded"] == 0
-    assert again["bonus_awarded"] == 0 and again["milestone_completed"] is False
-    assert again["milestone"]["tasks"][0]["done_at"] == ms["tasks"][0]["done_at"]
-    assert again["milestone"]["started_at"] == ms["started_at"]
-    assert await points(client, owner) == 15
-
     assert (await tick(client, owner, m["id"], t2))["points_awarded"] == 15
     last = await tick(client, owner, m["id"], t1)
     assert last["changed"] is True and last["points_awarded"] == 15
@@ -314,12 +314,6 @@ async def test_completing_tasks_pays_each_award_once(client: httpx.AsyncClient) 
     assert ms["status"] == "completed" and ms["completed_at"] is not None
     assert ms["tasks_done"] == 3 and all(t["done"] for t in ms["tasks"])
     assert await points(client, owner) == 3 * 15 + 60
-
-    # Once completed, ticking again pays nothing and completes nothing.
-    for tid in (t0, t1, t2):
-        r = await tick(client, owner, m["id"], tid)
-        assert r["changed"] is False and r["points_awarded"] == 0
-        assert r["milestone_completed"] is False and r["bonus_awarded"] == 0
     me = await stats(client, owner)
     assert me["total_points"] == 105
     reasons = sorted(e["reason"] for e in me["recent_events"])
@@ -331,11 +325,6 @@ async def test_uncomplete_takes_points_and_bonus_back(client: httpx.AsyncClient)
     owner = await owner_with_business(client)
     m = await create_milestone(client, owner, difficulty=2, tasks=["satu", "dua"])
     t0, t1 = task_ids(m)
-
-    # Unticking a task that is not done changes nothing (and does not start the milestone).
-    r = await tick(client, owner, m["id"], t0, done=False)
-    assert r["changed"] is False and r["points_awarded"] == 0
-    assert r["milestone"]["status"] == "pending" and r["milestone"]["started_at"] is None
 
     await tick(client, owner, m["id"], t0)
     done = await tick(client, owner, m["id"], t1)
@@ -351,11 +340,6 @@ async def test_uncomplete_takes_points_and_bonus_back(client: httpx.AsyncClient)
     assert ms["tasks"][1]["done"] is False and ms["tasks"][1]["done_at"] is None
     assert await points(client, owner) == 10
 
-    again = await tick(client, owner, m["id"], t1, done=False)
-    assert again["changed"] is False and again["points_awarded"] == 0
-    assert again["bonus_awarded"] == 0
-    assert await points(client, owner) == 10
-
     r = await tick(client, owner, m["id"], t0, done=False)
     assert r["points_awarded"] == -10 and r["bonus_awarded"] == 0
     assert r["milestone"]["status"] == "in_progress" and r["milestone"]["tasks_done"] == 0
@@ -367,6 +351,50 @@ async def test_uncomplete_takes_points_and_bonus_back(client: httpx.AsyncClient)
     assert redone["milestone_completed"] is True and redone["bonus_awarded"] == 40
     assert await points(client, owner) == 60
     assert (await get_milestone(client, owner, m["id"]))["status"] == "completed"
+
+
+async def test_repeating_a_completion_changes_nothing(client: httpx.AsyncClient) -> None:
+    owner = await owner_with_business(client)
+    m = await create_milestone(client, owner, difficulty=3, tasks=["satu", "dua"])
+    t0, t1 = task_ids(m)
+    first = await tick(client, owner, m["id"], t0)
+
+    again = await tick(client, owner, m["id"], t0)
+    assert again["task_id"] == t0 and again["changed"] is False
+    assert again["points_awarded"] == 0 and again["bonus_awarded"] == 0
+    assert again["milestone_completed"] is False
+    assert again["milestone"] == first["milestone"]  # nothing moved, not even done_at
+    assert await points(client, owner) == 15
+
+    # Once the milestone is completed, ticking again pays and completes nothing.
+    done = await tick(client, owner, m["id"], t1)
+    assert done["milestone_completed"] is True
+    for tid in (t0, t1):
+        r = await tick(client, owner, m["id"], tid)
+        assert r["changed"] is False and r["points_awarded"] == 0
+        assert r["milestone_completed"] is False and r["bonus_awarded"] == 0
+        assert r["milestone"] == done["milestone"]
+    assert await points(client, owner) == 2 * 15 + 60
+
+
+async def test_repeating_an_uncompletion_changes_nothing(client: httpx.AsyncClient) -> None:
+    owner = await owner_with_business(client)
+    m = await create_milestone(client, owner, difficulty=2, tasks=["satu", "dua"])
+    t0, t1 = task_ids(m)
+
+    # Unticking a task that is not done changes nothing (and does not start the milestone).
+    r = await tick(client, owner, m["id"], t0, done=False)
+    assert r["changed"] is False and r["points_awarded"] == 0 and r["bonus_awarded"] == 0
+    assert r["milestone"] == m
+
+    await tick(client, owner, m["id"], t0)
+    await tick(client, owner, m["id"], t1)
+    back = await tick(client, owner, m["id"], t1, done=False)
+    assert back["points_awarded"] == -10 and back["bonus_awarded"] == -40
+    again = await tick(client, owner, m["id"], t1, done=False)
+    assert again["changed"] is False and again["points_awarded"] == 0
+    assert again["bonus_awarded"] == 0 and again["milestone"] == back["milestone"]
+    assert await points(client, owner) == 10
 
 
 async def test_parallel_completion_of_one_task_pays_once(client: httpx.AsyncClient) -> None:
@@ -383,6 +411,9 @@ async def test_parallel_completion_of_one_task_pays_once(client: httpx.AsyncClie
     assert await points(client, owner) == 20
     after = await get_milestone(client, owner, m["id"])
     assert after["tasks_done"] == 1 and after["status"] == "in_progress"
+    late = await tick(client, owner, m["id"], tid)  # a client's retry, after the race
+    assert late["changed"] is False and late["points_awarded"] == 0
+    assert await points(client, owner) == 20
 
 
 async def test_parallel_completion_of_all_tasks_completes_once(client: httpx.AsyncClient) -> None:
@@ -402,6 +433,95 @@ async def test_parallel_completion_of_all_tasks_completes_once(client: httpx.Asy
     assert sum(o["bonus_awarded"] for o in outcomes) == 20
     assert await points(client, owner) == 4 * 5 + 20
     assert (await get_milestone(client, owner, m["id"]))["status"] == "completed"
+
+
+# --- races, ordered with a row lock (PostgreSQL) ---------------------------------------
+
+
+async def lock_waiters(app: FastAPI) -> int:
+    """Backends of this database waiting for a lock (row or transaction)."""
+    async with app.state.db.sessionmaker() as session:
+        count = await session.scalar(
+            text(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND wait_event_type = 'Lock'"
+            )
+        )
+    return int(count or 0)
+
+
+async def until_blocked(app: FastAPI, waiting: int) -> None:
+    """Wait (bounded) until `waiting` requests are queued behind the test's row lock."""
+    for _ in range(1000):
+        if await lock_waiters(app) >= waiting:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"expected {waiting} request(s) waiting for a lock")
+
+
+async def in_lock_order(
+    app: FastAPI, milestone_id: str, *requests: Callable[[], Awaitable[httpx.Response]]
+) -> list[httpx.Response]:
+    """Send `requests` so that they reach the milestone's row in this order: the test
+    holds the row locked, starts each request once the previous one waits for a lock,
+    then lets go (PostgreSQL grants a row to its waiters first come, first served)."""
+    tasks: list[asyncio.Task[httpx.Response]] = []
+    async with app.state.db.sessionmaker() as holder:
+        await holder.execute(
+            select(Milestone.id).where(Milestone.id == uuid.UUID(milestone_id)).with_for_update()
+        )
+        for request in requests:
+            tasks.append(asyncio.create_task(request()))
+            await until_blocked(app, len(tasks))
+        await holder.rollback()
+    return [await t for t in tasks]
+
+
+@pytest.mark.postgres_only
+async def test_start_after_a_completion_keeps_it_completed(
+    client: httpx.AsyncClient, app: FastAPI
+) -> None:
+    """The start read "pending" before the last task's completion committed, and
+    writes after it: the milestone must stay completed (and the start is a 409)."""
+    owner = await owner_with_business(client)
+    m = await create_milestone(client, owner, difficulty=1, tasks=["satu"])
+    tid = m["tasks"][0]["id"]
+    completed, started = await in_lock_order(
+        app,
+        m["id"],
+        lambda: set_task(client, owner, m["id"], tid),
+        lambda: client.post(url(m["id"], "start"), headers=owner.headers),
+    )
+    assert completed.status_code == 200 and completed.json()["milestone_completed"] is True
+    assert started.status_code == 409, started.text
+    final = await get_milestone(client, owner, m["id"])
+    assert final["status"] == "completed" and final["completed_at"] is not None
+    assert final == completed.json()["milestone"]
+    assert await points(client, owner) == 5 + 20
+    # Reopening takes the bonus back, as for any completed milestone.
+    back = await tick(client, owner, m["id"], tid, done=False)
+    assert back["bonus_awarded"] == -20 and await points(client, owner) == 0
+
+
+@pytest.mark.postgres_only
+async def test_completion_after_a_start_keeps_its_started_at(
+    client: httpx.AsyncClient, app: FastAPI
+) -> None:
+    owner = await owner_with_business(client)
+    m = await create_milestone(client, owner, difficulty=1, tasks=["satu", "dua"])
+    started, completed = await in_lock_order(
+        app,
+        m["id"],
+        lambda: client.post(url(m["id"], "start"), headers=owner.headers),
+        lambda: set_task(client, owner, m["id"], m["tasks"][0]["id"]),
+    )
+    assert started.status_code == 200 and completed.status_code == 200
+    assert started.json()["status"] == "in_progress"
+    final = await get_milestone(client, owner, m["id"])
+    assert final["status"] == "in_progress" and final["tasks_done"] == 1
+    # Started (its time taken before the completion's), then the task was done. (The
+    # start's own answer may already show the overwritten value: it reads after commit.)
+    assert when(final["started_at"]) < when(final["tasks"][0]["done_at"])
 
 
 # --- the daily cap and achievements -----------------------------------------------------
@@ -492,9 +612,9 @@ async def test_delete_hides_the_milestone_and_keeps_points(client: httpx.AsyncCl
     page = await list_milestones(client, owner)
     assert titles(page) == ["Tetap"] and page["total"] == 1
     for statuses in (["in_progress"], ["pending", "in_progress", "completed"]):
-        assert gone["id"] not in [m["id"] for m in (await list_milestones(
-            client, owner, status=statuses
-        ))["items"]]
+        assert gone["id"] not in [
+            m["id"] for m in (await list_milestones(client, owner, status=statuses))["items"]
+        ]
     assert (await client.delete(url(gone["id"]), headers=owner.headers)).status_code == 404
 
     # A deleted milestone cannot be changed, started or ticked, and keeps its points.
@@ -510,6 +630,18 @@ async def test_delete_hides_the_milestone_and_keeps_points(client: httpx.AsyncCl
     assert await get_milestone(client, owner, keep["id"]) == keep
     # New milestones still go after every earlier one.
     assert (await create_milestone(client, owner, "Baru"))["order"] == 2
+
+
+async def test_parallel_deletes_delete_once(client: httpx.AsyncClient) -> None:
+    owner = await owner_with_business(client)
+    m = await create_milestone(client, owner)
+    results = await asyncio.gather(
+        *(client.delete(url(m["id"]), headers=owner.headers) for _ in range(4))
+    )
+    codes = sorted(r.status_code for r in results)
+    assert codes.count(204) == 1, codes
+    assert set(codes) <= ({204, 404} if ON_POSTGRES else {204, 404, 503}), codes
+    assert (await list_milestones(client, owner))["total"] == 0
 
 
 # --- isolation --------------------------------------------------------------------------
@@ -562,10 +694,11 @@ async def test_other_owners_milestones_are_not_found(client: httpx.AsyncClient) 
 # --- hostile input ----------------------------------------------------------------------
 
 GOOD_BODY: dict[str, Any] = {"title": "Judul", "difficulty": 2, "tasks": ["satu"]}
+Hostile = tuple[httpx.AsyncClient, Account, dict[str, Any]]
 
 
 @pytest.fixture(scope="module")
-async def hostile(app: FastAPI) -> AsyncIterator[tuple[httpx.AsyncClient, Account, dict]]:
+async def hostile(app: FastAPI) -> AsyncIterator[Hostile]:
     """One owner with one milestone for every hostile request (state is checked after)."""
     async with asgi_client(app) as c:
         owner = await owner_with_business(c)
@@ -617,9 +750,7 @@ async def hostile(app: FastAPI) -> AsyncIterator[tuple[httpx.AsyncClient, Accoun
         {"business_id": str(uuid.uuid4())},
     ],
 )
-async def test_hostile_create_is_422(
-    hostile: tuple[httpx.AsyncClient, Account, dict], change: dict[str, Any]
-) -> None:
+async def test_hostile_create_is_422(hostile: Hostile, change: dict[str, Any]) -> None:
     client, owner, _ = hostile
     r = await client.post(MILESTONES, headers=owner.headers, json={**GOOD_BODY, **change})
     assert r.status_code == 422, r.text
@@ -636,15 +767,13 @@ async def test_hostile_create_is_422(
         None,
     ],
 )
-async def test_malformed_create_body_is_422(
-    hostile: tuple[httpx.AsyncClient, Account, dict], body: Any
-) -> None:
+async def test_malformed_create_body_is_422(hostile: Hostile, body: Any) -> None:
     client, owner, _ = hostile
     r = await client.post(MILESTONES, headers=owner.headers, json=body)
     assert r.status_code == 422, r.text
 
 
-async def test_unparsable_json_is_422(hostile: tuple[httpx.AsyncClient, Account, dict]) -> None:
+async def test_unparsable_json_is_422(hostile: Hostile) -> None:
     client, owner, _ = hostile
     headers = {**owner.headers, "Content-Type": "application/json"}
     for raw in (b"{", b'{"title": "x", "tasks": ["a"], "difficulty": 1e999}', b"\xff\xfe"):
@@ -670,9 +799,7 @@ async def test_unparsable_json_is_422(hostile: tuple[httpx.AsyncClient, Account,
         [],
     ],
 )
-async def test_hostile_patch_is_422(
-    hostile: tuple[httpx.AsyncClient, Account, dict], body: Any
-) -> None:
+async def test_hostile_patch_is_422(hostile: Hostile, body: Any) -> None:
     client, owner, m = hostile
     r = await client.patch(url(m["id"]), headers=owner.headers, json=body)
     assert r.status_code == 422, r.text
@@ -696,18 +823,14 @@ async def test_hostile_patch_is_422(
         {"status": ""},
     ],
 )
-async def test_hostile_list_params_are_422(
-    hostile: tuple[httpx.AsyncClient, Account, dict], params: dict[str, Any]
-) -> None:
+async def test_hostile_list_params_are_422(hostile: Hostile, params: dict[str, Any]) -> None:
     client, owner, _ = hostile
     r = await client.get(MILESTONES, headers=owner.headers, params=params)
     assert r.status_code == 422, r.text
 
 
 @pytest.mark.parametrize("bad_id", ["not-a-uuid", "1", "-1", "0" * 33, "x" * 2000, "%00"])
-async def test_bad_ids_are_422(
-    hostile: tuple[httpx.AsyncClient, Account, dict], bad_id: str
-) -> None:
+async def test_bad_ids_are_422(hostile: Hostile, bad_id: str) -> None:
     client, owner, m = hostile
     tid = m["tasks"][0]["id"]
     requests = [
@@ -727,7 +850,7 @@ async def test_bad_ids_are_422(
 
 
 async def test_hostile_input_changed_nothing(
-    hostile: tuple[httpx.AsyncClient, Account, dict],
+    hostile: Hostile,
 ) -> None:
     """Runs after the hostile tests above (same module, in order)."""
     client, owner, m = hostile
@@ -751,15 +874,11 @@ async def test_generation_without_llm(client: httpx.AsyncClient) -> None:
         assert r.status_code == 503, r.text
         assert r.headers["content-type"].startswith("application/json")
         assert "not configured" in r.json()["detail"]
-    assert (
-        await client.get(f"{MILESTONES}/generation", headers=owner.headers)
-    ).status_code == 404
+    assert (await client.get(f"{MILESTONES}/generation", headers=owner.headers)).status_code == 404
 
     # The roadmap is still the owner's to write by hand.
     m = await create_milestone(client, owner, tasks=["satu"])
     done = await tick(client, owner, m["id"], m["tasks"][0]["id"])
     assert done["milestone_completed"] is True and done["next_roadmap_requested"] is False
-    assert (
-        await client.get(f"{MILESTONES}/generation", headers=owner.headers)
-    ).status_code == 404
+    assert (await client.get(f"{MILESTONES}/generation", headers=owner.headers)).status_code == 404
     assert (await list_milestones(client, owner))["total"] == 1

@@ -239,8 +239,9 @@ class MilestoneService:
     ) -> TaskResult:
         points = await self._award(game, business, TASK_COMPLETED, task.reward_points, task.id)
         if milestone.status == MilestoneStatus.PENDING:  # working on it is starting it
-            milestone.status = MilestoneStatus.IN_PROGRESS
-            milestone.started_at = now
+            # Conditional, like `start`: a start committed meanwhile keeps its started_at.
+            await self.repo.mark_started(milestone.id, now)
+            await self.session.refresh(milestone)
         completed, bonus, requested = False, 0, False
         if await self.repo.open_tasks(milestone.id) == 0:
             completed = True
