@@ -804,16 +804,18 @@ async def test_create_milestone_when_none_are_active(
     created = ok(await call_tool(ai_client, fake_llm, owner, "create_milestone", NEW_MILESTONE))
     brief = created["created"]
     assert created["replaced"] is None
+    # The advisor's milestone is not a generated one: the base rate, whatever its
+    # difficulty (5 a task, a bonus of 20).
     assert (brief["title"], brief["status"], brief["difficulty"], brief["bonus_points"]) == (
         "Buka cabang kedua",
         "pending",
         3,
-        60,
+        20,
     )
     assert [(t["title"], t["done"], t["points"]) for t in brief["tasks"]] == [
-        ("Survei lokasi", False, 15),
-        ("Hitung modal", False, 15),
-        ("Tanda tangan sewa", False, 15),
+        ("Survei lokasi", False, 5),
+        ("Hitung modal", False, 5),
+        ("Tanda tangan sewa", False, 5),
     ]
     (shown,) = await milestones(ai_client, owner)
     assert shown["id"] == brief["id"] and shown["ai_generated"] is False
@@ -830,6 +832,15 @@ async def test_create_milestone_when_none_are_active(
     for result in results:
         refused(result, "1 active milestone")
     assert [m["id"] for m in await milestones(ai_client, owner)] == [brief["id"]]
+
+    # Completing it pays that rate.
+    calls: list[Call] = [
+        ("complete_task", {"milestone_id": brief["id"], "task_id": t["id"]}) for t in brief["tasks"]
+    ]
+    outcomes = [ok(r) for r in (await call_tools(ai_client, fake_llm, owner, *calls))[0]]
+    assert [o["points_awarded"] for o in outcomes] == [5, 5, 5]
+    assert outcomes[-1]["milestone_completed"] is True and outcomes[-1]["bonus_awarded"] == 20
+    assert await points(ai_client, owner) == 35
 
 
 async def test_create_milestone_replacing_a_pending_one_in_a_full_roadmap(
@@ -979,6 +990,33 @@ async def test_delete_needs_a_preview_in_an_earlier_turn_of_the_same_chat(
     for kept in (unasked, elsewhere, spare):
         assert (await milestone(ai_client, owner, kept["id"])).status_code == 200
     assert len(await milestones(ai_client, owner)) == 3
+
+
+async def test_a_preview_two_turns_back_no_longer_allows_the_delete(
+    ai_client: httpx.AsyncClient, fake_llm: FakeLLMServer
+) -> None:
+    """The owner saw the preview, then talked about something else: a confirm now is not
+    an answer to that preview. A new preview, answered in the next turn, is."""
+    owner = await owner_with_business(ai_client)
+    target = (await first_roadmap(ai_client, owner))[0]
+    ref = {"milestone_id": target["id"]}
+    _, chat_s = await call_tools(ai_client, fake_llm, owner, ("delete_milestone", ref))
+    await turn(
+        ai_client, fake_llm, owner, content="Nanti dulu. Omzet minggu ini?", session_id=chat_s
+    )
+
+    stale = await call_tool(
+        ai_client, fake_llm, owner, "delete_milestone", {**ref, "confirm": True}, session_id=chat_s
+    )
+    refused(stale, "confirm")
+    assert (await milestone(ai_client, owner, target["id"])).status_code == 200
+
+    ok(await call_tool(ai_client, fake_llm, owner, "delete_milestone", ref, session_id=chat_s))
+    deleted = await call_tool(
+        ai_client, fake_llm, owner, "delete_milestone", {**ref, "confirm": True}, session_id=chat_s
+    )
+    assert ok(deleted) == {"deleted": {"id": target["id"], "title": target["title"]}}
+    assert (await milestone(ai_client, owner, target["id"])).status_code == 404
 
 
 async def test_complete_task_awards_its_points(

@@ -1,8 +1,10 @@
 """The roadmap over the API: `/milestones`, their tasks, points, caps and isolation.
 
 Everything runs on the suite's app without an LLM (the `client` fixture), except the
-daily-cap test, which starts a second app with a small `POINTS_ROADMAP_DAILY_CAP` on the
-same database. AI generation itself is covered in tests/test_roadmap_generation.py.
+daily-cap tests, which start a second app with a small `POINTS_ROADMAP_DAILY_CAP` on the
+same database. Milestones made here are self-made, so they earn the base rate whatever
+their difficulty; the rates of generated ones, and AI generation itself, are covered in
+tests/test_roadmap_generation.py.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -21,14 +24,16 @@ from fastapi import FastAPI
 from sqlalchemy import select, text
 
 from app.main import create_app
-from app.modules.milestone.models import Milestone
+from app.modules.gamification.models import PointEvent
+from app.modules.milestone.models import Milestone, MilestoneTask
 from tests.conftest import asgi_client, make_settings
 from tests.helpers.accounts import API, Account, new_account
 from tests.helpers.databases import suite_backend
 
 MILESTONES = f"{API}/milestones"
-TASK_POINTS_PER_LEVEL = 5
-BONUS_POINTS_PER_LEVEL = 20
+# A self-made milestone earns the base rate (difficulty 1) whatever its difficulty.
+TASK_POINTS = 5
+BONUS_POINTS = 20
 ON_POSTGRES = suite_backend() == "postgresql"
 
 
@@ -146,7 +151,7 @@ async def test_milestones_need_login_and_a_business(client: httpx.AsyncClient) -
 # --- creating, reading, changing --------------------------------------------------------
 
 
-async def test_create_sets_rewards_from_difficulty(client: httpx.AsyncClient) -> None:
+async def test_self_made_milestones_earn_the_base_rate(client: httpx.AsyncClient) -> None:
     owner = await owner_with_business(client)
     for difficulty in range(1, 6):
         tasks = [f"Langkah {i}" for i in range(difficulty * 2)]
@@ -156,7 +161,7 @@ async def test_create_sets_rewards_from_difficulty(client: httpx.AsyncClient) ->
         assert m["title"] == f"Target {difficulty}"  # stripped
         assert m["description"] == "Supaya tahu untung rugi"
         assert m["difficulty"] == difficulty and m["status"] == "pending"
-        assert m["reward_points"] == BONUS_POINTS_PER_LEVEL * difficulty
+        assert m["reward_points"] == BONUS_POINTS  # the difficulty is self-declared
         assert m["ai_generated"] is False
         assert m["started_at"] is None and m["completed_at"] is None
         assert m["order"] == difficulty - 1  # after the last one
@@ -164,7 +169,7 @@ async def test_create_sets_rewards_from_difficulty(client: httpx.AsyncClient) ->
         assert [t["title"] for t in m["tasks"]] == tasks
         assert [t["order"] for t in m["tasks"]] == list(range(len(tasks)))
         for task in m["tasks"]:
-            assert task["reward_points"] == TASK_POINTS_PER_LEVEL * difficulty
+            assert task["reward_points"] == TASK_POINTS
             assert task["done"] is False and task["done_at"] is None
         assert await get_milestone(client, owner, m["id"]) == m
 
@@ -174,7 +179,7 @@ async def test_create_sets_rewards_from_difficulty(client: httpx.AsyncClient) ->
     )
     assert r.status_code == 201, r.text
     assert r.json()["difficulty"] == 2 and r.json()["description"] == ""
-    assert r.json()["reward_points"] == 40 and r.json()["tasks_total"] == 10
+    assert r.json()["reward_points"] == 20 and r.json()["tasks_total"] == 10
     assert await points(client, owner) == 0  # creating earns nothing
 
 
@@ -259,7 +264,7 @@ async def test_patch_changes_words_and_order_only(client: httpx.AsyncClient) -> 
         r = await client.patch(url(m["id"]), headers=owner.headers, json=forbidden)
         assert r.status_code == 422, (forbidden, r.text)
     after = await get_milestone(client, owner, m["id"])
-    assert after["reward_points"] == 60 and after["difficulty"] == 3
+    assert after["reward_points"] == 20 and after["difficulty"] == 3
     assert after["status"] == "pending" and after["tasks"] == m["tasks"]
     assert after["title"] == "Judul baru"
 
@@ -296,26 +301,26 @@ async def test_completing_tasks_pays_each_award_once(client: httpx.AsyncClient) 
 
     first = await tick(client, owner, m["id"], t0)
     assert first["task_id"] == t0 and first["changed"] is True
-    assert first["points_awarded"] == 15 and first["bonus_awarded"] == 0
+    assert first["points_awarded"] == 5 and first["bonus_awarded"] == 0
     assert first["milestone_completed"] is False and first["next_roadmap_requested"] is False
     ms = first["milestone"]
     assert ms["status"] == "in_progress" and ms["started_at"] is not None  # auto-started
     assert ms["tasks_done"] == 1 and ms["tasks_total"] == 3 and ms["completed_at"] is None
     assert ms["tasks"][0]["done"] is True and ms["tasks"][0]["done_at"] is not None
     assert [t["done"] for t in ms["tasks"][1:]] == [False, False]
-    assert await points(client, owner) == 15
+    assert await points(client, owner) == 5
 
-    assert (await tick(client, owner, m["id"], t2))["points_awarded"] == 15
+    assert (await tick(client, owner, m["id"], t2))["points_awarded"] == 5
     last = await tick(client, owner, m["id"], t1)
-    assert last["changed"] is True and last["points_awarded"] == 15
-    assert last["milestone_completed"] is True and last["bonus_awarded"] == 60
+    assert last["changed"] is True and last["points_awarded"] == 5
+    assert last["milestone_completed"] is True and last["bonus_awarded"] == 20
     assert last["next_roadmap_requested"] is False  # no LLM: no roadmap is requested
     ms = last["milestone"]
     assert ms["status"] == "completed" and ms["completed_at"] is not None
     assert ms["tasks_done"] == 3 and all(t["done"] for t in ms["tasks"])
-    assert await points(client, owner) == 3 * 15 + 60
+    assert await points(client, owner) == 3 * 5 + 20
     me = await stats(client, owner)
-    assert me["total_points"] == 105
+    assert me["total_points"] == 35
     reasons = sorted(e["reason"] for e in me["recent_events"])
     assert reasons == ["milestone_completed"] + ["task_completed"] * 3
     assert await get_milestone(client, owner, m["id"]) == ms
@@ -328,28 +333,28 @@ async def test_uncomplete_takes_points_and_bonus_back(client: httpx.AsyncClient)
 
     await tick(client, owner, m["id"], t0)
     done = await tick(client, owner, m["id"], t1)
-    assert done["milestone_completed"] is True and done["bonus_awarded"] == 40
-    assert await points(client, owner) == 10 + 10 + 40
+    assert done["milestone_completed"] is True and done["bonus_awarded"] == 20
+    assert await points(client, owner) == 5 + 5 + 20
 
     back = await tick(client, owner, m["id"], t1, done=False)
-    assert back["changed"] is True and back["points_awarded"] == -10
-    assert back["bonus_awarded"] == -40 and back["milestone_completed"] is False
+    assert back["changed"] is True and back["points_awarded"] == -5
+    assert back["bonus_awarded"] == -20 and back["milestone_completed"] is False
     ms = back["milestone"]
     assert ms["status"] == "in_progress" and ms["completed_at"] is None
     assert ms["started_at"] is not None and ms["tasks_done"] == 1
     assert ms["tasks"][1]["done"] is False and ms["tasks"][1]["done_at"] is None
-    assert await points(client, owner) == 10
+    assert await points(client, owner) == 5
 
     r = await tick(client, owner, m["id"], t0, done=False)
-    assert r["points_awarded"] == -10 and r["bonus_awarded"] == 0
+    assert r["points_awarded"] == -5 and r["bonus_awarded"] == 0
     assert r["milestone"]["status"] == "in_progress" and r["milestone"]["tasks_done"] == 0
     assert await points(client, owner) == 0
 
     # Doing it all again pays again, once: the ledger says what is held now.
     await tick(client, owner, m["id"], t1)
     redone = await tick(client, owner, m["id"], t0)
-    assert redone["milestone_completed"] is True and redone["bonus_awarded"] == 40
-    assert await points(client, owner) == 60
+    assert redone["milestone_completed"] is True and redone["bonus_awarded"] == 20
+    assert await points(client, owner) == 30
     assert (await get_milestone(client, owner, m["id"]))["status"] == "completed"
 
 
@@ -364,7 +369,7 @@ async def test_repeating_a_completion_changes_nothing(client: httpx.AsyncClient)
     assert again["points_awarded"] == 0 and again["bonus_awarded"] == 0
     assert again["milestone_completed"] is False
     assert again["milestone"] == first["milestone"]  # nothing moved, not even done_at
-    assert await points(client, owner) == 15
+    assert await points(client, owner) == 5
 
     # Once the milestone is completed, ticking again pays and completes nothing.
     done = await tick(client, owner, m["id"], t1)
@@ -374,7 +379,7 @@ async def test_repeating_a_completion_changes_nothing(client: httpx.AsyncClient)
         assert r["changed"] is False and r["points_awarded"] == 0
         assert r["milestone_completed"] is False and r["bonus_awarded"] == 0
         assert r["milestone"] == done["milestone"]
-    assert await points(client, owner) == 2 * 15 + 60
+    assert await points(client, owner) == 2 * 5 + 20
 
 
 async def test_repeating_an_uncompletion_changes_nothing(client: httpx.AsyncClient) -> None:
@@ -390,11 +395,11 @@ async def test_repeating_an_uncompletion_changes_nothing(client: httpx.AsyncClie
     await tick(client, owner, m["id"], t0)
     await tick(client, owner, m["id"], t1)
     back = await tick(client, owner, m["id"], t1, done=False)
-    assert back["points_awarded"] == -10 and back["bonus_awarded"] == -40
+    assert back["points_awarded"] == -5 and back["bonus_awarded"] == -20
     again = await tick(client, owner, m["id"], t1, done=False)
     assert again["changed"] is False and again["points_awarded"] == 0
     assert again["bonus_awarded"] == 0 and again["milestone"] == back["milestone"]
-    assert await points(client, owner) == 10
+    assert await points(client, owner) == 5
 
 
 async def test_parallel_completion_of_one_task_pays_once(client: httpx.AsyncClient) -> None:
@@ -407,13 +412,13 @@ async def test_parallel_completion_of_one_task_pays_once(client: httpx.AsyncClie
     assert set(codes) <= ({200} if ON_POSTGRES else {200, 503}), [r.text for r in results]
     oks = [r.json() for r in results if r.status_code == 200]
     assert sum(o["changed"] for o in oks) == 1, oks
-    assert sorted(o["points_awarded"] for o in oks) == [0] * (len(oks) - 1) + [20]
-    assert await points(client, owner) == 20
+    assert sorted(o["points_awarded"] for o in oks) == [0] * (len(oks) - 1) + [5]
+    assert await points(client, owner) == 5
     after = await get_milestone(client, owner, m["id"])
     assert after["tasks_done"] == 1 and after["status"] == "in_progress"
     late = await tick(client, owner, m["id"], tid)  # a client's retry, after the race
     assert late["changed"] is False and late["points_awarded"] == 0
-    assert await points(client, owner) == 20
+    assert await points(client, owner) == 5
 
 
 async def test_parallel_completion_of_all_tasks_completes_once(client: httpx.AsyncClient) -> None:
@@ -433,6 +438,83 @@ async def test_parallel_completion_of_all_tasks_completes_once(client: httpx.Asy
     assert sum(o["bonus_awarded"] for o in outcomes) == 20
     assert await points(client, owner) == 4 * 5 + 20
     assert (await get_milestone(client, owner, m["id"]))["status"] == "completed"
+
+
+# --- parallel writes to one milestone ---------------------------------------------------
+
+
+async def stored(
+    app: FastAPI, milestone_id: str
+) -> tuple[Milestone, list[MilestoneTask], dict[uuid.UUID, list[PointEvent]]]:
+    """A milestone as the database holds it (deleted or not), its tasks, and the ledger
+    rows of it and its tasks by reference."""
+    async with app.state.db.sessionmaker() as session:
+        milestone = await session.get(Milestone, uuid.UUID(milestone_id))
+        assert milestone is not None
+        tasks = list(
+            (
+                await session.execute(
+                    select(MilestoneTask).where(MilestoneTask.milestone_id == milestone.id)
+                )
+            ).scalars()
+        )
+        refs = [milestone.id, *(t.id for t in tasks)]
+        rows = await session.execute(select(PointEvent).where(PointEvent.ref_id.in_(refs)))  # type: ignore[union-attr]
+    ledger: dict[uuid.UUID, list[PointEvent]] = {ref: [] for ref in refs}
+    for event in rows.scalars():
+        assert event.ref_id is not None
+        ledger[event.ref_id].append(event)
+    return milestone, tasks, ledger
+
+
+async def test_parallel_complete_uncomplete_start_and_delete_leave_a_consistent_state(
+    client: httpx.AsyncClient, app: FastAPI
+) -> None:
+    """The review's races, through the API: a milestone at one of two tasks has its last
+    task completed, its first un-completed, and is started and deleted, all at once.
+    Every one of these takes the business lock first, so they run one after another in
+    some order: the milestone is completed exactly when all its tasks are done, the
+    ledger holds each award exactly while its task (or milestone) is done, and nothing
+    is paid (or taken back) after the delete."""
+    owner = await owner_with_business(client)
+    # SQLite has one writer at a time: a loser may be a 503 (and then changed nothing).
+    allowed = {200, 204, 404, 409} | (set() if ON_POSTGRES else {503})
+    paid = 0
+    for n in range(5):
+        m = await create_milestone(client, owner, f"Balapan {n}", tasks=["a", "b"])
+        a, b = task_ids(m)
+        paid += (await tick(client, owner, m["id"], a))["points_awarded"]
+        responses = await asyncio.gather(
+            set_task(client, owner, m["id"], b),
+            set_task(client, owner, m["id"], a, done=False),
+            client.post(url(m["id"], "start"), headers=owner.headers),
+            client.delete(url(m["id"]), headers=owner.headers),
+        )
+        codes = [r.status_code for r in responses]
+        assert set(codes) <= allowed, [r.text for r in responses]
+        paid += sum(
+            r.json()["points_awarded"] + r.json()["bonus_awarded"]
+            for r in responses[:2]
+            if r.status_code == 200
+        )
+
+        milestone, tasks, ledger = await stored(app, m["id"])
+        done = [t.done for t in tasks]
+        completed = milestone.status == "completed"
+        assert completed == all(done), (codes, milestone.status, done)
+        assert (milestone.completed_at is not None) == completed
+        for task in tasks:
+            held = sum(e.amount for e in ledger[task.id])
+            assert held == (task.reward_points if task.done else 0), (codes, done)
+        bonus = sum(e.amount for e in ledger[milestone.id])
+        assert bonus == (milestone.reward_points if completed else 0), (codes, done)
+        deleted = codes[3] == 204
+        assert (milestone.deleted_at is not None) == deleted, codes
+        if deleted:
+            assert (await client.get(url(m["id"]), headers=owner.headers)).status_code == 404
+            late = [e for events in ledger.values() for e in events]
+            assert all(e.created_at <= milestone.deleted_at for e in late), codes
+    assert await points(client, owner) == paid
 
 
 # --- races, ordered with a row lock (PostgreSQL) ---------------------------------------
@@ -527,45 +609,81 @@ async def test_completion_after_a_start_keeps_its_started_at(
 # --- the daily cap and achievements -----------------------------------------------------
 
 
-@pytest.fixture
-async def capped_client(database_url: str, tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
-    """The app on the suite's database with at most three roadmap awards a day."""
-    app = create_app(make_settings(database_url, tmp_path / "data", POINTS_ROADMAP_DAILY_CAP=3))
+@asynccontextmanager
+async def capped_client(
+    database_url: str, data_dir: Path, cap: int
+) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of the app on the suite's database with a daily roadmap cap of `cap` points."""
+    app = create_app(make_settings(database_url, data_dir, POINTS_ROADMAP_DAILY_CAP=cap))
     async with LifespanManager(app, startup_timeout=60), asgi_client(app) as c:
         yield c
 
 
-async def test_daily_cap_stops_awards_but_not_progress(
-    capped_client: httpx.AsyncClient,
+@pytest.mark.parametrize("cap", [30, 27])
+async def test_daily_cap_cuts_awards_but_not_progress(
+    database_url: str, tmp_path: Path, cap: int
 ) -> None:
-    client = capped_client
-    owner = await owner_with_business(client)
-    first = await create_milestone(client, owner, difficulty=1, tasks=["a", "b"])
-    second = await create_milestone(client, owner, difficulty=5, tasks=["c", "d"])
+    """Awards of 5, 5, 20, 5 under a cap of 30 pay 5, 5, 20, 0; under 27, 5, 5, 17, 0."""
+    async with capped_client(database_url, tmp_path / "data", cap) as client:
+        owner = await owner_with_business(client)
+        first = await create_milestone(client, owner, difficulty=1, tasks=["a", "b"])
+        second = await create_milestone(client, owner, difficulty=5, tasks=["c", "d"])
+        a, b = task_ids(first)
 
-    # Three awards: two tasks and the first milestone's bonus.
-    assert (await tick(client, owner, first["id"], first["tasks"][0]["id"]))["points_awarded"] == 5
-    done = await tick(client, owner, first["id"], first["tasks"][1]["id"])
-    assert done["points_awarded"] == 5 and done["bonus_awarded"] == 20
-    assert await points(client, owner) == 30
+        assert (await tick(client, owner, first["id"], a))["points_awarded"] == 5
+        done = await tick(client, owner, first["id"], b)
+        assert done["points_awarded"] == 5 and done["bonus_awarded"] == cap - 10  # cut
+        assert done["milestone_completed"] is True
+        assert await points(client, owner) == cap
 
-    # Beyond the cap the work still counts, the points do not.
-    for tid in task_ids(second):
-        r = await tick(client, owner, second["id"], tid)
-        assert r["changed"] is True and r["points_awarded"] == 0
-        assert r["milestone"]["tasks"][task_ids(second).index(tid)]["done"] is True
-    assert r["milestone_completed"] is True and r["bonus_awarded"] == 0
-    assert r["milestone"]["status"] == "completed"
-    assert await points(client, owner) == 30
+        # Beyond the cap the work still counts, the points do not.
+        for tid in task_ids(second):
+            r = await tick(client, owner, second["id"], tid)
+            assert r["changed"] is True and r["points_awarded"] == 0
+            assert r["milestone"]["tasks"][task_ids(second).index(tid)]["done"] is True
+        assert r["milestone_completed"] is True and r["bonus_awarded"] == 0
+        assert r["milestone"]["status"] == "completed"
+        assert await points(client, owner) == cap
 
-    # Unticking a capped task takes nothing back (it held nothing); re-ticking pays nothing.
-    tid = second["tasks"][0]["id"]
-    back = await tick(client, owner, second["id"], tid, done=False)
-    assert back["points_awarded"] == 0 and back["bonus_awarded"] == 0
-    assert back["milestone"]["status"] == "in_progress"
-    again = await tick(client, owner, second["id"], tid)
-    assert again["points_awarded"] == 0 and again["milestone_completed"] is True
-    assert await points(client, owner) == 30
+        # Unticking a capped task takes nothing back (it held nothing); re-ticking pays
+        # nothing.
+        tid = second["tasks"][0]["id"]
+        back = await tick(client, owner, second["id"], tid, done=False)
+        assert back["points_awarded"] == 0 and back["bonus_awarded"] == 0
+        assert back["milestone"]["status"] == "in_progress"
+        again = await tick(client, owner, second["id"], tid)
+        assert again["points_awarded"] == 0 and again["milestone_completed"] is True
+        assert await points(client, owner) == cap
+
+        # Reopening gives the points back, not the cap: doing it again pays nothing.
+        back = await tick(client, owner, first["id"], b, done=False)
+        assert back["points_awarded"] == -5 and back["bonus_awarded"] == -(cap - 10)
+        assert await points(client, owner) == 5
+        again = await tick(client, owner, first["id"], b)
+        assert again["changed"] is True and again["milestone_completed"] is True
+        assert again["points_awarded"] == 0 and again["bonus_awarded"] == 0
+        assert await points(client, owner) == 5
+
+
+async def test_making_ticking_and_deleting_milestones_farms_no_more_than_the_cap(
+    database_url: str, tmp_path: Path
+) -> None:
+    """The review's farming loop: a hard self-made milestone with one task, ticked and
+    deleted, over and over. It earns the base rate (5 + 20), until the cap (60) is
+    reached; the award that crosses it is cut."""
+    async with capped_client(database_url, tmp_path / "data", 60) as client:
+        owner = await owner_with_business(client)
+        paid = []
+        for n in range(5):
+            m = await create_milestone(client, owner, f"Panen {n}", difficulty=5, tasks=["x"])
+            assert m["reward_points"] == 20 and m["tasks"][0]["reward_points"] == 5
+            done = await tick(client, owner, m["id"], m["tasks"][0]["id"])
+            assert done["milestone_completed"] is True
+            paid.append((done["points_awarded"], done["bonus_awarded"]))
+            assert (await client.delete(url(m["id"]), headers=owner.headers)).status_code == 204
+        assert paid == [(5, 20), (5, 20), (5, 5), (0, 0), (0, 0)]
+        assert await points(client, owner) == 60
+        assert (await list_milestones(client, owner))["total"] == 0
 
 
 async def test_first_completed_milestone_unlocks_achievement(client: httpx.AsyncClient) -> None:
@@ -604,7 +722,7 @@ async def test_delete_hides_the_milestone_and_keeps_points(client: httpx.AsyncCl
     keep = await create_milestone(client, owner, "Tetap")
     gone = await create_milestone(client, owner, "Hapus", difficulty=2, tasks=["a", "b"])
     await tick(client, owner, gone["id"], gone["tasks"][0]["id"])
-    assert await points(client, owner) == 10
+    assert await points(client, owner) == 5
 
     r = await client.delete(url(gone["id"]), headers=owner.headers)
     assert r.status_code == 204 and r.content == b""
@@ -626,7 +744,7 @@ async def test_delete_hides_the_milestone_and_keeps_points(client: httpx.AsyncCl
         await set_task(client, owner, gone["id"], tid0, done=False),
     ):
         assert r.status_code == 404, r.text
-    assert await points(client, owner) == 10
+    assert await points(client, owner) == 5
     assert await get_milestone(client, owner, keep["id"]) == keep
     # New milestones still go after every earlier one.
     assert (await create_milestone(client, owner, "Baru"))["order"] == 2
@@ -675,7 +793,7 @@ async def test_other_owners_milestones_are_not_found(client: httpx.AsyncClient) 
         assert "Punya Alice" not in r.text
 
     assert await get_milestone(client, alice, hers["id"]) == before
-    assert await points(client, alice) == alice_points == 10
+    assert await points(client, alice) == alice_points == 5
     assert await points(client, bob) == 0
     assert titles(await list_milestones(client, bob)) == ["Punya Bob"]
     assert titles(await list_milestones(client, alice)) == ["Punya Alice", "Lain"]
@@ -688,7 +806,7 @@ async def test_other_owners_milestones_are_not_found(client: httpx.AsyncClient) 
             assert r.json()["detail"] == "Task not found"
     assert await get_milestone(client, alice, hers["id"]) == before
     assert (await get_milestone(client, alice, other["id"]))["tasks_done"] == 0
-    assert await points(client, alice) == 10
+    assert await points(client, alice) == 5
 
 
 # --- hostile input ----------------------------------------------------------------------

@@ -125,6 +125,7 @@ class Settings(BaseSettings):
     ROADMAP_ATTEMPT_TIMEOUT_SECONDS: float = Field(default=120.0, gt=0, le=1800)
     ROADMAP_MAX_ATTEMPTS: int = Field(default=3, ge=1, le=10)
     ROADMAP_CONCURRENCY: int = Field(default=4, ge=1, le=100)
+    ROADMAP_GENERATIONS_PER_DAY: int = Field(default=5, ge=1, le=1000)
 
     LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     LOG_FORMAT: Literal["auto", "console", "json"] = "auto"
@@ -135,7 +136,7 @@ class Settings(BaseSettings):
     MAX_REQUEST_BODY_BYTES: int = Field(default=1_048_576, ge=1024)
 
     POINTS_TRANSACTION_DAILY_CAP: int = Field(default=10, ge=0, le=10_000)
-    POINTS_ROADMAP_DAILY_CAP: int = Field(default=40, ge=0, le=10_000)
+    POINTS_ROADMAP_DAILY_CAP: int = Field(default=250, ge=0, le=1_000_000)
 
     MCP_CONFIG_PATH: Path = Path("mcp.json")
     MCP_PING_INTERVAL_SECONDS: float = Field(default=30.0, gt=0, le=3600)

@@ -13,6 +13,7 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import ValidationError
 from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -76,6 +77,15 @@ def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
         item = {"type": err.get("type"), "loc": list(err.get("loc", ())), "msg": err.get("msg")}
         out.append(item)
     return out
+
+
+def validation_problems(exc: ValidationError, limit: int = 20) -> str:
+    """A pydantic error as one line a person (or a model) can act on, without the
+    submitted values."""
+    return "; ".join(
+        f"{'.'.join(map(str, e['loc'])) or 'arguments'}: {e['msg']}"
+        for e in exc.errors(include_input=False, include_url=False)[:limit]
+    )
 
 
 def is_db_unavailable(exc: BaseException) -> bool:

@@ -17,6 +17,15 @@ async def commit_or_conflict(session: AsyncSession, message: str) -> None:
         raise ConflictError(message) from None
 
 
+async def flush_or_conflict(session: AsyncSession, message: str) -> None:
+    """Flush; a unique-constraint violation (a parallel write won) becomes a 409."""
+    try:
+        await session.flush()
+    except IntegrityError:
+        await session.rollback()
+        raise ConflictError(message) from None
+
+
 def escape_like(text: str) -> str:
     """Make `text` match literally inside a LIKE pattern (escape character: backslash)."""
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")

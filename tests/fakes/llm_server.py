@@ -97,9 +97,7 @@ def roadmap_arguments(size: int, title: str = "Langkah") -> dict[str, Any]:
 
 
 def _offers_tool(body: dict[str, Any], name: str) -> bool:
-    return any(
-        (tool.get("function") or {}).get("name") == name for tool in body.get("tools") or []
-    )
+    return any((tool.get("function") or {}).get("name") == name for tool in body.get("tools") or [])
 
 
 def _roadmap_size(body: dict[str, Any]) -> int:

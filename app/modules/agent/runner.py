@@ -30,6 +30,8 @@ from llama_index.core.llms.function_calling import FunctionCallingLLM
 from llama_index.core.tools import AsyncBaseTool
 from pydantic import ValidationError
 
+from app.core.errors import validation_problems
+
 log = structlog.stdlib.get_logger(__name__)
 
 MAX_TOOL_OUTPUT_CHARS = 20_000
@@ -237,10 +239,7 @@ async def _run_tool(
                 exclude_unset=True, by_alias=True
             )
         except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(map(str, e['loc'])) or 'arguments'}: {e['msg']}"
-                for e in exc.errors(include_input=False, include_url=False)
-            )
+            problems = validation_problems(exc)
             return f"Error: invalid arguments for '{call.name}': {problems}", True
     try:
         async with asyncio.timeout(time_limit):

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.config import Settings
-from app.core.errors import DomainError
+from app.core.errors import DomainError, validation_problems
 from app.core.security import PasswordHasher
 from app.modules.business.models import BusinessProfile
 from app.modules.business.service import BusinessService
@@ -55,8 +55,10 @@ class ToolContext:
     sessionmaker: async_sessionmaker[AsyncSession]
     hasher: PasswordHasher
     settings: Settings
-    scheduler: RoadmapScheduler | None = None
-    conversation: Conversation | None = None
+    scheduler: RoadmapScheduler | None
+    # The chat the tools serve; None only for callers without one (rules that need the
+    # conversation, like the delete confirmation, then rely on the client's own).
+    conversation: Conversation | None
 
     @asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:
@@ -99,10 +101,7 @@ async def run_spec(spec: ToolSpec, ctx: ToolContext, arguments: dict[str, Any]) 
     try:
         params = spec.params.model_validate(arguments)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(map(str, e['loc'])) or 'arguments'}: {e['msg']}"
-            for e in exc.errors(include_input=False, include_url=False)
-        )
+        problems = validation_problems(exc)
         return f"Error: invalid arguments for '{spec.name}': {problems}", True
     try:
         return tool_result_text(await spec.run(ctx, params)), False

@@ -1,9 +1,9 @@
 """The advisor's tool list, assembled in one place.
 
-`DOMAIN_TOOLS` is the one registry of the service's own tools (the MCP server serves the
-same specs). `assemble_tools` is the only function that decides which tools a turn gets:
-the domain tools bound to the chatting user (so whatever ids the LLM passes, a tool can
-only touch that user's data), followed by the tools of the external MCP servers.
+`DOMAIN_TOOLS` is the one registry of the service's own tools. A chat turn gets them
+bound to the chatting user (`domain_tools`: whatever ids the LLM passes, a tool can only
+touch that user's data), followed by the tools of the external MCP servers
+(`external_tools`).
 """
 
 from __future__ import annotations
@@ -37,10 +37,10 @@ class ExternalTools(Protocol):
     def tools(self, reserved: Iterable[str] = ()) -> list[AsyncBaseTool]: ...
 
 
-def assemble_tools(ctx: ToolContext, external: ExternalTools | None = None) -> list[AsyncBaseTool]:
-    """Domain tools first; external (MCP) tools after them, renamed by the manager where
-    a name is already taken, so every name the LLM sees is unique."""
-    own = domain_tools(ctx)
-    if external is None:
-        return own
-    return [*own, *external.tools(reserved={t.metadata.name for t in own})]
+DOMAIN_TOOL_NAMES = frozenset(spec.name for spec in DOMAIN_TOOLS)
+
+
+def external_tools(external: ExternalTools | None) -> list[AsyncBaseTool]:
+    """The MCP servers' tools, renamed by the manager where a domain tool has the name,
+    so every name the LLM sees is unique. A turn's list is the domain tools, then these."""
+    return [] if external is None else external.tools(reserved=DOMAIN_TOOL_NAMES)

@@ -5,11 +5,10 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.errors import ConflictError, DomainError, NotFoundError
-from app.db.helpers import commit_or_conflict
+from app.db.helpers import commit_or_conflict, flush_or_conflict
 from app.db.types import utcnow
 from app.modules.business.models import BusinessProfile
 from app.modules.business.repository import BusinessRepository
@@ -60,11 +59,7 @@ class BusinessService:
         )
         self.session.add(business)
         if scheduler is not None:
-            try:
-                await self.session.flush()
-            except IntegrityError:  # a parallel create won
-                await self.session.rollback()
-                raise ConflictError(PROFILE_EXISTS) from None
+            await flush_or_conflict(self.session, PROFILE_EXISTS)  # a parallel create won
             await request_roadmap(self.session, business.id, GenerationKind.INITIAL)
         await commit_or_conflict(self.session, PROFILE_EXISTS)  # a parallel create won
         if scheduler is not None:

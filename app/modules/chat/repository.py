@@ -88,20 +88,26 @@ class ChatRepository:
         )
         return list(reversed(list(rows.scalars())))
 
-    async def tool_calls_before(
-        self, session_id: uuid.UUID, name: str, before: datetime, limit: int = 50
+    async def previous_turn_tool_calls(
+        self, session_id: uuid.UUID, name: str, before: datetime
     ) -> list[dict[str, Any]]:
-        """The recorded calls of tool `name` in a session, before `before`, newest first."""
-        rows = await self.session.execute(
-            select(ChatMessage.tool_calls)
-            .where(
+        """The recorded calls of tool `name` in the turn just before the user message
+        written at `before` (after the user message before that one)."""
+        previous_user = await self.session.scalar(
+            select(func.max(ChatMessage.created_at)).where(
                 ChatMessage.session_id == session_id,
-                ChatMessage.role == MessageRole.TOOL,
+                ChatMessage.role == MessageRole.USER,
                 ChatMessage.created_at < before,  # type: ignore[operator]
             )
-            .order_by(ChatMessage.created_at.desc())  # type: ignore[attr-defined]
-            .limit(limit)
         )
+        query = select(ChatMessage.tool_calls).where(
+            ChatMessage.session_id == session_id,
+            ChatMessage.role == MessageRole.TOOL,
+            ChatMessage.created_at < before,  # type: ignore[operator]
+        )
+        if previous_user is not None:
+            query = query.where(ChatMessage.created_at > previous_user)  # type: ignore[operator]
+        rows = await self.session.execute(query)
         return [
             call for call in rows.scalars() if isinstance(call, dict) and call.get("name") == name
         ]

@@ -17,7 +17,7 @@ from app.core.types import Limit, Offset
 from app.modules.agent.prompt import build_system_prompt, describe_business
 from app.modules.agent.runner import AgentLimits
 from app.modules.agent.toolkit import Conversation, ToolContext
-from app.modules.agent.tools import assemble_tools
+from app.modules.agent.tools import domain_tools, external_tools
 from app.modules.business.service import BusinessService
 from app.modules.chat.schemas import (
     ChatStreamRequest,
@@ -122,6 +122,8 @@ async def start_turn(
     llm = request.app.state.llm
     if llm is None:
         raise LLMNotConfiguredError()
+    # Everything that can fail comes before the session is claimed and the message saved.
+    external = external_tools(request.app.state.mcp)
     business = await BusinessService(chats.session).mine(user.id)
     prompt = build_system_prompt(user.name, business_context=describe_business(business))
     start = await chats.begin_turn(
@@ -139,7 +141,7 @@ async def start_turn(
         scheduler=request.app.state.roadmaps,
         conversation=Conversation(start.session_id, start.user_message.created_at),
     )
-    tools = assemble_tools(context, request.app.state.mcp)
+    tools = [*domain_tools(context), *external]  # binding the domain tools cannot fail
     return ChatTurn(
         start=start,
         llm=llm,

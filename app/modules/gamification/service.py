@@ -68,8 +68,19 @@ class GamificationService:
     # --- awarding -----------------------------------------------------------------------
 
     async def lock_business(self, business_id: uuid.UUID) -> None:
-        """Serialise point changes of one business (PostgreSQL row lock; SQLite already
-        serialises writers once the transaction has written)."""
+        """Serialise changes of one business's points and roadmap: call it first in the
+        transaction; what is read after it is current.
+
+        PostgreSQL: a row lock. SQLite: a write that changes nothing — SQLite begins a
+        transaction at its first write and then holds the database's write lock, so the
+        reads after it cannot be stale (a plain SELECT would start no transaction)."""
+        if self._dialect == "sqlite":
+            await self.session.execute(
+                update(BusinessProfile)
+                .where(BusinessProfile.id == business_id)
+                .values(total_points=BusinessProfile.total_points)
+            )
+            return
         # NO KEY UPDATE: compatible with the KEY SHARE locks that foreign keys of new rows
         # take on the business, so two recorders cannot deadlock each other.
         await self.session.execute(
@@ -123,24 +134,35 @@ class GamificationService:
         unlocked = await self._unlock(business_id, total)
         return PointAward(amount, total, level_id, level_id != old_level, unlocked)
 
-    async def events_today(
-        self, business_id: uuid.UUID, reasons: str | tuple[str, ...], since: datetime
-    ) -> int:
-        """Ledger rows with points > 0 for `reasons` since `since` (for daily caps)."""
-        reasons = (reasons,) if isinstance(reasons, str) else reasons
+    async def events_today(self, business_id: uuid.UUID, reason: str, since: datetime) -> int:
+        """Ledger rows with points > 0 for `reason` since `since` (for daily caps)."""
         return (
             await self.session.scalar(
                 select(func.count())
                 .select_from(PointEvent)
                 .where(
                     PointEvent.business_id == business_id,
-                    PointEvent.reason.in_(reasons),  # type: ignore[attr-defined]
+                    PointEvent.reason == reason,
                     PointEvent.amount > 0,
                     PointEvent.created_at >= since,
                 )
             )
             or 0
         )
+
+    async def points_today(
+        self, business_id: uuid.UUID, reasons: tuple[str, ...], since: datetime
+    ) -> int:
+        """Points paid (amounts > 0) for `reasons` since `since` (for daily point caps)."""
+        value = await self.session.scalar(
+            select(func.coalesce(func.sum(PointEvent.amount), 0)).where(
+                PointEvent.business_id == business_id,
+                PointEvent.reason.in_(reasons),  # type: ignore[attr-defined]
+                PointEvent.amount > 0,
+                PointEvent.created_at >= since,
+            )
+        )
+        return int(value or 0)
 
     async def points_for(self, ref_id: uuid.UUID) -> int:
         """Net points the ledger holds for one reference (e.g. a transaction)."""

@@ -22,6 +22,7 @@ from llama_index.core.tools import FunctionTool
 from pydantic import BaseModel, Field, ValidationError, create_model
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.core.errors import validation_problems
 from app.core.types import multi_line, single_line
 from app.modules.agent.prompt import describe_business, today_in_jakarta
 from app.modules.agent.runner import AgentError, stream_llm, tool_calls
@@ -169,11 +170,7 @@ def validate_draft(arguments: dict[str, Any], size: int) -> list[MilestonePlan]:
     try:
         draft: Any = roadmap_schema(size).model_validate(arguments)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(map(str, e['loc'])) or 'arguments'}: {e['msg']}"
-            for e in exc.errors(include_input=False, include_url=False)[:10]
-        )
-        raise ValueError(problems) from None
+        raise ValueError(validation_problems(exc, limit=10)) from None
     return [MilestonePlan(m.title, m.description, m.difficulty, m.tasks) for m in draft.milestones]
 
 

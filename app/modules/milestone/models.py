@@ -62,6 +62,7 @@ class Milestone(SQLModel, table=True):
         CheckConstraint("difficulty BETWEEN 1 AND 5", name="ck_milestone_difficulty"),
         CheckConstraint("reward_points >= 0", name="ck_milestone_reward"),
         Index("ix_milestones_business_position", "business_id", "position"),
+        Index("ix_milestones_generation", "generation_id"),
     )
 
     id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
@@ -144,6 +145,7 @@ class RoadmapGeneration(SQLModel, table=True):
             sqlite_where=text(OPEN_GENERATION_PREDICATE),
         ),
         Index("ix_roadmap_generations_status", "status"),
+        Index("ix_roadmap_generations_business_created", "business_id", "created_at"),
     )
 
     id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)

@@ -196,6 +196,18 @@ class GenerationRepository:
             )
         ).scalar_one_or_none()
 
+    async def created_since(self, business_id: uuid.UUID, since: datetime) -> list[datetime]:
+        """When this business's requests since `since` were made, oldest first."""
+        rows = await self.session.execute(
+            select(RoadmapGeneration.created_at)
+            .where(
+                RoadmapGeneration.business_id == business_id,
+                RoadmapGeneration.created_at >= since,  # type: ignore[operator]
+            )
+            .order_by(RoadmapGeneration.created_at)  # type: ignore[arg-type]
+        )
+        return list(rows.scalars())
+
     async def insert_unless_open(
         self, business_id: uuid.UUID, kind: str, focus: str, now: datetime
     ) -> bool:

@@ -13,6 +13,7 @@ from fastapi.sse import EventSourceResponse, ServerSentEvent
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.api.deps import CurrentBusiness, RoadmapSchedulerDep, SessionDep, SettingsDep
+from app.core.errors import DB_UNAVAILABLE_DETAIL, is_db_unavailable
 from app.core.llm import LLMNotConfiguredError
 from app.core.types import Limit, Offset
 from app.modules.milestone.models import GenerationStatus, MilestoneStatus, RoadmapGeneration
@@ -37,14 +38,18 @@ router = APIRouter(
     },
 )
 
-PROGRESS_POLL_SECONDS = 0.5
+POLL_FIRST_SECONDS = 0.5
+POLL_MAX_SECONDS = 2.0
 
 
 def get_milestone_service(
     session: SessionDep, settings: SettingsDep, roadmaps: RoadmapSchedulerDep
 ) -> MilestoneService:
     return MilestoneService(
-        session, daily_cap=settings.POINTS_ROADMAP_DAILY_CAP, scheduler=roadmaps
+        session,
+        daily_cap=settings.POINTS_ROADMAP_DAILY_CAP,
+        generations_per_day=settings.ROADMAP_GENERATIONS_PER_DAY,
+        scheduler=roadmaps,
     )
 
 
@@ -100,14 +105,15 @@ async def latest_generation(
 
 
 async def start_generation(
-    request: Request,
     business: CurrentBusiness,
     milestones: MilestoneServiceDep,
+    roadmaps: RoadmapSchedulerDep,
     body: GenerateRequest | None = None,
 ) -> tuple[RoadmapGeneration, bool]:
     """Refusals come before the stream, as plain JSON errors: 503 without an LLM, 409
-    while the roadmap has active milestones. An open request is joined, not repeated."""
-    if request.app.state.roadmaps is None:
+    while the roadmap has active milestones, 429 past the daily quota. An open request
+    is joined, not repeated (its focus stays)."""
+    if roadmaps is None:
         raise LLMNotConfiguredError()
     return await milestones.request_generation(business, body.focus if body else "")
 
@@ -118,13 +124,14 @@ async def start_generation(
     responses={
         200: {"description": "Events: generation, progress, milestone, error, done"},
         409: {"description": "The roadmap still has active milestones"},
+        429: {"description": "Daily roadmap quota used"},
         503: {"description": "No LLM configured"},
     },
 )
 async def generate(
     request: Request,
     business: CurrentBusiness,
-    settings: SettingsDep,
+    roadmaps: RoadmapSchedulerDep,
     started: Annotated[tuple[RoadmapGeneration, bool], Depends(start_generation)],
 ) -> AsyncIterator[ServerSentEvent]:
     """Ask for a new roadmap and follow it as Server-Sent Events.
@@ -143,10 +150,9 @@ async def generate(
             "created": created,
         },
     )
-    # Every attempt, with its pauses and the save, fits in the worker's leases.
-    patience = settings.ROADMAP_MAX_ATTEMPTS * (2 * settings.ROADMAP_ATTEMPT_TIMEOUT_SECONDS + 5)
+    assert roadmaps is not None  # start_generation refused the request otherwise
     async for event in _follow(
-        request.app.state.db.sessionmaker, business.id, generation.id, patience
+        request.app.state.db.sessionmaker, business.id, generation.id, roadmaps.longest_run
     ):
         yield event
 
@@ -157,19 +163,33 @@ async def _follow(
     generation_id: uuid.UUID,
     patience: float,
 ) -> AsyncIterator[ServerSentEvent]:
-    """Poll the request's row (whichever process runs it) and report its changes."""
+    """Poll the request's row (whichever process runs it) and report its changes; the
+    pause grows from 0.5 s to 2 s while nothing changes."""
     deadline = time.monotonic() + patience
     seen: tuple[str, str, int] | None = None
+    pause = POLL_FIRST_SECONDS
     while time.monotonic() < deadline:
-        async with sessionmaker() as session:
-            generation, views = await MilestoneService(session).generation_state(
-                business_id, generation_id
+        try:
+            async with sessionmaker() as session:
+                generation, views = await MilestoneService(session).generation_state(
+                    business_id, generation_id
+                )
+        except Exception as exc:
+            if not is_db_unavailable(exc):
+                raise
+            yield ServerSentEvent(
+                event="error",
+                data={"code": "database_unavailable", "message": DB_UNAVAILABLE_DETAIL},
             )
-        if generation is None:
-            break
+            return
+        if generation is None:  # the business (and its requests) was deleted
+            yield ServerSentEvent(
+                event="error", data={"code": "not_found", "message": "The request is gone."}
+            )
+            return
         state = (generation.status, generation.stage, generation.attempts)
         if state != seen:
-            seen = state
+            seen, pause = state, POLL_FIRST_SECONDS
             yield ServerSentEvent(
                 event="progress",
                 data={"status": state[0], "stage": state[1], "attempt": state[2]},
@@ -192,12 +212,14 @@ async def _follow(
                 },
             )
             return
-        await asyncio.sleep(PROGRESS_POLL_SECONDS)
+        await asyncio.sleep(pause)
+        pause = min(pause * 1.5, POLL_MAX_SECONDS)
     yield ServerSentEvent(
         event="error",
         data={
             "code": "generation_pending",
-            "message": "The roadmap is still being prepared; check GET /milestones later.",
+            "message": "The roadmap is still being prepared; check GET /milestones/generation "
+            "later.",
         },
     )
 

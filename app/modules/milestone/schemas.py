@@ -23,9 +23,7 @@ MAX_ORDER = 100_000
 MilestoneTitle = single_line(200)
 MilestoneDescription = multi_line(2000)
 TaskTitle = single_line(300)
-Difficulty = Annotated[
-    int, Field(ge=1, le=5, strict=True, description="1 (easy) to 5 (hard); sets the rewards")
-]
+Difficulty = Annotated[int, Field(ge=1, le=5, strict=True, description="1 (easy) to 5 (hard)")]
 Order = Annotated[
     int, Field(ge=0, le=MAX_ORDER, strict=True, description="Position in the roadmap")
 ]

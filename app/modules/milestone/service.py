@@ -1,15 +1,21 @@
 """Roadmap rules: milestones and tasks, their points, and when a new roadmap is due.
 
-Points: a task is worth `TASK_POINTS_PER_LEVEL` x the milestone's difficulty, the whole
-milestone a bonus of `BONUS_POINTS_PER_LEVEL` x difficulty — set by these rules, never by
-the client or the LLM. The ledger's net points for a task (or milestone) say whether it
-holds its award now, so completing it again after a retry, a parallel request or an
-un-complete never pays twice. Task and bonus awards together count towards a daily cap
-(the business's local day), so creating and ticking milestones cannot farm points.
+Points are set by these rules, never by the client or the model: in a generated roadmap
+a task is worth `TASK_POINTS_PER_LEVEL` x the milestone's difficulty and the completed
+milestone a bonus of `BONUS_POINTS_PER_LEVEL` x difficulty; a milestone the owner (or the
+advisor) made earns the base rate (difficulty 1), since its difficulty is self-declared.
+The ledger's net points for a task (or milestone) say whether it holds its award now, so
+a retry, a parallel request or an un-complete never pays twice; and all roadmap awards
+of a local day are capped in points, so making, ticking and deleting milestones cannot
+farm more than the cap.
+
+Every write takes the business lock first (`GamificationService.lock_business`) and reads
+after it, so completions, starts, deletes and swaps of one business never interleave.
 
 A new roadmap is requested (recorded, then run by the roadmap worker) when a profile is
-created and when the last active milestone completes; it is saved only if the business
-has no active milestones then, so two triggers never make two roadmaps.
+created and when the last active milestone completes, at most `generations_per_day`
+times a day; it is saved only if the business has no active milestones then, so two
+triggers never make two roadmaps.
 """
 
 from __future__ import annotations
@@ -17,12 +23,12 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.core.errors import ConflictError, NotFoundError
+from app.core.errors import ConflictError, NotFoundError, TooManyRequestsError
 from app.db.types import utcnow
 from app.modules.business.models import BusinessProfile
 from app.modules.gamification.service import (
@@ -46,7 +52,9 @@ from app.modules.milestone.schemas import MilestoneCreate, MilestoneUpdate
 
 TASK_POINTS_PER_LEVEL = 5
 BONUS_POINTS_PER_LEVEL = 20
-ROADMAP_DAILY_CAP = 40  # awarded tasks and bonuses per local day
+ROADMAP_DAILY_CAP = 250  # roadmap points a business can earn per local day
+GENERATIONS_PER_DAY = 5  # roadmap requests per business in 24 hours
+QUOTA_WINDOW = timedelta(days=1)
 
 NOT_FOUND = "Milestone not found"
 
@@ -104,11 +112,13 @@ class MilestoneService:
         session: AsyncSession,
         *,
         daily_cap: int = ROADMAP_DAILY_CAP,
+        generations_per_day: int = GENERATIONS_PER_DAY,
         scheduler: RoadmapScheduler | None = None,
     ) -> None:
         self.session = session
         self.repo = MilestoneRepository(session)
         self.daily_cap = daily_cap
+        self.generations_per_day = generations_per_day
         self.scheduler = scheduler  # None while no LLM is configured: no generation
 
     # --- reading ----------------------------------------------------------------------------
@@ -142,6 +152,7 @@ class MilestoneService:
     ) -> MilestoneView:
         """Add a milestone. The advisor creates `exclusive`ly: not while active milestones
         exist, unless it `replaces` one the owner asked to swap (not yet started)."""
+        await self._lock(business)
         if replaces is not None:
             old = await self._own(business, replaces)
             if old.status != MilestoneStatus.PENDING:
@@ -149,15 +160,12 @@ class MilestoneService:
                     "Only a milestone that has not started can be replaced; "
                     "delete it (with the owner's confirmation) instead"
                 )
-        if exclusive and replaces is None:  # a swap keeps the number of active ones
-            active = await self.repo.count_active(business.id)
-            if active:
-                raise ConflictError(
-                    f"The roadmap still has {active} active milestone(s): finish them first, "
-                    "or replace one if the owner asked for that"
-                )
-        if replaces is not None and not await self.repo.soft_delete(replaces, utcnow()):
-            raise NotFoundError(NOT_FOUND)
+            await self.repo.soft_delete(old.id, utcnow())
+        elif exclusive and (active := await self.repo.count_active(business.id)):
+            raise ConflictError(
+                f"The roadmap still has {active} active milestone(s): finish them first, "
+                "or replace one if the owner asked for that"
+            )
         position = (
             data.order if data.order is not None else await self.repo.next_position(business.id)
         )
@@ -169,6 +177,7 @@ class MilestoneService:
     async def update(
         self, business: BusinessProfile, milestone_id: uuid.UUID, data: MilestoneUpdate
     ) -> MilestoneView:
+        await self._lock(business)
         milestone = await self._own(business, milestone_id)
         if data.title is not None:
             milestone.title = data.title
@@ -181,24 +190,21 @@ class MilestoneService:
         return await self._view(milestone)
 
     async def start(self, business: BusinessProfile, milestone_id: uuid.UUID) -> MilestoneView:
-        """pending -> in_progress; starting one that is in progress changes nothing.
-
-        One conditional UPDATE (WHERE status = 'pending'), so a task completion committed
-        meanwhile is never overwritten with an older status."""
+        """pending -> in_progress; starting one that is in progress changes nothing."""
+        await self._lock(business)
         milestone = await self._own(business, milestone_id)
-        started = await self.repo.mark_started(milestone.id, utcnow())
+        if milestone.status == MilestoneStatus.COMPLETED:
+            raise ConflictError("The milestone is already completed")
+        await self.repo.mark_started(milestone.id, utcnow())
         await self.session.commit()
         await self.session.refresh(milestone)
-        if not started and milestone.status == MilestoneStatus.COMPLETED:
-            raise ConflictError("The milestone is already completed")
         return await self._view(milestone)
 
     async def delete(self, business: BusinessProfile, milestone_id: uuid.UUID) -> Milestone:
         """Soft delete: hidden from the roadmap; points already earned stay."""
+        await self._lock(business)
         milestone = await self._own(business, milestone_id)
-        if not await self.repo.soft_delete(milestone.id, utcnow()):
-            await self.session.rollback()
-            raise NotFoundError(NOT_FOUND)
+        await self.repo.soft_delete(milestone.id, utcnow())
         await self.session.commit()
         return milestone
 
@@ -207,11 +213,10 @@ class MilestoneService:
     ) -> TaskResult:
         """Complete (or un-complete) a task, with its points, in one transaction.
 
-        The task's conditional UPDATE is the first write: of parallel requests exactly
-        one changes it, the others see `changed: false` and pay nothing.
+        Under the business lock, of parallel requests exactly one changes the task; the
+        others see `changed: false` and pay nothing.
         """
-        game = GamificationService(self.session)
-        await game.lock_business(business.id)  # then read: what we see is current
+        game = await self._lock(business)
         milestone = await self._own(business, milestone_id)
         task = await self.repo.task(milestone.id, task_id)
         if task is None:
@@ -251,7 +256,11 @@ class MilestoneService:
                 game, business, MILESTONE_COMPLETED, milestone.reward_points, milestone.id
             )
             await self.session.flush()
-            if self.scheduler is not None and not await self.repo.count_active(business.id):
+            if (
+                self.scheduler is not None
+                and not await self.repo.count_active(business.id)
+                and await self._quota_wait(business) is None
+            ):
                 _, requested = await request_roadmap(self.session, business.id, GenerationKind.NEXT)
         milestone.updated_at = now
         await self.session.flush()
@@ -285,14 +294,15 @@ class MilestoneService:
         amount: int,
         ref_id: uuid.UUID,
     ) -> int:
-        """Pay `amount` for `ref_id` unless it holds an award already or today's cap is
-        reached (the ledger row is written either way: it records what happened)."""
+        """Pay `amount` for `ref_id` unless it holds an award already, and only as much
+        as today's cap leaves (the ledger row is written either way: it records what
+        happened)."""
         if await game.points_for(ref_id) > 0:
             return 0
-        paid_today = await game.events_today(
+        paid_today = await game.points_today(
             business.id, (TASK_COMPLETED, MILESTONE_COMPLETED), local_day_start(business.timezone)
         )
-        amount = amount if paid_today < self.daily_cap else 0
+        amount = max(0, min(amount, self.daily_cap - paid_today))
         await game.award_points(business.id, reason, amount, ref_id=ref_id)
         return amount
 
@@ -311,23 +321,45 @@ class MilestoneService:
         self, business: BusinessProfile, focus: str
     ) -> tuple[RoadmapGeneration, bool]:
         """The owner asks for a roadmap: joins an open request, or records a new one if
-        the roadmap has no active milestones (409 otherwise)."""
-        open_request = await GenerationRepository(self.session).open_for(business.id)
-        if open_request is not None:
-            return open_request, False
-        active = await self.repo.count_active(business.id)
-        if active:
-            raise ConflictError(
-                f"Your roadmap still has {active} active milestone(s); complete or delete "
-                "them before asking for a new roadmap"
+        the roadmap has no active milestones (409 otherwise) and today's quota allows
+        (429). Always ends the transaction: the caller may hold this session through a
+        long progress stream."""
+        await self._lock(business)
+        generation = await GenerationRepository(self.session).open_for(business.id)
+        created = False
+        if generation is None:
+            active = await self.repo.count_active(business.id)
+            if active:
+                raise ConflictError(
+                    f"Your roadmap still has {active} active milestone(s); complete or "
+                    "delete them before asking for a new roadmap"
+                )
+            wait = await self._quota_wait(business)
+            if wait is not None:
+                raise TooManyRequestsError(
+                    f"At most {self.generations_per_day} roadmap requests in 24 hours; "
+                    f"the next is possible in {wait // 60 + 1} minute(s)",
+                    retry_after=wait,
+                )
+            generation, created = await request_roadmap(
+                self.session, business.id, GenerationKind.REQUESTED, focus
             )
-        generation, created = await request_roadmap(
-            self.session, business.id, GenerationKind.REQUESTED, focus
-        )
         await self.session.commit()
-        if self.scheduler is not None:
+        if created and self.scheduler is not None:
             self.scheduler.wake()
         return generation, created
+
+    async def _quota_wait(self, business: BusinessProfile) -> int | None:
+        """None while a roadmap request is allowed; else the seconds until one is (the
+        quota counts the last 24 hours)."""
+        now = utcnow()
+        made = await GenerationRepository(self.session).created_since(
+            business.id, now - QUOTA_WINDOW
+        )
+        if len(made) < self.generations_per_day:
+            return None
+        frees_at = made[len(made) - self.generations_per_day] + QUOTA_WINDOW
+        return max(1, int((frees_at - now).total_seconds()) + 1)
 
     async def latest_generation(self, business: BusinessProfile) -> RoadmapGeneration:
         generation = await GenerationRepository(self.session).latest_for(business.id)
@@ -396,13 +428,16 @@ class MilestoneService:
         *,
         generation_id: uuid.UUID | None = None,
     ) -> MilestoneView:
+        # Only a generated roadmap's difficulty sets the rewards; a self-made milestone's
+        # difficulty is the owner's own claim, so it earns the base rate.
+        rate = plan.difficulty if generation_id is not None else 1
         milestone = Milestone(
             business_id=business_id,
             title=plan.title,
             description=plan.description,
             position=position,
             difficulty=plan.difficulty,
-            reward_points=BONUS_POINTS_PER_LEVEL * plan.difficulty,
+            reward_points=BONUS_POINTS_PER_LEVEL * rate,
             ai_generated=generation_id is not None,
             generation_id=generation_id,
         )
@@ -411,13 +446,19 @@ class MilestoneService:
                 milestone_id=milestone.id,
                 title=title,
                 position=i,
-                reward_points=TASK_POINTS_PER_LEVEL * plan.difficulty,
+                reward_points=TASK_POINTS_PER_LEVEL * rate,
             )
             for i, title in enumerate(plan.tasks)
         ]
         self.session.add(milestone)
         self.session.add_all(tasks)
         return MilestoneView(milestone, tasks)
+
+    async def _lock(self, business: BusinessProfile) -> GamificationService:
+        """Take the business lock; reads after it are current (see the module docstring)."""
+        game = GamificationService(self.session)
+        await game.lock_business(business.id)
+        return game
 
     async def _own(self, business: BusinessProfile, milestone_id: uuid.UUID) -> Milestone:
         milestone = await self.repo.get(business.id, milestone_id)

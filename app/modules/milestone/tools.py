@@ -3,8 +3,8 @@
 Two rules of the advisor live here because they are about the conversation: it adds
 milestones only while none are active, unless it replaces one the owner asked to swap
 (`MilestoneService.create(exclusive=True)`); and it deletes only after the owner saw a
-preview and answered — a `delete_milestone` call without `confirm` in an earlier turn of
-this chat is the preview.
+preview and answered — a `delete_milestone` call without `confirm` in the turn just
+before the owner's current message is the preview.
 """
 
 from __future__ import annotations
@@ -28,21 +28,24 @@ from app.modules.milestone.schemas import (
 )
 from app.modules.milestone.service import MilestoneService, MilestoneView, TaskResult
 
-LIST_LIMIT = 50
+LIST_LIMIT = 30
 
 
 def _service(ctx: ToolContext, session: Any) -> MilestoneService:
     return MilestoneService(
-        session, daily_cap=ctx.settings.POINTS_ROADMAP_DAILY_CAP, scheduler=ctx.scheduler
+        session,
+        daily_cap=ctx.settings.POINTS_ROADMAP_DAILY_CAP,
+        generations_per_day=ctx.settings.ROADMAP_GENERATIONS_PER_DAY,
+        scheduler=ctx.scheduler,
     )
 
 
-def _brief(view: MilestoneView) -> dict[str, Any]:
+def _brief(view: MilestoneView, description_chars: int = 2000) -> dict[str, Any]:
     m = view.milestone
     return {
         "id": str(m.id),
         "title": m.title,
-        "description": m.description,
+        "description": m.description[:description_chars],
         "status": m.status,
         "order": m.position,
         "difficulty": m.difficulty,
@@ -68,7 +71,8 @@ async def list_milestones(ctx: ToolContext, p: ListParams) -> dict[str, Any]:
     async with ctx.session() as session:
         business = await ctx.business(session)
         views, total = await _service(ctx, session).list(business, statuses, LIST_LIMIT, 0)
-    return {"total": total, "milestones": [_brief(v) for v in views]}
+    # Short descriptions: a long list must stay readable within the tool-output limit.
+    return {"total": total, "milestones": [_brief(v, 200) for v in views]}
 
 
 class CreateParams(BaseModel):
@@ -152,11 +156,12 @@ async def delete_milestone(ctx: ToolContext, p: DeleteParams) -> dict[str, Any]:
 
 
 async def _previewed(ctx: ToolContext, session: Any, milestone_id: uuid.UUID) -> bool:
-    """Was this milestone's deletion previewed in this chat before the owner's message?
-    (Without a chat — e.g. an MCP client, which asks its user itself — confirm suffices.)"""
+    """Was this milestone's deletion previewed in the turn just before the owner's
+    current message, i.e. has the owner answered the preview? Without a chat (an MCP
+    client, which asks its user itself before a destructive tool), confirm suffices."""
     if ctx.conversation is None:
         return True
-    calls = await ChatRepository(session).tool_calls_before(
+    calls = await ChatRepository(session).previous_turn_tool_calls(
         ctx.conversation.session_id, "delete_milestone", ctx.conversation.current_message_at
     )
     return any(

@@ -22,6 +22,7 @@ import structlog
 from llama_index.core.llms.function_calling import FunctionCallingLLM
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.core.errors import is_db_unavailable
 from app.db.types import utcnow
 from app.modules.milestone.generation import GenerationFailed, draft_roadmap, gather_context
 from app.modules.milestone.models import GenerationStatus
@@ -60,6 +61,12 @@ class RoadmapWorker:
         self._loop_task: asyncio.Task[None] | None = None
         self._running: dict[uuid.UUID, asyncio.Task[None]] = {}  # claim -> task
 
+    @property
+    def longest_run(self) -> float:
+        """Seconds a request may take once claimed (every attempt in its lease), plus a
+        minute in the queue: how long a progress stream waits for the outcome."""
+        return self.max_attempts * self.lease.total_seconds() + 60
+
     def wake(self) -> None:
         self._wake.set()
 
@@ -75,14 +82,19 @@ class RoadmapWorker:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         if claims:  # back to the queue: the next start (or another worker) resumes them
-            try:
-                async with asyncio.timeout(RELEASE_TIMEOUT_SECONDS):
-                    async with self.sessionmaker() as session:
-                        await GenerationRepository(session).release(claims)
-                        await session.commit()
-                log.info("roadmap_requests_released", count=len(claims))
-            except Exception:
-                log.warning("roadmap_requests_not_released", exc_info=True)
+            await self._release(*claims)
+
+    async def _release(self, *claims: uuid.UUID) -> None:
+        """Hand requests back to the queue; if the database cannot be reached, their
+        leases run out instead."""
+        try:
+            async with asyncio.timeout(RELEASE_TIMEOUT_SECONDS):
+                async with self.sessionmaker() as session:
+                    await GenerationRepository(session).release(claims)
+                    await session.commit()
+            log.info("roadmap_requests_released", count=len(claims))
+        except Exception:
+            log.warning("roadmap_requests_not_released", exc_info=True)
 
     async def _loop(self) -> None:
         while True:
@@ -165,7 +177,11 @@ class RoadmapWorker:
         except GenerationFailed as exc:
             log.warning("roadmap_generation_failed", generation_id=str(generation_id))
             await self._fail(generation_id, claim, str(exc))
-        except Exception:
+        except Exception as exc:
+            if is_db_unavailable(exc):  # not the request's fault: hand it back, retry later
+                log.warning("roadmap_generation_interrupted", generation_id=str(generation_id))
+                await self._release(claim)
+                return
             log.exception("roadmap_generation_crashed", generation_id=str(generation_id))
             await self._fail(generation_id, claim, "Roadmap generation failed unexpectedly")
 

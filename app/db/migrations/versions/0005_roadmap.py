@@ -44,6 +44,11 @@ def upgrade() -> None:
     with op.batch_alter_table("roadmap_generations", schema=None) as batch_op:
         batch_op.create_index("ix_roadmap_generations_status", ["status"], unique=False)
         batch_op.create_index(
+            "ix_roadmap_generations_business_created",
+            ["business_id", "created_at"],
+            unique=False,
+        )
+        batch_op.create_index(
             "ux_roadmap_generation_open",
             ["business_id"],
             unique=True,
@@ -81,6 +86,7 @@ def upgrade() -> None:
         batch_op.create_index(
             "ix_milestones_business_position", ["business_id", "position"], unique=False
         )
+        batch_op.create_index("ix_milestones_generation", ["generation_id"], unique=False)
 
     op.create_table(
         "milestone_tasks",
@@ -110,6 +116,7 @@ def downgrade() -> None:
 
     op.drop_table("milestone_tasks")
     with op.batch_alter_table("milestones", schema=None) as batch_op:
+        batch_op.drop_index("ix_milestones_generation")
         batch_op.drop_index("ix_milestones_business_position")
 
     op.drop_table("milestones")
@@ -120,6 +127,7 @@ def downgrade() -> None:
             sqlite_where=sa.text("status IN ('pending', 'running')"),
         )
         batch_op.drop_index("ix_roadmap_generations_status")
+        batch_op.drop_index("ix_roadmap_generations_business_created")
 
     op.drop_table("roadmap_generations")
     # ### end Alembic commands ###
