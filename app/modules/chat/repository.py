@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import Select, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.modules.chat.models import ChatMessage, ChatSession, MessageRole, MessageStatus
@@ -59,26 +59,24 @@ class ChatRepository:
         """The last `count` user/assistant messages with text, oldest first."""
         if count <= 0:
             return []
-        rows = await self.session.execute(
-            select(ChatMessage)
-            .where(
-                ChatMessage.session_id == session_id,
-                ChatMessage.role.in_([MessageRole.USER, MessageRole.ASSISTANT]),  # type: ignore[attr-defined]
-                ChatMessage.status != MessageStatus.ERROR,
-                ChatMessage.content != "",
-            )
-            .order_by(ChatMessage.created_at.desc(), ChatMessage.id)  # type: ignore[attr-defined]
-            .limit(count)
+        return await self._recent(
+            select(ChatMessage).where(ChatMessage.session_id == session_id), count
         )
-        return list(reversed(list(rows.scalars())))
 
     async def recent_for_user(self, user_id: uuid.UUID, count: int) -> list[ChatMessage]:
         """The user's last `count` user/assistant messages across sessions, oldest first."""
-        rows = await self.session.execute(
+        return await self._recent(
             select(ChatMessage)
             .join(ChatSession, ChatSession.id == ChatMessage.session_id)
-            .where(
-                ChatSession.user_id == user_id,
+            .where(ChatSession.user_id == user_id),
+            count,
+        )
+
+    async def _recent(self, query: Select[tuple[ChatMessage]], count: int) -> list[ChatMessage]:
+        """The conversation's text (user and assistant, no failed replies): the newest
+        `count` messages of `query`, oldest first."""
+        rows = await self.session.execute(
+            query.where(
                 ChatMessage.role.in_([MessageRole.USER, MessageRole.ASSISTANT]),  # type: ignore[attr-defined]
                 ChatMessage.status != MessageStatus.ERROR,
                 ChatMessage.content != "",
