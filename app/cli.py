@@ -140,7 +140,10 @@ def create_admin(
         raise typer.Exit(code=1) from None
 
 
-mcp_cli = typer.Typer(help="External MCP tool servers (mcp.json).", no_args_is_help=True)
+mcp_cli = typer.Typer(
+    help="MCP: the external tool servers (mcp.json), and serving Telaten's own tools.",
+    no_args_is_help=True,
+)
 cli.add_typer(mcp_cli, name="mcp")
 
 
@@ -190,6 +193,36 @@ def mcp_list() -> None:
         err.print(f"[bold red]config error:[/] {error}", highlight=False)
     if errors or any(s["state"] != "up" for s in servers):
         raise typer.Exit(code=1)
+
+
+@mcp_cli.command("serve")
+def mcp_serve(
+    stdio: Annotated[
+        bool, typer.Option("--stdio", help="Serve over stdin/stdout (for desktop MCP clients).")
+    ] = False,
+) -> None:
+    """Serve Telaten's own tools over stdio, as the account whose access token is in
+    TELATEN_ACCESS_TOKEN. (Over HTTP they are served by `telaten serve` at /mcp.)"""
+    import os
+
+    from app.core.errors import UnauthorizedError
+    from app.core.logging import configure_logging
+    from app.mcp_server import STDIO_TOKEN_ENV, serve_stdio
+
+    if not stdio:
+        err.print("Over HTTP the tools are at /mcp of `telaten serve`; use --stdio here.")
+        raise typer.Exit(code=2)
+    token = os.environ.get(STDIO_TOKEN_ENV, "").strip()
+    if not token:
+        err.print(f"[bold red]error:[/] set {STDIO_TOKEN_ENV} to an access token of the account")
+        raise typer.Exit(code=2)
+    settings = _settings()
+    configure_logging(settings)  # to stderr: stdout is the protocol channel
+    try:
+        asyncio.run(serve_stdio(settings, token))
+    except UnauthorizedError as exc:
+        err.print(f"[bold red]error:[/] {STDIO_TOKEN_ENV}: {exc.detail}")
+        raise typer.Exit(code=2) from None
 
 
 @cli.command()

@@ -2,9 +2,10 @@
 
 Startup and shutdown order lives here only:
 startup: logging -> database schema to head -> first admin -> MCP servers (each within its
-own timeout) -> roadmap worker -> housekeeping task -> ready;
-shutdown: roadmap worker (its requests go back to the queue) -> MCP sessions and child
-processes -> housekeeping -> the database pool.
+own timeout) -> roadmap worker -> housekeeping task -> our own MCP endpoint's sessions ->
+ready; shutdown: the MCP endpoint's sessions -> roadmap worker (its requests go back to
+the queue) -> MCP client sessions and child processes -> housekeeping -> the database
+pool.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import timedelta
 from typing import Any
 
 import structlog
@@ -31,6 +31,7 @@ from app.core.middleware import BodySizeLimitMiddleware, RequestContextMiddlewar
 from app.core.security import PasswordHasher, TokenCodec
 from app.db.init_data import ensure_first_admin
 from app.db.session import Database, init_db
+from app.mcp_server import MCPDeps, MountedMCP
 from app.modules.auth.service import AuthService
 from app.modules.milestone.worker import RoadmapWorker
 
@@ -70,7 +71,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await roadmaps.start()
     housekeeping = asyncio.create_task(_housekeeping(app), name="housekeeping")
     try:
-        yield
+        async with app.state.mcp_server.running():  # Telaten's own MCP endpoint
+            yield
     finally:
         if roadmaps is not None:
             await roadmaps.stop()
@@ -108,10 +110,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         else None
     )
     app.state.mcp = MCPManager.from_settings(settings)
-    app.state.tokens = TokenCodec(
-        settings.secret_key(),
-        access_ttl=timedelta(minutes=settings.ACCESS_TOKEN_EXPIRE_MINUTES),
-        refresh_ttl=timedelta(days=settings.REFRESH_TOKEN_EXPIRE_DAYS),
+    app.state.tokens = TokenCodec.from_settings(settings)
+
+    app.state.mcp_server = MountedMCP(
+        MCPDeps(
+            settings=settings,
+            sessionmaker=app.state.db.sessionmaker,
+            hasher=app.state.hasher,
+            tokens=app.state.tokens,
+            scheduler=app.state.roadmaps,
+        )
     )
 
     install_exception_handlers(app)
@@ -131,6 +139,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RequestContextMiddleware)
 
     app.include_router(health_router)
+    app.router.routes.extend(app.state.mcp_server.routes)  # /mcp, /mcp/sse
     app.include_router(api_router, prefix=settings.API_V1_STR)
     _point_authorize_at_token_route(app, f"{settings.API_V1_STR}/auth/token")
     return app

@@ -10,12 +10,15 @@ import os
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import anyio
 import anyio.to_thread
 import jwt
 from passlib.context import CryptContext
+
+if TYPE_CHECKING:
+    from app.core.config import Settings
 
 TokenType = Literal["access", "refresh"]
 ALGORITHM = "HS256"
@@ -101,6 +104,14 @@ class TokenCodec:
         self._key = secret_key
         self.access_ttl = access_ttl
         self.refresh_ttl = refresh_ttl
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> TokenCodec:
+        return cls(
+            settings.secret_key(),
+            access_ttl=timedelta(minutes=settings.ACCESS_TOKEN_EXPIRE_MINUTES),
+            refresh_ttl=timedelta(days=settings.REFRESH_TOKEN_EXPIRE_DAYS),
+        )
 
     def issue(
         self, user_id: uuid.UUID, token_type: TokenType, *, now: datetime | None = None

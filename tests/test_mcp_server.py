@@ -1,0 +1,381 @@
+"""Telaten as an MCP server: the `mcp` SDK's own client against a real `telaten serve`
+(Streamable HTTP at /mcp, legacy SSE at /mcp/sse) and against `telaten mcp serve --stdio`,
+with every effect checked through the HTTP API.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+from mcp.client.session import ClientSession
+from mcp.client.sse import sse_client
+from mcp.client.stdio import StdioServerParameters, stdio_client
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared._httpx_utils import create_mcp_http_client
+
+from app.core.security import TokenCodec
+from app.main import create_app
+from app.modules.agent.tools import DOMAIN_TOOLS
+from tests.conftest import ADMIN_PASSWORD, asgi_client, llm_settings, make_settings
+from tests.fakes.llm_server import FakeLLMServer, Reply
+from tests.helpers.accounts import API, Account, bearer, new_account
+from tests.helpers.databases import fresh_database_url
+from tests.helpers.server import REPO_ROOT, ServerProcess, clean_env, telaten
+from tests.helpers.sse import chat
+
+SECRET = "mcp-server-tests-signing-key-0123456789abcdef"
+TRANSPORTS = ["streamable-http", "sse"]
+
+
+@pytest.fixture(scope="module")
+async def server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[ServerProcess]:
+    """One `telaten serve` (no LLM) on its own database, for the whole module."""
+    workdir = tmp_path_factory.mktemp("mcp-server")
+    async with fresh_database_url(workdir, "mcpserver") as url:
+        env = server_env(url, workdir)
+        with ServerProcess(env, workdir) as process:
+            process.env = env  # type: ignore[attr-defined]
+            yield process
+
+
+def server_env(database_url: str, workdir: Path) -> dict[str, str]:
+    return clean_env(
+        DATABASE_URL=database_url,
+        DATA_DIR=str(workdir / "data"),
+        BCRYPT_ROUNDS="4",
+        SECRET_KEY=SECRET,
+        FIRST_ADMIN_PASSWORD=ADMIN_PASSWORD,
+    )
+
+
+@pytest.fixture
+async def api(server: ServerProcess) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as client:
+        yield client
+
+
+async def owner_with_business(api: httpx.AsyncClient, name: str = "Warung MCP") -> Account:
+    owner = await new_account(api)
+    r = await api.post(
+        f"{API}/business", headers=owner.headers, json={"name": name, "category": "Kuliner"}
+    )
+    assert r.status_code == 201, r.text
+    return owner
+
+
+@asynccontextmanager
+async def mcp_session(
+    server: ServerProcess, token: str, transport: str
+) -> AsyncIterator[ClientSession]:
+    """An initialised SDK client session to our server, as the token's owner."""
+    headers = bearer(token)
+    if transport == "sse":
+        async with (
+            sse_client(f"{server.base_url}/mcp/sse", headers=headers) as (read, write),
+            ClientSession(read, write) as session,
+        ):
+            await session.initialize()
+            yield session
+        return
+    client = create_mcp_http_client(headers=headers)
+    async with (
+        client,
+        streamable_http_client(f"{server.base_url}/mcp", http_client=client) as (read, write),
+        ClientSession(read, write) as session,
+    ):
+        await session.initialize()
+        yield session
+
+
+async def call(session: ClientSession, name: str, arguments: dict[str, Any]) -> tuple[Any, bool]:
+    """(the tool's JSON output, or its error text; whether it is an error)."""
+    result = await session.call_tool(name, arguments)
+    text = result.content[0].text  # type: ignore[union-attr]
+    return (text if result.is_error else json.loads(text)), bool(result.is_error)
+
+
+# --- tools and schemas --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_the_advisors_tools_are_listed_with_their_schemas(
+    server: ServerProcess, api: httpx.AsyncClient, transport: str
+) -> None:
+    owner = await owner_with_business(api)
+    async with mcp_session(server, owner.access_token, transport) as session:
+        tools = {t.name: t for t in (await session.list_tools()).tools}
+    assert list(tools) == [spec.name for spec in DOMAIN_TOOLS]  # one registry
+    record = tools["record_transaction"].input_schema
+    assert set(record["required"]) == {"type", "amount", "category"}
+    assert record["properties"]["amount"]["type"] == "integer"
+    assert record["properties"]["amount"]["maximum"] == 1_000_000_000_000
+    assert tools["delete_milestone"].annotations.destructive_hint is True
+    assert tools["list_transactions"].annotations.read_only_hint is True
+    for tool in tools.values():
+        assert tool.description
+        # Identity comes from the token only: no tool can be pointed at someone else.
+        names = set(tool.input_schema.get("properties", {}))
+        assert not names & {"user_id", "business_id", "owner_id", "account_id"}
+
+
+# --- read and write, seen through the API -------------------------------------------------
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_read_and_write_tools_act_on_the_token_owners_business(
+    server: ServerProcess, api: httpx.AsyncClient, transport: str
+) -> None:
+    owner = await owner_with_business(api)
+    async with mcp_session(server, owner.access_token, transport) as session:
+        recorded, is_error = await call(
+            session,
+            "record_transaction",
+            {"type": "income", "amount": 275000, "category": "penjualan", "note": "lewat MCP"},
+        )
+        assert not is_error, recorded
+        assert recorded["points_awarded"] == 5
+        listed, _ = await call(session, "list_transactions", {"limit": 5})
+        assert [t["id"] for t in listed["transactions"]] == [recorded["recorded"]["id"]]
+        created, is_error = await call(
+            session,
+            "create_milestone",
+            {"title": "Daftar GoFood", "tasks": ["Foto menu", "Isi formulir"]},
+        )
+        assert not is_error, created
+        milestone = created["created"]
+        done, _ = await call(
+            session,
+            "complete_task",
+            {"milestone_id": milestone["id"], "task_id": milestone["tasks"][0]["id"]},
+        )
+        assert done["points_awarded"] == 5
+
+    r = await api.get(f"{API}/finance/transactions", headers=owner.headers)
+    (entry,) = r.json()["items"]
+    assert (entry["amount"], entry["note"], entry["category_name"]) == (
+        275000,
+        "lewat MCP",
+        "Penjualan",
+    )
+    r = await api.get(f"{API}/milestones/{milestone['id']}", headers=owner.headers)
+    assert r.json()["status"] == "in_progress" and r.json()["tasks_done"] == 1
+    me = (await api.get(f"{API}/gamification/me", headers=owner.headers)).json()
+    assert me["total_points"] == 10
+
+
+async def test_a_refused_rule_is_a_tool_error_not_a_crash(
+    server: ServerProcess, api: httpx.AsyncClient
+) -> None:
+    owner = await owner_with_business(api)
+    async with mcp_session(server, owner.access_token, "streamable-http") as session:
+        text, is_error = await call(
+            session, "record_transaction", {"type": "income", "amount": 10, "category": "Nope"}
+        )
+        assert is_error and "Penjualan" in text  # the categories there are
+        text, is_error = await call(
+            session, "record_transaction", {"type": "income", "amount": -5, "category": "x"}
+        )
+        assert is_error
+    r = await api.get(f"{API}/finance/transactions", headers=owner.headers)
+    assert r.json()["total"] == 0
+
+
+# --- who may call -------------------------------------------------------------------------
+
+
+async def test_requests_without_a_valid_access_token_are_401(
+    server: ServerProcess, api: httpx.AsyncClient
+) -> None:
+    owner = await owner_with_business(api)
+    codec = TokenCodec(SECRET, timedelta(minutes=5), timedelta(days=1))
+    expired = codec.issue(
+        uuid.UUID(owner.id), "access", now=datetime.now(UTC) - timedelta(hours=1)
+    ).token
+    forged = TokenCodec("another-key-" + "x" * 40, timedelta(minutes=5), timedelta(days=1))
+    bad_tokens = {
+        "none": {},
+        "basic": {"Authorization": "Basic YTpi"},
+        "bare bearer": {"Authorization": "Bearer"},
+        "garbage": bearer("not-a-jwt"),
+        "refresh token": bearer(owner.refresh_token),
+        "expired": bearer(expired),
+        "other key": bearer(forged.issue(uuid.UUID(owner.id), "access").token),
+    }
+    body = {"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}}
+    for label, headers in bad_tokens.items():
+        for method, path in (("POST", "/mcp"), ("GET", "/mcp/sse"), ("POST", "/mcp/messages/")):
+            r = await api.request(
+                method,
+                path,
+                headers={**headers, "Accept": "application/json, text/event-stream"},
+                json=body if method == "POST" else None,
+            )
+            assert r.status_code == 401, (label, path, r.text)
+            assert r.headers["www-authenticate"] == "Bearer"
+            assert "detail" in r.json()
+    # ... and the SDK client cannot get a session with a refresh token.
+    with pytest.raises(Exception):  # noqa: B017 - the SDK's error types vary by transport
+        async with mcp_session(server, owner.refresh_token, "streamable-http") as session:
+            await session.list_tools()
+
+
+async def test_a_deactivated_users_token_stops_working(
+    server: ServerProcess, api: httpx.AsyncClient
+) -> None:
+    owner = await owner_with_business(api)
+    async with mcp_session(server, owner.access_token, "streamable-http") as session:
+        assert (await session.list_tools()).tools
+    r = await api.post(
+        f"{API}/auth/login", json={"email": "admin@telaten.com", "password": ADMIN_PASSWORD}
+    )
+    admin = bearer(r.json()["access_token"])
+    r = await api.patch(f"{API}/admin/users/{owner.id}", headers=admin, json={"is_active": False})
+    assert r.status_code == 200, r.text
+    r = await api.post("/mcp", headers=owner.headers, json={})
+    assert r.status_code == 401
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_another_users_token_sees_and_changes_only_its_own_data(
+    server: ServerProcess, api: httpx.AsyncClient, transport: str
+) -> None:
+    alice = await owner_with_business(api, "Toko Alice")
+    bob = await owner_with_business(api, "Toko Bob")
+    r = await api.post(
+        f"{API}/milestones",
+        headers=alice.headers,
+        json={"title": "Milik Alice", "tasks": ["Satu", "Dua"]},
+    )
+    mine = r.json()
+    task = mine["tasks"][0]["id"]
+    async with mcp_session(server, bob.access_token, transport) as session:
+        listed, _ = await call(session, "list_milestones", {"status": "all"})
+        assert listed["milestones"] == []
+        summary, _ = await call(session, "business_summary", {})
+        assert summary["name"] == "Toko Bob"
+        for name, arguments in [
+            ("start_milestone", {"milestone_id": mine["id"]}),
+            ("update_milestone", {"milestone_id": mine["id"], "title": "Dibajak"}),
+            ("complete_task", {"milestone_id": mine["id"], "task_id": task}),
+            ("delete_milestone", {"milestone_id": mine["id"], "confirm": True}),
+            (
+                "create_milestone",
+                {"title": "x", "tasks": ["y"], "replaces_milestone_id": mine["id"]},
+            ),
+        ]:
+            text, is_error = await call(session, name, arguments)
+            assert is_error and "not found" in text.lower(), (name, text)
+        # Extra arguments naming someone else are not parameters: they change nothing.
+        text, is_error = await call(
+            session, "business_summary", {"business_id": mine["id"], "user_id": alice.id}
+        )
+        assert is_error or text["name"] == "Toko Bob"
+    after = (await api.get(f"{API}/milestones/{mine['id']}", headers=alice.headers)).json()
+    assert after == mine
+
+
+# --- stdio -------------------------------------------------------------------------------
+
+
+async def test_stdio_serves_the_token_owner(server: ServerProcess, api: httpx.AsyncClient) -> None:
+    owner = await owner_with_business(api)
+    env = {**server.env, "TELATEN_ACCESS_TOKEN": owner.access_token}  # type: ignore[attr-defined]
+    params = StdioServerParameters(
+        command=sys.executable,
+        args=["-m", "app.cli", "mcp", "serve", "--stdio"],
+        env={**env, "PYTHONPATH": str(REPO_ROOT)},
+        cwd=str(server.cwd),
+    )
+    async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
+        await session.initialize()
+        tools = (await session.list_tools()).tools
+        assert len(tools) == len(DOMAIN_TOOLS)
+        summary, _ = await call(session, "business_summary", {})
+        assert summary["name"] == "Warung MCP"
+        recorded, is_error = await call(
+            session,
+            "record_transaction",
+            {"type": "expense", "amount": 12000, "category": "Bahan Baku"},
+        )
+        assert not is_error, recorded
+    r = await api.get(f"{API}/finance/transactions", headers=owner.headers)
+    assert [t["amount"] for t in r.json()["items"]] == [12000]
+
+
+def test_stdio_refuses_a_missing_or_bad_token(server: ServerProcess) -> None:
+    env = dict(server.env)  # type: ignore[attr-defined]
+    result = telaten("mcp", "serve", "--stdio", env=env, cwd=server.cwd)
+    assert result.returncode == 2 and "TELATEN_ACCESS_TOKEN" in result.stderr
+    result = telaten(
+        "mcp", "serve", "--stdio", env={**env, "TELATEN_ACCESS_TOKEN": "nope"}, cwd=server.cwd
+    )
+    assert result.returncode == 2 and "TELATEN_ACCESS_TOKEN" in result.stderr
+    assert result.stdout == ""  # nothing on the protocol channel
+
+
+# --- our own MCP client, pointed at our own server ----------------------------------------
+
+
+async def test_our_mcp_client_uses_our_own_server_end_to_end(
+    server: ServerProcess,
+    api: httpx.AsyncClient,
+    database_url: str,
+    tmp_path: Path,
+    fake_llm: FakeLLMServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Another Telaten (the suite's database, the fake LLM) lists the remote owner's
+    tools from mcp.json, and its advisor records a transaction in the remote books."""
+    remote = await owner_with_business(api, "Warung Jarak Jauh")
+    monkeypatch.setenv("REMOTE_TELATEN_TOKEN", remote.access_token)
+    config = tmp_path / "mcp.json"
+    config.write_text(
+        json.dumps(
+            {
+                "mcpServers": {
+                    "remote": {
+                        "url": f"{server.base_url}/mcp",
+                        "transport": "streamable-http",
+                        "headers": {"Authorization": "Bearer ${REMOTE_TELATEN_TOKEN}"},
+                        "prefix": True,
+                    }
+                }
+            }
+        )
+    )
+    settings = make_settings(
+        database_url, tmp_path / "data", MCP_CONFIG_PATH=config, **llm_settings(fake_llm)
+    )
+    app = create_app(settings)
+    async with LifespanManager(app, startup_timeout=60, shutdown_timeout=30):
+        (status,) = app.state.mcp.status()
+        assert status["state"] == "up", status
+        assert "record_transaction" in status["tools"]
+        result = await app.state.mcp.call("remote", "business_summary", {})
+        assert json.loads(result.text)["name"] == "Warung Jarak Jauh"
+
+        async with asgi_client(app) as local:
+            me = await new_account(local)
+            fake_llm.script(
+                Reply.tool_call(
+                    "remote_record_transaction",
+                    {"type": "income", "amount": 90000, "category": "Penjualan"},
+                ),
+                Reply.of_text("Tercatat di buku yang jauh."),
+            )
+            stream = await chat(local, me.headers, "Catat pemasukan 90 ribu")
+    assert stream.names[-1] == "done", stream.events
+    result = stream.first("tool_result")
+    assert result["name"] == "remote_record_transaction" and not result["is_error"]
+    r = await api.get(f"{API}/finance/transactions", headers=remote.headers)
+    assert [t["amount"] for t in r.json()["items"]] == [90000]
