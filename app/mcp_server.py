@@ -2,17 +2,19 @@
 
 One `MCPServer` (mcp SDK 2.x) serves `DOMAIN_TOOLS` — the same specs, schemas and
 services the advisor uses — in the FastAPI app at `/mcp` (Streamable HTTP) and
-`/mcp/sse` (legacy SSE, posting to `/mcp/messages/`), or over stdio for desktop clients
+`/mcp/sse` (legacy SSE, posting to `/mcp/messages/`), or over stdio
 (`telaten mcp serve --stdio`).
 
 Authentication is the API's own: every HTTP request to these paths must carry a bearer
 *access* token of an active user (`AuthService.authenticate`: refresh tokens, expired or
-forged tokens and deactivated users are a 401 before the MCP layer sees the request). The
-caller's user id is kept in a context variable for that request — the SDK carries
-context variables from the request to the tool handler — and every tool builds its
-`ToolContext` from it. No tool takes a user or business id, so a token reaches its
-owner's business only. Over stdio the token comes from `TELATEN_ACCESS_TOKEN` and is
-checked again before every call (it expires like any access token).
+forged tokens and deactivated users are a 401 before the MCP layer sees the request).
+The caller's user id is bound for the request in a context variable, which the SDK
+carries with each message to its tool handler, and every tool builds its `ToolContext`
+from it: no tool takes a user or business id, so a token reaches its owner's business
+only. `/mcp` is stateless (every request stands alone: no session another user could
+reuse, and any worker or host can answer). A legacy SSE session is bound to the user who
+opened it (the SDK refuses another credential on it), with a few open streams per user.
+Over stdio the token comes from `TELATEN_ACCESS_TOKEN` and is checked before every call.
 """
 
 from __future__ import annotations
@@ -20,12 +22,15 @@ from __future__ import annotations
 import contextvars
 import inspect
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Annotated, Any
 
 import structlog
+from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
+from mcp.server.auth.provider import AccessToken
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.sse import SseServerTransport
@@ -51,6 +56,7 @@ log = structlog.stdlib.get_logger(__name__)
 HTTP_PATH = "/mcp"
 SSE_PATH = "/mcp/sse"
 SSE_MESSAGES_PATH = "/mcp/messages/"
+MAX_SSE_STREAMS_PER_USER = 5
 INSTRUCTIONS = (
     "Tools of Telaten, the business companion for Indonesian small businesses: the "
     "owner's roadmap (milestones and tasks), money (transactions, reports, categories), "
@@ -83,9 +89,7 @@ class MCPDeps:
 
 def build_mcp_server(deps: MCPDeps, *, stdio_token: str | None = None) -> MCPServer:
     """The server with every domain tool. Over stdio, `stdio_token` is the credential."""
-    server = MCPServer(
-        "telaten", title="Telaten", instructions=INSTRUCTIONS, version="0.1.0", log_level="WARNING"
-    )
+    server = MCPServer("telaten", title="Telaten", instructions=INSTRUCTIONS, version="0.1.0")
     for spec in DOMAIN_TOOLS:
         server.add_tool(
             _tool_function(spec, deps, stdio_token),
@@ -109,7 +113,7 @@ def _tool_function(spec: ToolSpec, deps: MCPDeps, stdio_token: str | None) -> Ca
     authenticated caller."""
 
     async def call(**arguments: Any) -> str:
-        user_id = await deps.user_id_for(stdio_token) if stdio_token else _caller.get()
+        user_id = await _stdio_user(deps, stdio_token) if stdio_token else _caller.get()
         if user_id is None:  # the HTTP gate lets nothing through without a user
             raise ToolError("Not authenticated")
         ctx = ToolContext(
@@ -142,6 +146,15 @@ def _tool_function(spec: ToolSpec, deps: MCPDeps, stdio_token: str | None) -> Ca
     return call
 
 
+async def _stdio_user(deps: MCPDeps, token: str) -> uuid.UUID:
+    try:
+        return await deps.user_id_for(token)
+    except UnauthorizedError as exc:  # expired since the start, or the account was closed
+        raise ToolError(
+            f"{STDIO_TOKEN_ENV}: {exc.detail}; log in again and restart with a fresh token"
+        ) from None
+
+
 class BearerGate:
     """ASGI wrapper: the request's bearer access token must belong to an active user
     (401 JSON otherwise, like the API); the user's id is bound for the request."""
@@ -167,6 +180,10 @@ class BearerGate:
             return
         structlog.contextvars.bind_contextvars(user_id=str(user_id))
         scope.setdefault("state", {})["user_id"] = str(user_id)  # for the access log
+        # The SDK binds a session to this principal: another user's token cannot use it.
+        scope["user"] = AuthenticatedUser(
+            AccessToken(token="", client_id="telaten", scopes=[], subject=str(user_id))
+        )
         bound = _caller.set(user_id)
         try:
             await self.app(scope, receive, send)
@@ -178,18 +195,35 @@ class MountedMCP:
     """The MCP server's HTTP side inside the FastAPI app: routes and their lifespan."""
 
     def __init__(self, deps: MCPDeps) -> None:
-        self.server = build_mcp_server(deps)
+        server = build_mcp_server(deps)
         # The bearer token is the protection: no Host/Origin allow-list to maintain
         # (a DNS-rebinding page cannot present the owner's token).
         security = TransportSecuritySettings(enable_dns_rebinding_protection=False)
-        lowlevel = self.server._lowlevel_server  # what the SDK's own app builders use
-        self.sessions = StreamableHTTPSessionManager(app=lowlevel, security_settings=security)
+        lowlevel = server._lowlevel_server  # what the SDK's own app builders use
+        # Stateless, JSON answers: the tools never call back into the client, so nothing
+        # needs a session.
+        self.sessions = StreamableHTTPSessionManager(
+            app=lowlevel, security_settings=security, stateless=True, json_response=True
+        )
         self.sse = SseServerTransport(SSE_MESSAGES_PATH, security_settings=security)
-        self._lowlevel = lowlevel
+        self._sse_streams: Counter[uuid.UUID] = Counter()
 
         async def sse_stream(scope: Scope, receive: Receive, send: Send) -> None:
-            async with self.sse.connect_sse(scope, receive, send) as (read, write):
-                await lowlevel.run(read, write, lowlevel.create_initialization_options())
+            user_id = _caller.get()
+            if user_id is None or self._sse_streams[user_id] >= MAX_SSE_STREAMS_PER_USER:
+                busy = JSONResponse(
+                    {"detail": f"At most {MAX_SSE_STREAMS_PER_USER} open MCP SSE streams"},
+                    status_code=429,
+                    headers={"Retry-After": "30"},
+                )
+                await busy(scope, receive, send)
+                return
+            self._sse_streams[user_id] += 1
+            try:
+                async with self.sse.connect_sse(scope, receive, send) as (read, write):
+                    await lowlevel.run(read, write, lowlevel.create_initialization_options())
+            finally:
+                self._sse_streams[user_id] -= 1
 
         self.routes = [
             Route(
@@ -199,13 +233,14 @@ class MountedMCP:
             ),
             Route(SSE_PATH, endpoint=BearerGate(sse_stream, deps), methods=["GET"]),
             Mount(
-                SSE_MESSAGES_PATH.rstrip("/"), app=BearerGate(self.sse.handle_post_message, deps)
+                SSE_MESSAGES_PATH.rstrip("/"),
+                app=BearerGate(self.sse.handle_post_message, deps),
             ),
         ]
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
-        """The Streamable HTTP sessions' task group, for the app's lifespan."""
+        """The Streamable HTTP manager's task group, for the app's lifespan."""
         async with self.sessions.run():
             yield
 
@@ -214,15 +249,15 @@ STDIO_TOKEN_ENV = "TELATEN_ACCESS_TOKEN"  # noqa: S105 - the name of a variable
 
 
 async def serve_stdio(settings: Settings, token: str) -> None:
-    """Serve the tools over stdin/stdout for one account (a desktop MCP client starts
-    this process). The token is checked first: a bad one ends the process before the
-    client gets a server that would refuse every call."""
+    """Serve the tools over stdin/stdout for one account. This process reads the
+    database and signing key itself, so it is for the server's own host (an operator's
+    or a local desktop client); remote clients use `/mcp`. The token is checked first: a
+    bad one ends the process before the client gets a server that refuses every call."""
     from app.core.llm import build_llm
-    from app.db.session import Database, init_db
+    from app.db.session import Database
 
-    db = Database(settings)
+    db = Database(settings)  # the schema is the server's to migrate, not this process's
     try:
-        await init_db(db)
         deps = MCPDeps(
             settings=settings,
             sessionmaker=db.sessionmaker,

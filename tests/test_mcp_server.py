@@ -5,6 +5,8 @@ with every effect checked through the HTTP API.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import sys
 import uuid
@@ -55,6 +57,7 @@ def server_env(database_url: str, workdir: Path) -> dict[str, str]:
         BCRYPT_ROUNDS="4",
         SECRET_KEY=SECRET,
         FIRST_ADMIN_PASSWORD=ADMIN_PASSWORD,
+        REGISTER_MAX_PER_CLIENT="1000",  # every test account comes from 127.0.0.1
     )
 
 
@@ -379,3 +382,86 @@ async def test_our_mcp_client_uses_our_own_server_end_to_end(
     assert result["name"] == "remote_record_transaction" and not result["is_error"]
     r = await api.get(f"{API}/finance/transactions", headers=remote.headers)
     assert [t["amount"] for t in r.json()["items"]] == [90000]
+
+
+# --- sessions and limits -------------------------------------------------------------------
+
+
+async def test_an_sse_session_is_bound_to_the_user_who_opened_it(
+    server: ServerProcess, api: httpx.AsyncClient
+) -> None:
+    alice = await owner_with_business(api, "Toko Alice")
+    bob = await owner_with_business(api, "Toko Bob")
+    async with api.stream("GET", "/mcp/sse", headers=alice.headers) as stream:
+        lines = stream.aiter_lines()
+        endpoint = ""
+        async for line in lines:
+            if line.startswith("data: "):
+                endpoint = line.removeprefix("data: ")
+                break
+        assert endpoint.startswith("/mcp/messages/?session_id=")
+        message = {"jsonrpc": "2.0", "id": 7, "method": "tools/list", "params": {}}
+        r = await api.post(endpoint, headers=bob.headers, json=message)
+        assert r.status_code == 404  # as if the session did not exist
+        r = await api.post(endpoint, headers=alice.headers, json=message)
+        assert r.status_code == 202
+
+
+async def test_open_sse_streams_are_limited_per_user(
+    server: ServerProcess, api: httpx.AsyncClient
+) -> None:
+    owner = await owner_with_business(api)
+    other = await owner_with_business(api)
+    async with contextlib.AsyncExitStack() as stack:
+        for _ in range(5):
+            stream = await stack.enter_async_context(
+                api.stream("GET", "/mcp/sse", headers=owner.headers)
+            )
+            assert stream.status_code == 200
+        r = await api.get("/mcp/sse", headers=owner.headers)
+        assert r.status_code == 429 and r.headers["retry-after"]
+        async with api.stream("GET", "/mcp/sse", headers=other.headers) as stream:
+            assert stream.status_code == 200  # one user's streams do not lock others out
+    async with api.stream("GET", "/mcp/sse", headers=owner.headers) as stream:
+        assert stream.status_code == 200  # closed streams give their places back
+
+
+async def test_concurrent_callers_never_see_each_others_identity(
+    server: ServerProcess, api: httpx.AsyncClient
+) -> None:
+    owners = [await owner_with_business(api, f"Toko {n}") for n in range(4)]
+
+    async def names(owner: Account, transport: str) -> set[str]:
+        async with mcp_session(server, owner.access_token, transport) as session:
+            results = await asyncio.gather(
+                *(call(session, "business_summary", {}) for _ in range(10))
+            )
+        return {summary["name"] for summary, _ in results}
+
+    seen = await asyncio.gather(
+        *(names(owner, transport) for owner in owners for transport in TRANSPORTS)
+    )
+    expected = [{f"Toko {n}"} for n in range(4) for _ in TRANSPORTS]
+    assert seen == expected
+
+
+async def test_stdio_with_a_token_that_expires_says_so(
+    server: ServerProcess, api: httpx.AsyncClient
+) -> None:
+    owner = await owner_with_business(api)
+    codec = TokenCodec(SECRET, timedelta(seconds=3), timedelta(days=1))
+    short = codec.issue(uuid.UUID(owner.id), "access").token
+    env = {**server.env, "TELATEN_ACCESS_TOKEN": short}  # type: ignore[attr-defined]
+    params = StdioServerParameters(
+        command=sys.executable,
+        args=["-m", "app.cli", "mcp", "serve", "--stdio"],
+        env={**env, "PYTHONPATH": str(REPO_ROOT)},
+        cwd=str(server.cwd),
+    )
+    async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
+        await session.initialize()
+        _, is_error = await call(session, "business_summary", {})
+        assert not is_error
+        await asyncio.sleep(9)  # past expiry and the verifier's leeway
+        text, is_error = await call(session, "business_summary", {})
+        assert is_error and "TELATEN_ACCESS_TOKEN" in text and "fresh token" in text
