@@ -14,7 +14,8 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,11 +31,20 @@ def free_port() -> int:
 
 
 class Server:
-    """A uvicorn server in a subprocess, stopped on exit."""
+    """A uvicorn server in a subprocess, stopped on exit. Its output goes to
+    `server-<port>.log` in `log_dir` (default: `cwd`)."""
 
-    def __init__(self, args: list[str], env: dict[str, str], cwd: Path, port: int) -> None:
+    def __init__(
+        self,
+        args: list[str],
+        env: dict[str, str],
+        cwd: Path,
+        port: int,
+        *,
+        log_dir: Path | None = None,
+    ) -> None:
         self.base_url = f"http://127.0.0.1:{port}"
-        self.log = (cwd / f"server-{port}.log").open("w")
+        self.log = ((log_dir or cwd) / f"server-{port}.log").open("w")
         self.proc = subprocess.Popen(
             args,
             env={**os.environ, **env, "PYTHONPATH": str(REPO)},
@@ -84,18 +94,72 @@ def uvicorn_args(target: str, port: int, *, factory: bool = False, workers: int 
     return [*args, "--factory"] if factory else args
 
 
-def hello_and_app(env: dict[str, str], work: Path) -> tuple[Server, Server]:
-    """The bare hello app (the ceiling) and Telaten, started the same way (not yet
-    ready: call `.wait()` on each inside the caller's try/finally)."""
+def hello_and_app(env: dict[str, str], work: Path, *, workers: int = 1) -> tuple[Server, Server]:
+    """The bare hello app (the ceiling) and Telaten, started the same way, each with
+    `workers` uvicorn workers (not yet ready: call `.wait()` on each inside the caller's
+    try/finally). Both logs go to `work`."""
     hello_port, app_port = free_port(), free_port()
     hello = Server(
-        uvicorn_args("hello_app:app", hello_port),
+        uvicorn_args("hello_app:app", hello_port, workers=workers),
         {"PYTHONPATH": str(REPO / "bench")},
         REPO / "bench",
         hello_port,
+        log_dir=work,
     )
-    app = Server(uvicorn_args("app.main:create_app", app_port, factory=True), env, work, app_port)
+    app = Server(
+        uvicorn_args("app.main:create_app", app_port, factory=True, workers=workers),
+        env,
+        work,
+        app_port,
+    )
     return hello, app
+
+
+def worker_pids(master: int) -> list[int]:
+    """The uvicorn worker processes of a `--workers N` master: its children started by
+    multiprocessing's spawn (not its resource tracker)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:  # gone meanwhile
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        if ppid == master and b"spawn_main" in cmdline:
+            pids.append(int(entry.name))
+    return sorted(pids)
+
+
+def memory_kib(pid: int, key: str = "VmHWM") -> int:
+    """A size from /proc/<pid>/status in KiB: VmHWM is the peak resident set so far,
+    VmRSS the current one."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    raise KeyError(key)
+
+
+def cpu_seconds(pid: int, *, children: bool = False) -> float:
+    """User + system CPU time a process has used so far (0 if it is gone); with
+    `children`, plus that of its children which have exited and been waited for."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    ticks = int(fields[11]) + int(fields[12])
+    if children:
+        ticks += int(fields[13]) + int(fields[14])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def machine_busy_seconds() -> float:
+    """CPU time all cores of the machine spent busy (not idle, not waiting for I/O)."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = values[3] + values[4]
+    return (sum(values[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
 @dataclass
@@ -104,6 +168,7 @@ class Result:
     latencies_ms: list[float] = field(default_factory=list)
     errors: int = 0
     seconds: float = 0.0
+    failures: list[str] = field(default_factory=list)  # the first few, for the report
 
     @property
     def count(self) -> int:
@@ -141,26 +206,87 @@ async def drive(
     concurrency: int,
     seconds: float,
     ok: Callable[[httpx.Response], bool] = lambda r: r.status_code == 200,
+    client_per_worker: bool = False,
 ) -> Result:
-    """`concurrency` clients send `request` back to back for `seconds`."""
+    """`concurrency` clients send `request` back to back for `seconds`.
+
+    By default they share one `httpx.AsyncClient` (a pool of `concurrency`
+    connections). With `client_per_worker` each has a client and connection of its own,
+    like separate users' devices: use it above ~16 clients, where the shared pool's own
+    bookkeeping makes httpx the bottleneck (165 req/s to the hello app with 48 clients on
+    one pool, 1,300 with one client each, on the 2-core VM of README.md)."""
     result = Result(name)
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=30) as client:
-        deadline = time.perf_counter() + seconds
+    deadline = 0.0
 
-        async def worker() -> None:
-            while (start := time.perf_counter()) < deadline:
-                try:
-                    response = await request(client)
-                    good = ok(response)
-                except httpx.HTTPError:
-                    good = False
-                if good:
-                    result.latencies_ms.append((time.perf_counter() - start) * 1000)
-                else:
-                    result.errors += 1
+    async def worker(client: httpx.AsyncClient) -> None:
+        while (start := time.perf_counter()) < deadline:
+            try:
+                response = await request(client)
+                good = ok(response)
+            except httpx.HTTPError:
+                good = False
+            if good:
+                result.latencies_ms.append((time.perf_counter() - start) * 1000)
+            else:
+                result.errors += 1
 
+    clients = [
+        _client(base_url, 1 if client_per_worker else concurrency, 30)
+        for _ in range(concurrency if client_per_worker else 1)
+    ]
+    async with AsyncExitStack() as stack:
+        for client in clients:
+            await stack.enter_async_context(client)
         began = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        deadline = began + seconds
+        await asyncio.gather(*(worker(clients[i % len(clients)]) for i in range(concurrency)))
         result.seconds = time.perf_counter() - began
     return result
+
+
+def _client(base_url: str, connections: int, timeout: float) -> httpx.AsyncClient:
+    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+    return httpx.AsyncClient(base_url=base_url, limits=limits, timeout=timeout)
+
+
+Operation = Callable[[httpx.AsyncClient], Awaitable[object]]
+"""One request (or a streamed exchange): returns when it succeeded, raises otherwise."""
+
+
+async def drive_mix(
+    base_url: str,
+    users: Sequence[Callable[[], tuple[str, Operation]]],
+    *,
+    seconds: float,
+    timeout: float = 60,
+) -> dict[str, Result]:
+    """One closed-loop client per entry of `users`, for `seconds`, each with an
+    `httpx.AsyncClient` and connection of its own (as `drive(client_per_worker=True)`):
+    it asks its user for the next (operation name, operation), runs it and times it,
+    back to back. Any exception (HTTP status, transport, a broken stream) counts as an
+    error of that operation. Results by operation name, all over the same elapsed time."""
+    results: dict[str, Result] = {}
+    deadline = 0.0
+
+    async def run(choose: Callable[[], tuple[str, Operation]], client: httpx.AsyncClient) -> None:
+        while (start := time.perf_counter()) < deadline:
+            name, operation = choose()
+            result = results.setdefault(name, Result(name))
+            try:
+                await operation(client)
+            except Exception as exc:  # every failure is counted
+                result.errors += 1
+                if len(result.failures) < 5:
+                    result.failures.append(f"{type(exc).__name__}: {exc}"[:300])
+            else:
+                result.latencies_ms.append((time.perf_counter() - start) * 1000)
+
+    async with AsyncExitStack() as stack:
+        clients = [await stack.enter_async_context(_client(base_url, 1, timeout)) for _ in users]
+        began = time.perf_counter()
+        deadline = began + seconds
+        await asyncio.gather(*(run(choose, c) for choose, c in zip(users, clients, strict=True)))
+        elapsed = time.perf_counter() - began
+    for result in results.values():
+        result.seconds = elapsed
+    return results
