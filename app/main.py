@@ -23,7 +23,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from app.api.health import router as health_router
 from app.api.router import api_router
 from app.core.config import Settings, SettingsError, get_settings
-from app.core.errors import install_exception_handlers
+from app.core.errors import BODY_ERROR_RESPONSES, install_exception_handlers
 from app.core.llm import build_llm
 from app.core.logging import configure_logging
 from app.core.mcp import MCPManager
@@ -141,12 +141,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health_router)
     app.router.routes.extend(app.state.mcp_server.routes)  # /mcp, /mcp/sse
     app.include_router(api_router, prefix=settings.API_V1_STR)
-    _point_authorize_at_token_route(app, f"{settings.API_V1_STR}/auth/token")
+    _finish_openapi(app, f"{settings.API_V1_STR}/auth/token")
     return app
 
 
-def _point_authorize_at_token_route(app: FastAPI, token_url: str) -> None:
-    """Give Swagger's Authorize dialog the absolute token URL for this app's prefix."""
+def _finish_openapi(app: FastAPI, token_url: str) -> None:
+    """Give Swagger's Authorize dialog the absolute token URL for this app's prefix, and
+    declare on every operation that reads a body what the body handling itself may answer
+    before the route runs (400 undecodable, 413 too large)."""
     build = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -156,6 +158,12 @@ def _point_authorize_at_token_route(app: FastAPI, token_url: str) -> None:
             for scheme in schemes.values():
                 if scheme.get("type") == "oauth2" and "password" in scheme.get("flows", {}):
                     scheme["flows"]["password"]["tokenUrl"] = token_url
+            for path_item in schema.get("paths", {}).values():
+                for operation in path_item.values():
+                    if isinstance(operation, dict) and "requestBody" in operation:
+                        responses = operation.setdefault("responses", {})
+                        for code, response in BODY_ERROR_RESPONSES.items():
+                            responses.setdefault(str(code), dict(response))
             app.openapi_schema = schema
         return app.openapi_schema
 

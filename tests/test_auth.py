@@ -348,6 +348,24 @@ async def test_sixth_rapid_wrong_password_is_429(client: httpx.AsyncClient) -> N
     assert (await login(client, a.email, a.password)).status_code == 429
 
 
+async def test_token_form_is_throttled_like_login_and_says_so(client: httpx.AsyncClient) -> None:
+    """Found by tests/test_fuzz.py: /token and /me/password answered statuses their
+    schema did not declare (clients generated from it would not expect them)."""
+    a = await new_account(client)
+    form = {"username": a.email, "password": "wrong-password-1"}
+    codes = [(await client.post(f"{API}/auth/token", data=form)).status_code for _ in range(6)]
+    assert codes == [401] * 5 + [429]
+    paths = (await client.get(f"{API}/openapi.json")).json()["paths"]
+    for route in ("login", "token"):
+        assert {"200", "401", "403", "429"} <= set(
+            paths[f"{API}/auth/{route}"]["post"]["responses"]
+        )
+    # The statuses of test_wrong_current_passwords_do_not_lock_the_owner_out_of_login.
+    assert {"200", "400", "401", "429"} <= set(
+        paths[f"{API}/auth/me/password"]["post"]["responses"]
+    )
+
+
 async def test_unknown_accounts_are_throttled_the_same_way(client: httpx.AsyncClient) -> None:
     email = unique_email()
     codes = [(await login(client, email, "wrong-password-1")).status_code for _ in range(6)]

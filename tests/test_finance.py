@@ -14,6 +14,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import httpx
+import jsonschema
 import pytest
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
@@ -211,6 +212,43 @@ async def test_categories_defaults_custom_and_scoping(client: httpx.AsyncClient)
     assert (
         await client.delete(f"{API}/finance/categories/{mine}", headers=alice.headers)
     ).status_code == 409
+
+
+async def test_rename_conflicts_and_refused_values_match_the_schema(
+    client: httpx.AsyncClient,
+) -> None:
+    """Found by tests/test_fuzz.py: renaming a category onto a taken name is a 409 the
+    schema did not declare, and the service's 422s carry a message where the schema
+    promised only a list of field errors."""
+    owner = await owner_with_business(client)
+    created = []
+    for name in ("Kemasan", "Plastik"):
+        r = await client.post(
+            f"{API}/finance/categories",
+            headers=owner.headers,
+            json={"type": "expense", "name": name},
+        )
+        assert r.status_code == 201
+        created.append(r.json()["id"])
+    r = await client.patch(
+        f"{API}/finance/categories/{created[1]}", headers=owner.headers, json={"name": "KEMASAN"}
+    )
+    assert r.status_code == 409, r.text
+    spec = (await client.get(f"{API}/openapi.json")).json()
+    patch = spec["paths"][f"{API}/finance/categories/{{category_id}}"]["patch"]
+    assert "409" in patch["responses"]
+
+    r = await record(client, owner, type="expense", amount=1000, category_id=str(uuid.uuid4()))
+    assert r.status_code == 422 and isinstance(r.json()["detail"], str)
+    field_errors = await record(client, owner, type="expense", amount=0)
+    assert field_errors.status_code == 422 and isinstance(field_errors.json()["detail"], list)
+    declared = spec["paths"][f"{API}/finance/transactions"]["post"]["responses"]["422"]
+    schema = {
+        **declared["content"]["application/json"]["schema"],
+        "components": spec["components"],
+    }
+    for body in (r.json(), field_errors.json()):
+        jsonschema.validate(body, schema)
 
 
 async def test_transaction_crud_and_filters(client: httpx.AsyncClient) -> None:
@@ -693,6 +731,18 @@ async def test_admin_levels_and_achievements(client: httpx.AsyncClient, app: Fas
     assert (
         await client.delete(f"{API}/admin/achievements/{achievement['id']}", headers=admin)
     ).status_code == 404
+
+    # Each refusal above is declared in the schema (tests/test_fuzz.py found them missing).
+    paths = (await client.get(f"{API}/openapi.json")).json()["paths"]
+    declared = {
+        ("patch", "/admin/levels/{level_id}"): {"404", "409"},
+        ("delete", "/admin/levels/{level_id}"): {"404", "409"},
+        ("post", "/admin/achievements"): {"409"},
+        ("patch", "/admin/achievements/{achievement_id}"): {"404", "409"},
+        ("delete", "/admin/achievements/{achievement_id}"): {"404"},
+    }
+    for (method, path), codes in declared.items():
+        assert codes <= set(paths[f"{API}{path}"][method]["responses"]), (method, path)
 
 
 # --- found in review: edge inputs, races, ladder consistency ------------------------------

@@ -13,7 +13,7 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -68,6 +68,33 @@ class TooManyRequestsError(DomainError):
 
     def __init__(self, detail: str, retry_after: int) -> None:
         super().__init__(detail, headers={"Retry-After": str(max(1, retry_after))})
+
+
+class FieldProblem(BaseModel):
+    """One field error of a 422 (the submitted value is never echoed)."""
+
+    type: str
+    loc: list[str | int]
+    msg: str
+
+
+class UnprocessableContent(BaseModel):
+    """A 422: the request's field errors, or one message when the request is well formed
+    but a value breaks a rule only the service can check (an unknown category, a range)."""
+
+    detail: list[FieldProblem] | str
+
+
+# For operations whose services answer 422 with a message (declare it in `responses=`).
+UNPROCESSABLE_RESPONSE: dict[int | str, dict[str, Any]] = {
+    422: {"model": UnprocessableContent, "description": "Invalid input"}
+}
+# What every operation that reads a request body may answer before it runs: FastAPI's 400
+# for a body that cannot be decoded at all (not UTF-8), BodySizeLimitMiddleware's 413.
+BODY_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"description": "The request body could not be decoded"},
+    413: {"description": "The request body is too large"},
+}
 
 
 def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:

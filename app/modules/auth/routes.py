@@ -63,15 +63,14 @@ async def register(data: UserRegister, request: Request, auth: AuthServiceDep) -
     return UserPublic.model_validate(await auth.register(data, _client(request)))
 
 
-@router.post(
-    "/login",
-    response_model=TokenResponse,
-    responses={
-        **_401,
-        403: {"description": "Account deactivated"},
-        429: {"description": "Throttled"},
-    },
-)
+_LOGIN_ERRORS = {
+    **_401,
+    403: {"description": "Account deactivated"},
+    429: {"description": "Throttled"},
+}
+
+
+@router.post("/login", response_model=TokenResponse, responses=_LOGIN_ERRORS)
 async def login(
     data: LoginRequest,
     request: Request,
@@ -83,7 +82,7 @@ async def login(
     return _token_response(pair, response, settings)
 
 
-@router.post("/token", response_model=TokenResponse, responses=_401, include_in_schema=True)
+@router.post("/token", response_model=TokenResponse, responses=_LOGIN_ERRORS)
 async def token(
     form: Annotated[OAuth2PasswordRequestForm, Depends()],
     request: Request,
@@ -146,7 +145,15 @@ async def update_me(data: UserUpdateMe, user: CurrentUser, users: UserServiceDep
     return UserPublic.model_validate(await users.update_me(user, data))
 
 
-@router.post("/me/password", response_model=TokenResponse, responses=_401)
+@router.post(
+    "/me/password",
+    response_model=TokenResponse,
+    responses={
+        **_401,
+        400: {"description": "Current password is incorrect"},
+        429: {"description": "Too many wrong current passwords"},
+    },
+)
 async def change_password(
     data: PasswordChange,
     user: CurrentUser,

@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response, status
 
 from app.api.deps import CurrentBusiness, SessionDep, SettingsDep
+from app.core.errors import UNPROCESSABLE_RESPONSE
 from app.core.types import Limit, Offset, SearchText
 from app.modules.finance.models import EntryType, FinanceCategory, Transaction
 from app.modules.finance.repository import TransactionFilters
@@ -32,6 +33,7 @@ router = APIRouter(
     responses={
         401: {"description": "Not authenticated"},
         404: {"description": "Not found (or no business profile yet)"},
+        **UNPROCESSABLE_RESPONSE,
     },
 )
 
@@ -73,7 +75,10 @@ async def create_category(
 @router.patch(
     "/categories/{category_id}",
     response_model=CategoryPublic,
-    responses={403: {"description": "Default categories are read-only"}},
+    responses={
+        403: {"description": "Default categories are read-only"},
+        409: {"description": "Name already used for this type"},
+    },
 )
 async def update_category(
     category_id: uuid.UUID, data: CategoryUpdate, business: CurrentBusiness, session: SessionDep

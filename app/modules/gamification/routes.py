@@ -90,7 +90,14 @@ async def admin_create_level(
     )
 
 
-@admin_router.patch("/admin/levels/{level_id}", response_model=LevelPublic)
+@admin_router.patch(
+    "/admin/levels/{level_id}",
+    response_model=LevelPublic,
+    responses={
+        404: {"description": "No such level"},
+        409: {"description": "Thresholds must increase with order"},
+    },
+)
 async def admin_update_level(
     level_id: RowId, data: LevelUpdate, _admin: AdminUser, session: SessionDep
 ) -> LevelPublic:
@@ -103,7 +110,10 @@ async def admin_update_level(
 @admin_router.delete(
     "/admin/levels/{level_id}",
     status_code=status.HTTP_204_NO_CONTENT,
-    responses={409: {"description": "The base level cannot be deleted"}},
+    responses={
+        404: {"description": "No such level"},
+        409: {"description": "The base level cannot be deleted"},
+    },
 )
 async def admin_delete_level(level_id: RowId, _admin: AdminUser, session: SessionDep) -> Response:
     """Delete a level; its holders move to the highest remaining level their points reach."""
@@ -122,7 +132,10 @@ async def admin_list_achievements(
 
 
 @admin_router.post(
-    "/admin/achievements", status_code=status.HTTP_201_CREATED, response_model=AchievementAdminView
+    "/admin/achievements",
+    status_code=status.HTTP_201_CREATED,
+    response_model=AchievementAdminView,
+    responses={409: {"description": "An achievement with this code exists"}},
 )
 async def admin_create_achievement(
     data: AchievementCreate, _admin: AdminUser, session: SessionDep
@@ -132,7 +145,14 @@ async def admin_create_achievement(
     )
 
 
-@admin_router.patch("/admin/achievements/{achievement_id}", response_model=AchievementAdminView)
+@admin_router.patch(
+    "/admin/achievements/{achievement_id}",
+    response_model=AchievementAdminView,
+    responses={
+        404: {"description": "No such achievement"},
+        409: {"description": "Code taken, or neither required_points nor a rule left"},
+    },
+)
 async def admin_update_achievement(
     achievement_id: RowId, data: AchievementUpdate, _admin: AdminUser, session: SessionDep
 ) -> AchievementAdminView:
@@ -141,7 +161,11 @@ async def admin_update_achievement(
     return AchievementAdminView.model_validate(updated)
 
 
-@admin_router.delete("/admin/achievements/{achievement_id}", status_code=status.HTTP_204_NO_CONTENT)
+@admin_router.delete(
+    "/admin/achievements/{achievement_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses={404: {"description": "No such achievement"}},
+)
 async def admin_delete_achievement(
     achievement_id: RowId, _admin: AdminUser, session: SessionDep
 ) -> Response:
