@@ -100,6 +100,17 @@ async def mcp_session(
         yield session
 
 
+def stdio_params(server: ServerProcess, token: str) -> StdioServerParameters:
+    """`telaten mcp serve --stdio` on the server's database and key, as the token's owner."""
+    env = {**server.env, "TELATEN_ACCESS_TOKEN": token}  # type: ignore[attr-defined]
+    return StdioServerParameters(
+        command=sys.executable,
+        args=["-m", "app.cli", "mcp", "serve", "--stdio"],
+        env={**env, "PYTHONPATH": str(REPO_ROOT)},
+        cwd=str(server.cwd),
+    )
+
+
 async def call(session: ClientSession, name: str, arguments: dict[str, Any]) -> tuple[Any, bool]:
     """(the tool's JSON output, or its error text; whether it is an error)."""
     result = await session.call_tool(name, arguments)
@@ -292,13 +303,7 @@ async def test_another_users_token_sees_and_changes_only_its_own_data(
 
 async def test_stdio_serves_the_token_owner(server: ServerProcess, api: httpx.AsyncClient) -> None:
     owner = await owner_with_business(api)
-    env = {**server.env, "TELATEN_ACCESS_TOKEN": owner.access_token}  # type: ignore[attr-defined]
-    params = StdioServerParameters(
-        command=sys.executable,
-        args=["-m", "app.cli", "mcp", "serve", "--stdio"],
-        env={**env, "PYTHONPATH": str(REPO_ROOT)},
-        cwd=str(server.cwd),
-    )
+    params = stdio_params(server, owner.access_token)
     async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
         await session.initialize()
         tools = (await session.list_tools()).tools
@@ -456,13 +461,7 @@ async def test_stdio_with_a_token_that_expires_says_so(
     owner = await owner_with_business(api)
     codec = TokenCodec(SECRET, timedelta(seconds=3), timedelta(days=1))
     short = codec.issue(uuid.UUID(owner.id), "access").token
-    env = {**server.env, "TELATEN_ACCESS_TOKEN": short}  # type: ignore[attr-defined]
-    params = StdioServerParameters(
-        command=sys.executable,
-        args=["-m", "app.cli", "mcp", "serve", "--stdio"],
-        env={**env, "PYTHONPATH": str(REPO_ROOT)},
-        cwd=str(server.cwd),
-    )
+    params = stdio_params(server, short)
     async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
         await session.initialize()
         _, is_error = await call(session, "business_summary", {})
