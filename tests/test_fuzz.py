@@ -52,6 +52,7 @@ import os
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -89,10 +90,17 @@ def fuzz_llm() -> Iterator[FakeLLMServer]:
     server.stop()
 
 
+@dataclass
+class FuzzTarget:
+    server: ServerProcess
+    # Logged in before any fuzzing: the fuzzer's failed logins soon throttle 127.0.0.1.
+    admin_token: str
+
+
 @pytest.fixture(scope="module")
-async def fuzz_server(
+async def fuzz_target(
     tmp_path_factory: pytest.TempPathFactory, fuzz_llm: FakeLLMServer
-) -> AsyncIterator[ServerProcess]:
+) -> AsyncIterator[FuzzTarget]:
     workdir = tmp_path_factory.mktemp("fuzz")
     async with fresh_database_url(workdir, "fuzz") as url:
         env = clean_env(
@@ -106,13 +114,25 @@ async def fuzz_server(
             LLM_API_KEY="sk-fake-key-for-tests",
             LLM_MAX_RETRIES="0",
             LOG_LEVEL="WARNING",
+            # Tokens that outlast a long run (TELATEN_FUZZ_EXAMPLES=500 and more).
+            ACCESS_TOKEN_EXPIRE_MINUTES=str(24 * 60),
         )
         server = ServerProcess(env, workdir)
         try:
             server.wait_ready(timeout=60)
-            yield server
+            yield FuzzTarget(server, admin_login(server.base_url))
         finally:
             server.stop()
+
+
+def admin_login(base_url: str) -> str:
+    r = httpx.post(
+        f"{base_url}{API}/auth/login",
+        json={"email": "admin@telaten.com", "password": ADMIN_PASSWORD},
+        timeout=30,
+    )
+    assert r.status_code == 200, r.text
+    return r.json()["access_token"]
 
 
 def owner_with_data(base_url: str) -> tuple[str, dict[str, list[str]]]:
@@ -177,20 +197,13 @@ ADMIN_ID_BINDINGS = {
 }
 
 
-def admin_with_ids(base_url: str) -> tuple[str, dict[str, list[str]]]:
-    """The first admin's access token, and the ids of users, levels and achievements."""
-    with httpx.Client(base_url=f"{base_url}{API}", timeout=30) as client:
-        r = client.post(
-            "/auth/login", json={"email": "admin@telaten.com", "password": ADMIN_PASSWORD}
-        )
-        assert r.status_code == 200, r.text
-        token = r.json()["access_token"]
-        client.headers.update(bearer(token))
-        client.cookies.clear()
+def admin_known_ids(base_url: str, token: str) -> dict[str, list[str]]:
+    """The ids of users, levels and achievements."""
+    with httpx.Client(base_url=f"{base_url}{API}", headers=bearer(token), timeout=30) as client:
         users = client.get("/admin/users", params={"limit": 100}).json()["items"]
         levels = client.get("/admin/levels").json()
         achievements = client.get("/admin/achievements").json()
-    return token, {
+    return {
         "user_ids": [u["id"] for u in users],
         "level_ids": [lv["id"] for lv in levels],
         "achievement_ids": [a["id"] for a in achievements],
@@ -264,20 +277,22 @@ def assert_no_unhandled_errors(server: ServerProcess) -> None:
     assert "unhandled_exception" not in logs and "Traceback" not in logs, logs[-10000:]
 
 
-def test_api_conforms_to_its_schema(fuzz_server: ServerProcess, tmp_path: Path) -> None:
-    token, known_ids = owner_with_data(fuzz_server.base_url)
+def test_api_conforms_to_its_schema(fuzz_target: FuzzTarget, tmp_path: Path) -> None:
+    server = fuzz_target.server
+    token, known_ids = owner_with_data(server.base_url)
     config = write_config(tmp_path / "schemathesis.toml", known_ids, OWNER_ID_BINDINGS)
-    report = run_schemathesis(fuzz_server, token, config, "--max-examples", str(EXAMPLES))
-    assert f"Tested: {count_operations(fuzz_server)}\n" in report, report  # every one
-    assert_no_unhandled_errors(fuzz_server)
+    report = run_schemathesis(server, token, config, "--max-examples", str(EXAMPLES))
+    assert f"Tested: {count_operations(server)}\n" in report, report  # every one
+    assert_no_unhandled_errors(server)
 
 
-def test_admin_api_conforms_to_its_schema(fuzz_server: ServerProcess, tmp_path: Path) -> None:
+def test_admin_api_conforms_to_its_schema(fuzz_target: FuzzTarget, tmp_path: Path) -> None:
     """After the owner's pass (an admin may deactivate accounts and rework the ladder)."""
-    token, known_ids = admin_with_ids(fuzz_server.base_url)
+    server, token = fuzz_target.server, fuzz_target.admin_token
+    known_ids = admin_known_ids(server.base_url, token)
     config = write_config(tmp_path / "schemathesis.toml", known_ids, ADMIN_ID_BINDINGS)
     report = run_schemathesis(
-        fuzz_server,
+        server,
         token,
         config,
         "--max-examples",
@@ -285,5 +300,5 @@ def test_admin_api_conforms_to_its_schema(fuzz_server: ServerProcess, tmp_path: 
         "--include-path-regex",
         f"^{ADMIN_PREFIX}",
     )
-    assert f"Tested: {count_operations(fuzz_server, ADMIN_PREFIX)}\n" in report, report
-    assert_no_unhandled_errors(fuzz_server)
+    assert f"Tested: {count_operations(server, ADMIN_PREFIX)}\n" in report, report
+    assert_no_unhandled_errors(server)
