@@ -86,14 +86,13 @@ class MilestoneRepository:
         )
         return result.rowcount == 1  # type: ignore[attr-defined]
 
-    async def soft_delete(self, milestone_id: uuid.UUID, now: datetime) -> bool:
-        """Mark deleted; False if it already was (a parallel delete won)."""
-        result = await self.session.execute(
+    async def soft_delete(self, milestone_id: uuid.UUID, now: datetime) -> None:
+        """Mark deleted (callers hold the business lock and have read it undeleted)."""
+        await self.session.execute(
             update(Milestone)
             .where(Milestone.id == milestone_id, Milestone.deleted_at.is_(None))  # type: ignore[union-attr]
             .values(deleted_at=now, updated_at=now)
         )
-        return result.rowcount == 1  # type: ignore[attr-defined]
 
     async def completed(self, business_id: uuid.UUID, limit: int) -> list[Milestone]:
         """The most recently completed milestones, newest first."""
@@ -149,8 +148,7 @@ class MilestoneRepository:
         ).scalar_one_or_none()
 
     async def mark_task(self, task_id: uuid.UUID, done: bool, now: datetime) -> bool:
-        """Flip `done`; False if the task already was in that state. As the first write of
-        the transaction it also decides which of two parallel requests does the work."""
+        """Flip `done`; False if the task already was in that state (nothing changed)."""
         result = await self.session.execute(
             update(MilestoneTask)
             .where(MilestoneTask.id == task_id, MilestoneTask.done.is_(not done))  # type: ignore[attr-defined]
