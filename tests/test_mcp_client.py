@@ -92,12 +92,14 @@ async def test_concurrent_calls_share_one_session(box: MCPManager) -> None:
 
 
 async def test_call_timeout_is_an_error_result(tmp_path: Path) -> None:
-    config = write_config(tmp_path / "mcp.json", {"box": stdio_entry(timeout=1)})
+    # The timeout also bounds the child's start (a Python process importing the SDK: a
+    # second or more, several on a busy machine), so it is generous and the call slower.
+    config = write_config(tmp_path / "mcp.json", {"box": stdio_entry(timeout=6)})
     m = manager(config, tmp_path)
     await m.start()
     try:
-        result = await m.call("box", "slow", {"seconds": 5})
-        assert result.is_error and "did not answer within 1 s" in result.text
+        result = await m.call("box", "slow", {"seconds": 60})
+        assert result.is_error and "did not answer within 6 s" in result.text
         assert (await m.call("box", "add", {"a": 1, "b": 1})).text == "2"  # still usable
     finally:
         await m.stop()
