@@ -131,6 +131,16 @@ class Settings(BaseSettings):
     LOG_FORMAT: Literal["auto", "console", "json"] = "auto"
 
     CORS_ORIGINS: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # The Telaten web client's API (the original backend's paths and shapes), served by an
+    # adapter under this prefix; empty turns it off (WEB-CLIENT-CONTRACT.md).
+    CLIENT_API_PREFIX: str = "/client/v1"
+    # SameSite of the refresh-token cookies: lax suits a front end on the same site as the
+    # API; none (always sent with Secure) lets a front end on another site keep its session.
+    REFRESH_COOKIE_SAMESITE: Literal["lax", "strict", "none"] = "lax"
+    # Seconds during which the web client's refresh cookie, once rotated, may be presented
+    # again for a new pair in the same family (two tabs renewing at once); after that a
+    # replay revokes the family as before. 0 turns the grace off.
+    CLIENT_REFRESH_GRACE_SECONDS: float = Field(default=5.0, ge=0, le=10)
     # Proxies whose X-Forwarded-For/-Proto are believed (client address for throttling).
     FORWARDED_ALLOW_IPS: str = "127.0.0.1"
     MAX_REQUEST_BODY_BYTES: int = Field(default=1_048_576, ge=1024)
@@ -203,6 +213,19 @@ class Settings(BaseSettings):
             raise ValueError("must start with '/' and not end with '/', e.g. /api/v1")
         return value
 
+    @field_validator("CLIENT_API_PREFIX")
+    @classmethod
+    def _client_prefix_shape(cls, value: str) -> str:
+        value = value.strip()
+        if value and (not value.startswith("/") or value.endswith("/")):
+            raise ValueError("must be empty, or start with '/' and not end with '/' (/client/v1)")
+        return value
+
+    @field_validator("REFRESH_COOKIE_SAMESITE", mode="before")
+    @classmethod
+    def _lower_samesite(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
     @model_validator(mode="after")
     def _resolve_and_check(self) -> Settings:
         self.DATA_DIR = self.DATA_DIR.expanduser()
@@ -216,6 +239,8 @@ class Settings(BaseSettings):
             raise ValueError(
                 "DATABASE_URL must be a sqlite+aiosqlite:// or postgresql+asyncpg:// URL"
             )
+        if self.CLIENT_API_PREFIX and _overlaps(self.CLIENT_API_PREFIX, self.API_V1_STR):
+            raise ValueError("CLIENT_API_PREFIX must not be API_V1_STR, nor inside it or around it")
         if self.is_production:
             self._check_production()
         return self
@@ -247,6 +272,12 @@ class Settings(BaseSettings):
     @property
     def is_sqlite(self) -> bool:
         return make_url(self.DATABASE_URL).get_backend_name() == "sqlite"
+
+    @property
+    def refresh_cookie_secure(self) -> bool:
+        """Secure in production (HTTPS) and always with SameSite=None, which browsers
+        accept only on Secure cookies."""
+        return self.is_production or self.REFRESH_COOKIE_SAMESITE == "none"
 
     @property
     def log_json(self) -> bool:
@@ -288,6 +319,11 @@ class Settings(BaseSettings):
         if self.SECRET_KEY is None and not self.is_production:
             out["SECRET_KEY"] = f"(generated, kept in {self.DATA_DIR / SECRET_KEY_FILE})"
         return out
+
+
+def _overlaps(a: str, b: str) -> bool:
+    """Whether one URL prefix is the other or lies under it."""
+    return a == b or a.startswith(b + "/") or b.startswith(a + "/")
 
 
 def load_or_create_secret_file(path: Path, nbytes: int = 48) -> str:

@@ -18,8 +18,9 @@ class RefreshTokenRepository:
     def add(self, token: RefreshToken) -> None:
         self.session.add(token)
 
-    async def get(self, jti: uuid.UUID) -> RefreshToken | None:
-        return await self.session.get(RefreshToken, jti)
+    async def get(self, jti: uuid.UUID, *, fresh: bool = False) -> RefreshToken | None:
+        """The token's row; `fresh` reads it again from the database, not the session."""
+        return await self.session.get(RefreshToken, jti, populate_existing=fresh)
 
     async def claim(self, jti: uuid.UUID, now: datetime) -> bool:
         """Mark an unused, unrevoked token used. False if someone else got there first:

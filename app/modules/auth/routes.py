@@ -11,6 +11,7 @@ from pydantic import ValidationError
 
 from app.api.deps import AuthServiceDep, CurrentUser, SettingsDep, UserServiceDep
 from app.core.config import Settings
+from app.modules.auth.cookies import delete_refresh_cookie, set_refresh_cookie
 from app.modules.auth.schemas import (
     LoginRequest,
     PasswordChange,
@@ -22,7 +23,6 @@ from app.modules.users.schemas import UserPublic, UserRegister, UserUpdateMe
 
 router = APIRouter(prefix="/auth", tags=["auth"])
 
-REFRESH_COOKIE = "refresh_token"
 _401 = {401: {"description": "Missing, invalid or expired credentials"}}
 
 
@@ -30,18 +30,13 @@ def _client(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
+def _cookie_path(settings: Settings) -> str:
+    return f"{settings.API_V1_STR}/auth"
+
+
 def _token_response(pair: TokenPair, response: Response, settings: Settings) -> TokenResponse:
     """Body for API clients, HttpOnly cookie (limited to the auth routes) for browsers."""
-    response.set_cookie(
-        REFRESH_COOKIE,
-        pair.refresh.token,
-        max_age=pair.refresh.expires_in,
-        path=f"{settings.API_V1_STR}/auth",
-        httponly=True,
-        secure=settings.is_production,
-        samesite="lax",
-    )
-    response.headers["Cache-Control"] = "no-store"
+    set_refresh_cookie(response, pair.refresh, settings, _cookie_path(settings))
     return TokenResponse(
         access_token=pair.access.token,
         expires_in=pair.access.expires_in,
@@ -129,7 +124,7 @@ async def logout(
     """Revoke the refresh token's family and clear the cookie. Always 204."""
     await auth.logout((body.refresh_token if body else None) or refresh_token)
     response.status_code = status.HTTP_204_NO_CONTENT
-    response.delete_cookie(REFRESH_COOKIE, path=f"{settings.API_V1_STR}/auth")
+    delete_refresh_cookie(response, settings, _cookie_path(settings))
     return response
 
 

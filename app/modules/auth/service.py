@@ -159,7 +159,15 @@ class AuthService:
         )
         return TokenPair(access, refresh)
 
-    async def refresh(self, refresh_token: str | None) -> TokenPair:
+    async def refresh(
+        self, refresh_token: str | None, *, reuse_grace: timedelta = timedelta(0)
+    ) -> TokenPair:
+        """Rotate a refresh token into a new pair of the same family.
+
+        A token that was already rotated revokes its family, unless it was rotated at most
+        `reuse_grace` ago: then it is the same browser renewing from two tabs with one
+        cookie at once, and it gets a pair of the family too (the web client's API).
+        """
         if not refresh_token:
             raise UnauthorizedError("Refresh token missing")
         try:
@@ -170,7 +178,8 @@ class AuthService:
         if row is None or row.user_id != claims.user_id or row.revoked_at is not None:
             raise UnauthorizedError(BAD_REFRESH)
         now = utcnow()
-        if row.used_at is not None:
+        rotated = row.used_at is not None
+        if rotated and not _within(row.used_at, now, reuse_grace):
             await self._revoke_family_for_reuse(row, now)
         user = await self.users.get(row.user_id)
         if (
@@ -181,8 +190,16 @@ class AuthService:
             await self.tokens.revoke_family(row.family_id, now)
             await self.session.commit()
             raise UnauthorizedError(BAD_REFRESH)
-        if not await self.tokens.claim(row.jti, now):
-            await self._revoke_family_for_reuse(row, now)  # a concurrent refresh won
+        if not rotated and not await self.tokens.claim(row.jti, now):
+            # A concurrent refresh with the same token won: the other tab, if it did so
+            # within the grace window and the family still stands; else a copied token.
+            current = await self.tokens.get(row.jti, fresh=True)
+            if (
+                current is None
+                or current.revoked_at is not None
+                or not _within(current.used_at, now, reuse_grace)
+            ):
+                await self._revoke_family_for_reuse(row, now)
         pair = self._issue_pair(user, family_id=row.family_id)
         await self.session.commit()
         return pair
@@ -248,6 +265,11 @@ class AuthService:
 def account_key(email: str) -> str:
     """Throttle key of an account: a digest, so any address fits and none is stored."""
     return "account:" + hashlib.sha256(email.encode()).hexdigest()
+
+
+def _within(used_at: datetime | None, now: datetime, grace: timedelta) -> bool:
+    """Whether a rotation at `used_at` lies no further back than `grace` from `now`."""
+    return grace > timedelta(0) and used_at is not None and now - used_at <= grace
 
 
 def _issued_before(issued_at: datetime, user: User) -> bool:

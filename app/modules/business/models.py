@@ -39,6 +39,9 @@ class BusinessProfile(SQLModel, table=True):
     category: str = Field(sa_column=Column(String(80), nullable=False))
     description: str = Field(default="", sa_column=Column(Text(), nullable=False))
     stage: str = Field(default=BusinessStage.IDEA, sa_column=Column(String(16), nullable=False))
+    # The owner's own word for the stage when it is finer than `stage` (the web client
+    # offers "Operational" and "Growth", both `growth`); cleared when the stage changes.
+    stage_label: str | None = Field(default=None, sa_column=Column(String(20), nullable=True))
     target_market: str = Field(default="", sa_column=Column(String(500), nullable=False))
     primary_goal: str = Field(default="", sa_column=Column(String(500), nullable=False))
     address: dict[str, Any] | None = Field(

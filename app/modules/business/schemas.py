@@ -37,6 +37,8 @@ class Address(BaseModel):
     city: single_line(80) | None = None
     district: single_line(80) | None = None
     street: single_line(200) | None = None
+    postal_code: single_line(20) | None = None
+    country: single_line(80) | None = None
 
 
 AIContext = Annotated[dict[str, Any], AfterValidator(bounded_ai_context)]

@@ -45,9 +45,11 @@ class BusinessService:
         data: BusinessCreate,
         *,
         scheduler: RoadmapScheduler | None = None,
+        stage_label: str | None = None,
     ) -> BusinessProfile:
         """Create the profile and, with a `scheduler` (an LLM is configured), record the
-        request for its first roadmap in the same transaction."""
+        request for its first roadmap in the same transaction. `stage_label` is the
+        owner's own word for the stage, kept until the stage changes."""
         if await self.repo.by_user(user_id) is not None:
             raise ConflictError(PROFILE_EXISTS)
         levels = await GamificationService(self.session).levels()
@@ -56,6 +58,7 @@ class BusinessService:
             **data.model_dump(exclude={"address"}),
             address=data.address.model_dump(exclude_none=True) if data.address else None,
             level_id=levels[0].id if levels else None,
+            stage_label=stage_label,
         )
         self.session.add(business)
         if scheduler is not None:
@@ -74,6 +77,8 @@ class BusinessService:
                 if key in _REQUIRED:
                     continue  # required fields cannot be cleared
                 value = "" if key in _TEXT else None  # cleared text is empty, icon absent
+            if key == "stage" and value != business.stage:
+                business.stage_label = None  # the word was for the old stage
             setattr(business, key, value)
         if "address" in data.model_fields_set:
             business.address = data.address.model_dump(exclude_none=True) if data.address else None

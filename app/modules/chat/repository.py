@@ -55,6 +55,20 @@ class ChatRepository:
         )
         return list(rows.scalars()), total or 0
 
+    async def last_exchanges(self, session_id: uuid.UUID, count: int) -> list[ChatMessage]:
+        """The newest `count` user and assistant messages, failed replies included (what
+        the owner saw), oldest first."""
+        rows = await self.session.execute(
+            select(ChatMessage)
+            .where(
+                ChatMessage.session_id == session_id,
+                ChatMessage.role.in_([MessageRole.USER, MessageRole.ASSISTANT]),  # type: ignore[attr-defined]
+            )
+            .order_by(ChatMessage.created_at.desc(), ChatMessage.id.desc())  # type: ignore[attr-defined]
+            .limit(count)
+        )
+        return list(reversed(list(rows.scalars())))
+
     async def recent_history(self, session_id: uuid.UUID, count: int) -> list[ChatMessage]:
         """The last `count` user/assistant messages with text, oldest first."""
         if count <= 0:

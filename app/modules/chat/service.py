@@ -72,6 +72,14 @@ class ChatService:
         chat = await self.get_session(user_id, session_id)
         return await self.repo.list_messages(chat.id, limit, offset)
 
+    async def conversation(
+        self, user_id: uuid.UUID, session_id: uuid.UUID, limit: int
+    ) -> list[ChatMessage]:
+        """The session's last `limit` user and assistant messages, oldest first (tool
+        rows left out): the conversation as the owner saw it."""
+        chat = await self.get_session(user_id, session_id)
+        return await self.repo.last_exchanges(chat.id, limit)
+
     async def begin_turn(
         self,
         user_id: uuid.UUID,

@@ -17,6 +17,19 @@ class EntryType(StrEnum):
     EXPENSE = "expense"
 
 
+class PaymentMethod(StrEnum):
+    CASH = "CASH"
+    BANK_TRANSFER = "BANK_TRANSFER"
+    E_WALLET = "E_WALLET"
+    DEBIT_CARD = "DEBIT_CARD"
+    CREDIT_CARD = "CREDIT_CARD"
+
+
+PAYMENT_METHODS_CHECK = "payment_method IN ({})".format(
+    ", ".join(f"'{m.value}'" for m in PaymentMethod)
+)
+
+
 class FinanceCategory(SQLModel, table=True):
     """`business_id` NULL: a system default everyone sees; otherwise a business's own."""
 
@@ -48,6 +61,7 @@ class Transaction(SQLModel, table=True):
     __table_args__ = (
         CheckConstraint("type IN ('income', 'expense')", name="ck_transaction_type"),
         CheckConstraint("amount > 0", name="ck_transaction_amount"),
+        CheckConstraint(PAYMENT_METHODS_CHECK, name="ck_transaction_payment_method"),
         # List, summary and export all read one business's rows by time.
         Index("ix_transactions_business_occurred", "business_id", "occurred_at"),
         Index("ix_transactions_category", "category_id"),
@@ -67,6 +81,10 @@ class Transaction(SQLModel, table=True):
         )
     )
     note: str = Field(default="", sa_column=Column(String(500), nullable=False))
+    payment_method: str = Field(
+        default=PaymentMethod.CASH,
+        sa_column=Column(String(16), nullable=False, server_default=PaymentMethod.CASH.value),
+    )
     occurred_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
     created_at: datetime = Field(
         default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False)

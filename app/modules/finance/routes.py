@@ -109,9 +109,13 @@ async def create_transaction(
 ) -> TransactionCreated:
     """Record income or expense (whole rupiah). Earns points, up to a daily cap."""
     service = FinanceService(session, daily_cap=settings.POINTS_TRANSACTION_DAILY_CAP)
-    entry, category_name, points = await service.create(business, data)
+    recorded = await service.create(business, data)
     return TransactionCreated.model_validate(
-        {**entry.model_dump(), "category_name": category_name, "points_awarded": points}
+        {
+            **recorded.entry.model_dump(),
+            "category_name": recorded.category_name,
+            "points_awarded": recorded.points,
+        }
     )
 
 

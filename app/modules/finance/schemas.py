@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from app.core.types import multi_line, single_line
-from app.modules.finance.models import EntryType
+from app.modules.finance.models import EntryType, PaymentMethod
 
 MAX_AMOUNT = 1_000_000_000_000  # Rp 1 trillion: far above any UMKM transaction
 
@@ -67,6 +67,7 @@ class TransactionCreate(BaseModel):
     amount: Rupiah
     category_id: uuid.UUID
     note: Note = ""
+    payment_method: PaymentMethod = PaymentMethod.CASH
     occurred_at: BoundedDateTime | None = Field(
         default=None,
         description="When it happened (default: now). Without an offset: business time.",
@@ -80,6 +81,7 @@ class TransactionUpdate(BaseModel):
     amount: Rupiah | None = None
     category_id: uuid.UUID | None = None
     note: Note | None = None
+    payment_method: PaymentMethod | None = None
     occurred_at: BoundedDateTime | None = None
 
 
@@ -92,6 +94,7 @@ class TransactionPublic(BaseModel):
     category_id: uuid.UUID
     category_name: str
     note: str
+    payment_method: PaymentMethod
     occurred_at: datetime
     created_at: datetime
 

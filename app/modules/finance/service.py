@@ -54,6 +54,14 @@ def _invalid(detail: str) -> DomainError:
 
 
 @dataclass(frozen=True)
+class RecordedTransaction:
+    entry: Transaction
+    category_name: str
+    points: int
+    unlocked: list[str]  # codes of the achievements it unlocked
+
+
+@dataclass(frozen=True)
 class DateRange:
     start: date
     end: date  # inclusive
@@ -192,7 +200,7 @@ class FinanceService:
 
     async def create(
         self, business: BusinessProfile, data: TransactionCreate
-    ) -> tuple[Transaction, str, int]:
+    ) -> RecordedTransaction:
         """Record a transaction and award its points, in one database transaction."""
         category = await self._usable_category(business, data.category_id, data.type)
         game = GamificationService(self.session)
@@ -203,6 +211,7 @@ class FinanceService:
             amount=data.amount,
             category_id=category.id,
             note=data.note,
+            payment_method=data.payment_method,
             occurred_at=self._when(business, data.occurred_at),
         )
         self.session.add(entry)
@@ -215,9 +224,9 @@ class FinanceService:
             business.id, TRANSACTION_RECORDED, local_day_start(business.timezone)
         )
         points = TRANSACTION_POINTS if awarded_today < self.daily_cap else 0
-        await game.award_points(business.id, TRANSACTION_RECORDED, points, ref_id=entry.id)
+        award = await game.award_points(business.id, TRANSACTION_RECORDED, points, ref_id=entry.id)
         await self.session.commit()
-        return entry, category.name, points
+        return RecordedTransaction(entry, category.name, points, award.unlocked)
 
     async def list(
         self, business: BusinessProfile, filters: TransactionFilters, limit: int, offset: int
@@ -257,6 +266,8 @@ class FinanceService:
             entry.amount = data.amount
         if data.note is not None:
             entry.note = data.note
+        if data.payment_method is not None:
+            entry.payment_method = data.payment_method
         if data.occurred_at is not None:
             entry.occurred_at = self._when(business, data.occurred_at)
         try:

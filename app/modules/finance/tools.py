@@ -40,7 +40,7 @@ async def record_transaction(ctx: ToolContext, p: RecordParams) -> dict[str, Any
         business = await ctx.business(session)
         service = FinanceService(session, daily_cap=ctx.settings.POINTS_TRANSACTION_DAILY_CAP)
         category = await service.category_by_name(business, p.type, p.category)
-        entry, category_name, points = await service.create(
+        recorded = await service.create(
             business,
             TransactionCreate(
                 type=p.type,
@@ -50,16 +50,17 @@ async def record_transaction(ctx: ToolContext, p: RecordParams) -> dict[str, Any
                 occurred_at=p.occurred_at,
             ),
         )
+    entry = recorded.entry
     return {
         "recorded": {
             "id": str(entry.id),
             "type": entry.type,
             "amount": entry.amount,
-            "category": category_name,
+            "category": recorded.category_name,
             "note": entry.note,
             "occurred_at": entry.occurred_at.isoformat(),
         },
-        "points_awarded": points,
+        "points_awarded": recorded.points,
     }
 
 

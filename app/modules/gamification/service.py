@@ -222,6 +222,12 @@ class GamificationService:
             (await self.session.execute(select(Achievement).order_by(Achievement.id))).scalars()
         )
 
+    async def achievement(self, achievement_id: int) -> Achievement:
+        return await self._achievement_or_404(achievement_id)
+
+    async def achievement_by_code(self, code: str) -> Achievement | None:
+        return await self.session.scalar(select(Achievement).where(Achievement.code == code))
+
     async def stats(self, business: BusinessProfile, recent: int = 10) -> dict[str, Any]:
         levels = await self.levels()
         level = next((lv for lv in levels if lv.id == business.level_id), None)
@@ -282,10 +288,11 @@ class GamificationService:
             )  # type: ignore[attr-defined]
         )
         top = (await self.session.execute(ranked.limit(limit))).all()
-        entries = [_board_row(row) for row in top]
+        mine_id = business.id if business is not None else None
+        entries = [_board_row(row, i + 1, mine_id) for i, row in enumerate(top)]
         me = None
         if business is not None:
-            mine = next((row for row in top if row.id == business.id), None)
+            mine = next((e for e in entries if e["is_mine"]), None)
             if mine is None:
                 higher = await self.session.scalar(
                     select(func.count()).where(BusinessProfile.total_points > business.total_points)
@@ -293,11 +300,30 @@ class GamificationService:
                 row = (
                     await self.session.execute(ranked.where(BusinessProfile.id == business.id))
                 ).one()
-                me = {**_board_row(row), "rank": (higher or 0) + 1}
+                position = await self._board_position(business)
+                me = {**_board_row(row, position, mine_id), "rank": (higher or 0) + 1}
             else:
-                me = _board_row(mine)
+                me = mine
         total = await self.session.scalar(select(func.count()).select_from(BusinessProfile))
         return {"entries": entries, "me": me, "total_businesses": total or 0}
+
+    async def _board_position(self, business: BusinessProfile) -> int:
+        """1 + the businesses the board lists before this one (more points, or as many and
+        created earlier): its place in the board's order, where ties share no rank."""
+        p, created = BusinessProfile.total_points, BusinessProfile.created_at
+        before = await self.session.scalar(
+            select(func.count()).where(
+                (p > business.total_points)
+                | (
+                    (p == business.total_points)
+                    & (
+                        (created < business.created_at)
+                        | ((created == business.created_at) & (BusinessProfile.id < business.id))
+                    )
+                )
+            )
+        )
+        return (before or 0) + 1
 
     # --- administration -----------------------------------------------------------------
 
@@ -319,6 +345,45 @@ class GamificationService:
         for key, value in data.items():
             setattr(level, key, value)
         await self._settle_ladder("A level with this name, order or threshold exists")
+        return level
+
+    async def place_level(self, level_id: int | None, data: dict[str, Any]) -> Level:
+        """Create (no `level_id`) or replace a level, its order following from its
+        threshold: just above the highest level that needs fewer points. The levels
+        above it move up as far as they must to make room (for ladder editors that know
+        no order, like the web client's)."""
+        await self._lock_ladder()
+        level = await self._level_or_404(level_id) if level_id is not None else None
+        ladder = [lv for lv in await self.levels() if lv.id != level_id]
+        lower = [lv for lv in ladder if lv.required_points < data["required_points"]]
+        higher = [lv for lv in ladder if lv.required_points >= data["required_points"]]
+        order = max((lv.order for lv in lower), default=0) + 1
+        shift = max(0, order + 1 - min((lv.order for lv in higher), default=order + 1))
+        _check_ladder(
+            [
+                *lower,
+                *(
+                    Level(name=lv.name, required_points=lv.required_points, order=lv.order + shift)
+                    for lv in higher
+                ),
+                Level(id=level_id, **data, order=order),
+            ]
+        )
+        if shift:
+            # `sort_order` is unique, checked row by row: park the rows that move on
+            # negative orders (distinct, as the old ones are), then give the new ones.
+            for lv in [*higher, *([level] if level is not None else [])]:
+                lv.order = -lv.order
+            await self.session.flush()
+            for lv in higher:
+                lv.order = shift - lv.order
+        if level is None:
+            level = Level(**data, order=order)
+            self.session.add(level)
+        else:
+            for key, value in {**data, "order": order}.items():
+                setattr(level, key, value)
+        await self._settle_ladder("A level with this name or threshold exists")
         return level
 
     async def delete_level(self, level_id: int) -> None:
@@ -426,6 +491,7 @@ def _check_ladder(levels: list[Level]) -> None:
 
 def _achievement_view(a: Achievement) -> dict[str, Any]:
     return {
+        "id": a.id,
         "code": a.code,
         "title": a.title,
         "description": a.description,
@@ -435,9 +501,11 @@ def _achievement_view(a: Achievement) -> dict[str, Any]:
     }
 
 
-def _board_row(row: Any) -> dict[str, Any]:
+def _board_row(row: Any, position: int, mine_id: uuid.UUID | None) -> dict[str, Any]:
     return {
         "rank": int(row.rank),
+        "position": position,
+        "is_mine": row.id == mine_id,
         "business_name": row.name,
         "points": int(row.total_points),
         "level": row.level,

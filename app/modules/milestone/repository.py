@@ -147,6 +147,20 @@ class MilestoneRepository:
             )
         ).scalar_one_or_none()
 
+    async def milestone_of_task(
+        self, business_id: uuid.UUID, task_id: uuid.UUID
+    ) -> uuid.UUID | None:
+        """The milestone holding the task, if it is this business's and not deleted."""
+        return await self.session.scalar(
+            select(Milestone.id)
+            .join(MilestoneTask, MilestoneTask.milestone_id == Milestone.id)
+            .where(
+                MilestoneTask.id == task_id,
+                Milestone.business_id == business_id,
+                Milestone.deleted_at.is_(None),  # type: ignore[union-attr]
+            )
+        )
+
     async def mark_task(self, task_id: uuid.UUID, done: bool, now: datetime) -> bool:
         """Flip `done`; False if the task already was in that state (nothing changed)."""
         result = await self.session.execute(

@@ -90,6 +90,7 @@ class TaskResult:
     milestone_completed: bool = False
     bonus: int = 0
     next_roadmap_requested: bool = False
+    unlocked: tuple[str, ...] = ()  # codes of the achievements it unlocked
 
 
 async def request_roadmap(
@@ -208,6 +209,14 @@ class MilestoneService:
         await self.session.commit()
         return milestone
 
+    async def milestone_of_task(self, business: BusinessProfile, task_id: uuid.UUID) -> uuid.UUID:
+        """The id of the milestone holding a task of this business (404 otherwise), for
+        callers that know the task alone."""
+        milestone_id = await self.repo.milestone_of_task(business.id, task_id)
+        if milestone_id is None:
+            raise NotFoundError("Task not found")
+        return milestone_id
+
     async def set_task_done(
         self, business: BusinessProfile, milestone_id: uuid.UUID, task_id: uuid.UUID, done: bool
     ) -> TaskResult:
@@ -242,7 +251,9 @@ class MilestoneService:
         game: GamificationService,
         now: datetime,
     ) -> TaskResult:
-        points = await self._award(game, business, TASK_COMPLETED, task.reward_points, task.id)
+        points, unlocked = await self._award(
+            game, business, TASK_COMPLETED, task.reward_points, task.id
+        )
         if milestone.status == MilestoneStatus.PENDING:  # working on it is starting it
             # Conditional, like `start`: a start committed meanwhile keeps its started_at.
             await self.repo.mark_started(milestone.id, now)
@@ -252,9 +263,10 @@ class MilestoneService:
             completed = True
             milestone.status = MilestoneStatus.COMPLETED
             milestone.completed_at = now
-            bonus = await self._award(
+            bonus, also_unlocked = await self._award(
                 game, business, MILESTONE_COMPLETED, milestone.reward_points, milestone.id
             )
+            unlocked += also_unlocked
             await self.session.flush()
             if (
                 self.scheduler is not None
@@ -265,7 +277,14 @@ class MilestoneService:
         milestone.updated_at = now
         await self.session.flush()
         return TaskResult(
-            await self._view(milestone), task.id, True, points, completed, bonus, requested
+            await self._view(milestone),
+            task.id,
+            True,
+            points,
+            completed,
+            bonus,
+            requested,
+            tuple(unlocked),
         )
 
     async def _reopened_task(
@@ -293,18 +312,18 @@ class MilestoneService:
         reason: str,
         amount: int,
         ref_id: uuid.UUID,
-    ) -> int:
+    ) -> tuple[int, list[str]]:
         """Pay `amount` for `ref_id` unless it holds an award already, and only as much
         as today's cap leaves (the ledger row is written either way: it records what
-        happened)."""
+        happened). Returns the points paid and the achievements that unlocked."""
         if await game.points_for(ref_id) > 0:
-            return 0
+            return 0, []
         paid_today = await game.points_today(
             business.id, (TASK_COMPLETED, MILESTONE_COMPLETED), local_day_start(business.timezone)
         )
         amount = max(0, min(amount, self.daily_cap - paid_today))
-        await game.award_points(business.id, reason, amount, ref_id=ref_id)
-        return amount
+        award = await game.award_points(business.id, reason, amount, ref_id=ref_id)
+        return amount, award.unlocked
 
     async def _take_back(
         self, game: GamificationService, business: BusinessProfile, reason: str, ref_id: uuid.UUID

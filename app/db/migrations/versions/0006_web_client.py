@@ -1,0 +1,109 @@
+"""what the web client needs: payment method, stage label, emoji icons for seeded data
+
+Revision ID: 0006_web_client
+Revises: 0005_roadmap
+Create Date: 2026-12-02 01:20:00.000000
+
+Transactions get a payment method (CASH for every existing row), business profiles the
+stage label the owner picked. The seeded levels and achievements had words for icons and
+the default categories none; the web client draws icons as text, so they become emoji
+(only where the seeded value is still there: an icon an admin chose stays).
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "0006_web_client"
+down_revision: str | None = "0005_roadmap"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+PAYMENT_METHODS = ("CASH", "BANK_TRANSFER", "E_WALLET", "DEBIT_CARD", "CREDIT_CARD")
+
+LEVEL_ICONS = {
+    "seedling": "🌱",
+    "sprout": "🌿",
+    "leaf": "🍃",
+    "tree": "🌳",
+    "store": "🏪",
+    "crown": "👑",
+}
+ACHIEVEMENT_ICONS = {
+    "pencil": "✏️",
+    "book": "📖",
+    "flag": "🚩",
+    "star": "⭐",
+    "stars": "🌟",
+    "trophy": "🏆",
+}
+# The default categories of 0004_business, (type, name) -> icon.
+CATEGORY_ICONS = {
+    ("income", "Penjualan"): "🛍️",
+    ("income", "Jasa"): "🛠️",
+    ("income", "Modal Masuk"): "💰",
+    ("income", "Lainnya"): "💵",
+    ("expense", "Bahan Baku"): "📦",
+    ("expense", "Gaji"): "👥",
+    ("expense", "Sewa"): "🏠",
+    ("expense", "Listrik & Air"): "💡",
+    ("expense", "Transportasi"): "🚚",
+    ("expense", "Pemasaran"): "📣",
+    ("expense", "Peralatan"): "🔧",
+    ("expense", "Lainnya"): "🧾",
+}
+
+_levels = sa.table("levels", sa.column("icon", sa.String))
+_achievements = sa.table("achievements", sa.column("icon", sa.String))
+_categories = sa.table(
+    "finance_categories",
+    sa.column("business_id", sa.Uuid),
+    sa.column("type", sa.String),
+    sa.column("name", sa.String),
+    sa.column("icon", sa.String),
+)
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("transactions", schema=None) as batch_op:
+        batch_op.add_column(
+            sa.Column("payment_method", sa.String(length=16), server_default="CASH", nullable=False)
+        )
+        batch_op.create_check_constraint(
+            "ck_transaction_payment_method",
+            "payment_method IN ({})".format(", ".join(f"'{m}'" for m in PAYMENT_METHODS)),
+        )
+    op.add_column(
+        "business_profiles", sa.Column("stage_label", sa.String(length=20), nullable=True)
+    )
+
+    for table, icons in ((_levels, LEVEL_ICONS), (_achievements, ACHIEVEMENT_ICONS)):
+        for word, emoji in icons.items():
+            op.execute(table.update().where(table.c.icon == word).values(icon=emoji))
+    for (kind, name), emoji in CATEGORY_ICONS.items():
+        op.execute(_default_category(kind, name, _categories.c.icon.is_(None)).values(icon=emoji))
+
+
+def downgrade() -> None:
+    for (kind, name), emoji in CATEGORY_ICONS.items():
+        op.execute(_default_category(kind, name, _categories.c.icon == emoji).values(icon=None))
+    for table, icons in ((_levels, LEVEL_ICONS), (_achievements, ACHIEVEMENT_ICONS)):
+        for word, emoji in icons.items():
+            op.execute(table.update().where(table.c.icon == emoji).values(icon=word))
+
+    # Not in batch mode: on SQLite that rebuilds the table, and dropping the old
+    # business_profiles (with foreign keys on) would cascade into every table referring
+    # to it. A plain DROP COLUMN (SQLite 3.35+) leaves the rows alone. Rebuilding
+    # transactions is safe: no table refers to it.
+    op.drop_column("business_profiles", "stage_label")
+    with op.batch_alter_table("transactions", schema=None) as batch_op:
+        batch_op.drop_constraint("ck_transaction_payment_method", type_="check")
+        batch_op.drop_column("payment_method")
+
+
+def _default_category(kind: str, name: str, condition: sa.ColumnElement[bool]) -> sa.Update:
+    c = _categories.c
+    return _categories.update().where(
+        c.business_id.is_(None), c.type == kind, c.name == name, condition
+    )
