@@ -22,6 +22,8 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from app.api.health import router as health_router
 from app.api.router import api_router
+from app.client_api.errors import ErrorMessageMiddleware
+from app.client_api.router import client_router
 from app.core.config import Settings, SettingsError, get_settings
 from app.core.errors import BODY_ERROR_RESPONSES, install_exception_handlers
 from app.core.llm import build_llm
@@ -123,7 +125,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
 
     install_exception_handlers(app)
+    # Middleware, innermost first (each one added wraps the ones before it).
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.MAX_REQUEST_BODY_BYTES)
+    # Around everything that logs or fails: the request id is bound before anything logs.
+    app.add_middleware(RequestContextMiddleware)
+    if settings.CLIENT_API_PREFIX:
+        app.add_middleware(ErrorMessageMiddleware, prefix=settings.CLIENT_API_PREFIX)
     if settings.CORS_ORIGINS:
+        # Outermost, so that every answer carries the CORS headers, errors from the
+        # middleware above included: a browser shows a client nothing of an answer without.
         app.add_middleware(
             CORSMiddleware,
             allow_origins=settings.CORS_ORIGINS,
@@ -134,13 +144,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_headers=["*"],
             expose_headers=["X-Request-ID"],
         )
-    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.MAX_REQUEST_BODY_BYTES)
-    # Added last so it wraps everything: the request id is bound before anything logs.
-    app.add_middleware(RequestContextMiddleware)
 
     app.include_router(health_router)
     app.router.routes.extend(app.state.mcp_server.routes)  # /mcp, /mcp/sse
     app.include_router(api_router, prefix=settings.API_V1_STR)
+    if settings.CLIENT_API_PREFIX:
+        app.include_router(client_router, prefix=settings.CLIENT_API_PREFIX)
     _finish_openapi(app, f"{settings.API_V1_STR}/auth/token")
     return app
 
@@ -160,14 +169,26 @@ def _finish_openapi(app: FastAPI, token_url: str) -> None:
                     scheme["flows"]["password"]["tokenUrl"] = token_url
             for path_item in schema.get("paths", {}).values():
                 for operation in path_item.values():
-                    if isinstance(operation, dict) and "requestBody" in operation:
-                        responses = operation.setdefault("responses", {})
+                    if not isinstance(operation, dict):
+                        continue
+                    responses = operation.setdefault("responses", {})
+                    if "requestBody" in operation:
                         for code, response in BODY_ERROR_RESPONSES.items():
                             responses.setdefault(str(code), dict(response))
+                    _errors_are_json(responses)
             app.openapi_schema = schema
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _errors_are_json(responses: dict[str, Any]) -> None:
+    """A streaming operation's refusals are JSON error bodies, sent before any stream:
+    FastAPI documents every response model under the operation's media type."""
+    for code, response in responses.items():
+        content = response.get("content", {}) if isinstance(response, dict) else {}
+        if code[:1] in "45" and "text/event-stream" in content:
+            content.setdefault("application/json", content.pop("text/event-stream"))
 
 
 def _app_from_environment() -> FastAPI:

@@ -4,7 +4,8 @@ A real `telaten serve` (a subprocess on a fresh database of the suite's kind, wi
 LLM, so the SSE operations are live: `POST /chat/stream` streams its events,
 `POST /milestones/generate` mostly answers its declared 409 since the roadmap the profile
 started is active) is fuzzed over every operation in
-`/api/v1/openapi.json`, authenticated as a normal user who has a business profile. Every
+`/api/v1/openapi.json` (the web client's API under `/client/v1` included), authenticated
+as a normal user who has a business profile. Every
 response must pass:
 
 - `not_a_server_error`: no 5xx, whatever the input;
@@ -40,7 +41,7 @@ integration does not (no stateful phase).
 What the fuzzer cannot break: the test's own credentials. It gets the access token only;
 logout, refresh and password change act on a refresh token or the current password,
 which it never has. Admin operations answer this normal user 403, which they declare; a
-second, shorter pass then fuzzes the `/admin/...` operations as the first admin (their
+second, shorter pass then fuzzes the admin operations of both APIs as the first admin (their
 404s and 409s are only reachable by an admin). `/mcp` is not in the OpenAPI schema
 (tests/test_mcp_server.py covers it).
 """
@@ -75,7 +76,8 @@ CHECKS = (
 DEFAULT_EXAMPLES = 25
 EXAMPLES = int(os.environ.get("TELATEN_FUZZ_EXAMPLES", "") or DEFAULT_EXAMPLES)
 SEED = os.environ.get("TELATEN_FUZZ_SEED", "") or "20250917"
-ADMIN_PREFIX = f"{API}/admin/"
+# The admin operations of the native API and of the web client's (CLIENT_API_PREFIX).
+ADMIN_PREFIXES = (f"{API}/admin/", "/client/v1/admin/")
 # How often a known id is used where the schema asks for one (else a generated value).
 KNOWN_ID_PROBABILITY = 0.5
 
@@ -265,9 +267,9 @@ def run_schemathesis(server: ServerProcess, token: str, config: Path, *options: 
     return report
 
 
-def count_operations(server: ServerProcess, prefix: str = "") -> int:
+def count_operations(server: ServerProcess, prefixes: tuple[str, ...] = ("",)) -> int:
     spec = httpx.get(f"{server.base_url}{API}/openapi.json").json()
-    return sum(len(item) for path, item in spec["paths"].items() if path.startswith(prefix))
+    return sum(len(item) for path, item in spec["paths"].items() if path.startswith(prefixes))
 
 
 def assert_no_unhandled_errors(server: ServerProcess) -> None:
@@ -298,7 +300,7 @@ def test_admin_api_conforms_to_its_schema(fuzz_target: FuzzTarget, tmp_path: Pat
         "--max-examples",
         str(EXAMPLES),
         "--include-path-regex",
-        f"^{ADMIN_PREFIX}",
+        "^(" + "|".join(ADMIN_PREFIXES) + ")",
     )
-    assert f"Tested: {count_operations(server, ADMIN_PREFIX)}\n" in report, report
+    assert f"Tested: {count_operations(server, ADMIN_PREFIXES)}\n" in report, report
     assert_no_unhandled_errors(server)

@@ -1,0 +1,279 @@
+"""Finance calls of the web client (#18-#24); a business is required (404 without)."""
+
+from __future__ import annotations
+
+import math
+import uuid
+from datetime import date, datetime
+from typing import Annotated, Literal
+from zoneinfo import ZoneInfo
+
+from fastapi import APIRouter, Query, Response, status
+from pydantic import BaseModel, ConfigDict
+
+from app.api.deps import CurrentBusiness, SessionDep, SettingsDep
+from app.client_api.errors import ClientError
+from app.client_api.fields import Icon, Ignored, lower_case, upper_case
+from app.client_api.views import UnlockedAchievement, first_unlocked
+from app.modules.business.models import BusinessProfile
+from app.modules.finance.models import EntryType, FinanceCategory, PaymentMethod, Transaction
+from app.modules.finance.repository import TransactionFilters
+from app.modules.finance.schemas import (
+    BoundedDateTime,
+    CategoryCreate,
+    CategoryName,
+    Note,
+    Rupiah,
+    TransactionCreate,
+)
+from app.modules.finance.service import FinanceService
+
+router = APIRouter(
+    prefix="/finance",
+    responses={404: {"model": ClientError, "description": "Not found (or no business yet)"}},
+)
+
+# The client draws a category's icon as text; the default categories of an old database
+# may have none.
+DEFAULT_ICONS = {EntryType.INCOME: "💰", EntryType.EXPENSE: "🛒"}
+MAX_PAGE = 10_000  # with at most 100 a page: the native API's offset bound
+
+
+class ClientCategory(BaseModel):
+    id: uuid.UUID
+    name: str
+    type: EntryType
+    icon: str
+    is_default: bool
+
+
+class ClientCategoryIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: CategoryName
+    type: lower_case(EntryType)
+    icon: Icon = None
+
+
+class ClientTransaction(BaseModel):
+    id: uuid.UUID
+    type: EntryType
+    amount: int
+    category_id: uuid.UUID
+    category_name: str
+    category: str
+    description: str
+    payment_method: PaymentMethod
+    transaction_date: datetime
+    created_at: datetime
+
+
+class ClientTransactionCreated(ClientTransaction):
+    unlocked_achievement: UnlockedAchievement | None = None
+
+
+class ClientTransactionIn(BaseModel):
+    """The "Tambah" form. `amount` is whole rupiah: a fraction is refused, not rounded."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    amount: Rupiah
+    type: lower_case(EntryType)
+    category_id: uuid.UUID
+    category_name: Ignored = None  # the category's own name is used
+    payment_method: upper_case(PaymentMethod) = PaymentMethod.CASH
+    description: Note = ""
+    transaction_date: BoundedDateTime | None = None
+
+
+class ClientTransactionPage(BaseModel):
+    items: list[ClientTransaction]
+    total: int
+    page: int
+    size: int
+    pages: int
+
+
+class ClientBreakdown(BaseModel):
+    category: str
+    amount: int
+    percentage: float
+
+
+class ClientSummary(BaseModel):
+    period: str
+    period_start: date
+    period_end: date
+    total_income: int
+    total_expense: int
+    net_profit: int
+    income_breakdown: list[ClientBreakdown]
+    expense_breakdown: list[ClientBreakdown]
+
+
+_CATEGORY_ERRORS = {
+    403: {"model": ClientError, "description": "Default categories cannot be deleted"},
+    409: {"model": ClientError, "description": "Name taken, or the category is in use"},
+}
+
+
+def _category(c: FinanceCategory) -> ClientCategory:
+    kind = EntryType(c.type)
+    return ClientCategory(
+        id=c.id,
+        name=c.name,
+        type=kind,
+        icon=c.icon or DEFAULT_ICONS[kind],
+        is_default=c.business_id is None,
+    )
+
+
+def _transaction(t: Transaction, category_name: str) -> ClientTransaction:
+    return ClientTransaction(
+        id=t.id,
+        type=EntryType(t.type),
+        amount=t.amount,
+        category_id=t.category_id,
+        category_name=category_name,
+        category=category_name,
+        description=t.note,
+        payment_method=PaymentMethod(t.payment_method),
+        transaction_date=t.occurred_at,
+        created_at=t.created_at,
+    )
+
+
+def _local_day(business: BusinessProfile, instant: datetime | None) -> date | None:
+    """The business-local date of an instant the client sent (its local midnight as
+    UTC, e.g. 2025-12-04T17:00:00Z is 5 December in Jakarta)."""
+    if instant is None:
+        return None
+    tz = ZoneInfo(business.timezone)
+    local = instant.astimezone(tz) if instant.tzinfo else instant.replace(tzinfo=tz)
+    return local.date()
+
+
+@router.get("/categories", response_model=list[ClientCategory])
+async def client_categories(business: CurrentBusiness, session: SessionDep) -> list[ClientCategory]:
+    return [_category(c) for c in await FinanceService(session).categories(business, None)]
+
+
+@router.post(
+    "/categories",
+    status_code=status.HTTP_201_CREATED,
+    response_model=ClientCategory,
+    responses={409: _CATEGORY_ERRORS[409]},
+)
+async def client_create_category(
+    data: ClientCategoryIn, business: CurrentBusiness, session: SessionDep
+) -> ClientCategory:
+    create = CategoryCreate(type=data.type, name=data.name, icon=data.icon)
+    return _category(await FinanceService(session).create_category(business, create))
+
+
+@router.delete(
+    "/categories/{category_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=_CATEGORY_ERRORS,
+)
+async def client_delete_category(
+    category_id: uuid.UUID, business: CurrentBusiness, session: SessionDep
+) -> Response:
+    await FinanceService(session).delete_category(business, category_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get("/transactions", response_model=ClientTransactionPage)
+async def client_transactions(
+    business: CurrentBusiness,
+    session: SessionDep,
+    page: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 1,
+    size: Annotated[int, Query(ge=1, le=100)] = 20,
+    start_date: Annotated[BoundedDateTime | None, Query()] = None,
+    end_date: Annotated[BoundedDateTime | None, Query()] = None,
+) -> ClientTransactionPage:
+    """Newest first. The date filter covers whole business-local days, the last one
+    included: the client sends each chosen day's local midnight."""
+    service = FinanceService(session)
+    begin, finish = service.local_range(
+        business, _local_day(business, start_date), _local_day(business, end_date)
+    )
+    rows, total = await service.list(
+        business, TransactionFilters(start=begin, end=finish), size, (page - 1) * size
+    )
+    return ClientTransactionPage(
+        items=[_transaction(t, name) for t, name in rows],
+        total=total,
+        page=page,
+        size=size,
+        pages=max(1, math.ceil(total / size)),
+    )
+
+
+@router.post(
+    "/transactions",
+    status_code=status.HTTP_201_CREATED,
+    response_model=ClientTransactionCreated,
+)
+async def client_create_transaction(
+    data: ClientTransactionIn, business: CurrentBusiness, session: SessionDep, settings: SettingsDep
+) -> ClientTransactionCreated:
+    """Record income or expense; earns points, and may unlock an achievement."""
+    service = FinanceService(session, daily_cap=settings.POINTS_TRANSACTION_DAILY_CAP)
+    recorded = await service.create(
+        business,
+        TransactionCreate(
+            type=data.type,
+            amount=data.amount,
+            category_id=data.category_id,
+            note=data.description,
+            payment_method=data.payment_method,
+            occurred_at=data.transaction_date,
+        ),
+    )
+    view = _transaction(recorded.entry, recorded.category_name)
+    return ClientTransactionCreated(
+        **view.model_dump(), unlocked_achievement=await first_unlocked(session, recorded.unlocked)
+    )
+
+
+@router.delete("/transactions/{transaction_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def client_delete_transaction(
+    transaction_id: uuid.UUID, business: CurrentBusiness, session: SessionDep
+) -> Response:
+    await FinanceService(session).delete(business, transaction_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get("/summary", response_model=ClientSummary)
+async def client_summary(
+    business: CurrentBusiness,
+    session: SessionDep,
+    period: Literal["day", "week", "month", "year"] = "month",
+) -> ClientSummary:
+    """Totals of the calendar period (local to the business) and each type's split by
+    category, with shares in percent."""
+    summary = await FinanceService(session).summary(business, period, None, None, None)
+    totals = {EntryType.INCOME: summary["income"], EntryType.EXPENSE: summary["expense"]}
+
+    def breakdown(kind: EntryType) -> list[ClientBreakdown]:
+        return [
+            ClientBreakdown(
+                category=c["category_name"],
+                amount=c["total"],
+                percentage=round(c["total"] * 100 / totals[kind], 2),
+            )
+            for c in summary["by_category"]
+            if c["type"] == kind and totals[kind]
+        ]
+
+    return ClientSummary(
+        period=period,
+        period_start=summary["start"],
+        period_end=summary["end"],
+        total_income=summary["income"],
+        total_expense=summary["expense"],
+        net_profit=summary["net"],
+        income_breakdown=breakdown(EntryType.INCOME),
+        expense_breakdown=breakdown(EntryType.EXPENSE),
+    )
