@@ -63,7 +63,7 @@ from tests.conftest import ADMIN_PASSWORD
 from tests.fakes.llm_server import FakeLLMServer
 from tests.helpers.accounts import API, DEFAULT_PASSWORD, bearer, unique_email
 from tests.helpers.databases import fresh_database_url
-from tests.helpers.server import ServerProcess, clean_env
+from tests.helpers.server import ServerProcess, clean_env, served_env
 from tests.helpers.sse import parse_sse
 
 CHECKS = (
@@ -105,17 +105,11 @@ async def fuzz_target(
 ) -> AsyncIterator[FuzzTarget]:
     workdir = tmp_path_factory.mktemp("fuzz")
     async with fresh_database_url(workdir, "fuzz") as url:
-        env = clean_env(
-            DATABASE_URL=url,
-            DATA_DIR=str(workdir / "data"),
-            BCRYPT_ROUNDS="4",
+        env = served_env(
+            url,
+            workdir,
+            fuzz_llm.base_url,
             FIRST_ADMIN_PASSWORD=ADMIN_PASSWORD,
-            MCP_CONFIG_PATH=str(workdir / "no-mcp.json"),
-            LLM_BASE_URL=fuzz_llm.base_url,
-            LLM_MODEL_NAME="fake-model",
-            LLM_API_KEY="sk-fake-key-for-tests",
-            LLM_MAX_RETRIES="0",
-            LOG_LEVEL="WARNING",
             # Tokens that outlast a long run (TELATEN_FUZZ_EXAMPLES=500 and more).
             ACCESS_TOKEN_EXPIRE_MINUTES=str(24 * 60),
         )

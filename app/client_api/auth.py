@@ -14,7 +14,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Cookie, Request, Response, status
 from pydantic import BaseModel
 
-from app.api.deps import AuthServiceDep, CurrentUser, SessionDep, SettingsDep
+from app.api.deps import AuthServiceDep, CurrentUser, SessionDep, SettingsDep, UserServiceDep
 from app.client_api.errors import ClientError
 from app.client_api.views import ClientUser, user_view
 from app.core.config import Settings
@@ -27,6 +27,8 @@ from app.modules.users.schemas import UserPublic, UserRegister
 router = APIRouter(prefix="/auth")
 
 RefreshCookie = Annotated[TokenString | None, Cookie(alias="refresh_token")]
+# Logout takes whatever the browser holds: a cookie that is no token is still deleted.
+AnyCookie = Annotated[str | None, Cookie(alias="refresh_token")]
 
 
 class ClientToken(BaseModel):
@@ -80,6 +82,7 @@ async def client_login(
     request: Request,
     response: Response,
     auth: AuthServiceDep,
+    users: UserServiceDep,
     session: SessionDep,
     settings: SettingsDep,
 ) -> ClientLogin:
@@ -87,7 +90,9 @@ async def client_login(
         pair = await auth.login(data.email, data.password, _client(request))
     except UnauthorizedError:
         raise DomainError(BAD_CREDENTIALS, status_code=400) from None
-    user = await auth.authenticate(pair.access.token)
+    user = await users.get(pair.user_id)
+    if user is None:  # deleted since, a moment ago
+        raise DomainError(BAD_CREDENTIALS, status_code=400)
     token = _token(pair, response, settings)
     return ClientLogin(**token.model_dump(), user=await user_view(session, user))
 
@@ -114,7 +119,7 @@ async def client_logout(
     response: Response,
     auth: AuthServiceDep,
     settings: SettingsDep,
-    refresh_token: RefreshCookie = None,
+    refresh_token: AnyCookie = None,
 ) -> Response:
     """Revoke the cookie's token family and delete the cookie; no Bearer needed."""
     await auth.logout(refresh_token)

@@ -76,9 +76,10 @@ async def client_session_messages(
 
 
 def frame(type_: str, **fields: Any) -> ServerSentEvent:
-    """One frame: `data: {"type": ..., ...}` (compact JSON, so no raw newline)."""
-    body = json.dumps({"type": type_, **fields}, ensure_ascii=False, separators=(",", ":"))
-    return ServerSentEvent(raw_data=body)
+    """One frame: `data: {"type": ..., ...}` as compact ASCII JSON: no raw newline, and a
+    model's emoji split between two deltas (half a surrogate pair in each) travels
+    escaped, to be joined again in the client's string."""
+    return ServerSentEvent(raw_data=json.dumps({"type": type_, **fields}, separators=(",", ":")))
 
 
 def client_frame(event: ServerSentEvent) -> ServerSentEvent | None:

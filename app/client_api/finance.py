@@ -6,7 +6,6 @@ import math
 import uuid
 from datetime import date, datetime
 from typing import Annotated, Literal
-from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Query, Response, status
 from pydantic import BaseModel, ConfigDict
@@ -15,7 +14,6 @@ from app.api.deps import CurrentBusiness, SessionDep, SettingsDep
 from app.client_api.errors import ClientError
 from app.client_api.fields import Icon, Ignored, lower_case, upper_case
 from app.client_api.views import UnlockedAchievement, first_unlocked
-from app.modules.business.models import BusinessProfile
 from app.modules.finance.models import EntryType, FinanceCategory, PaymentMethod, Transaction
 from app.modules.finance.repository import TransactionFilters
 from app.modules.finance.schemas import (
@@ -143,16 +141,6 @@ def _transaction(t: Transaction, category_name: str) -> ClientTransaction:
     )
 
 
-def _local_day(business: BusinessProfile, instant: datetime | None) -> date | None:
-    """The business-local date of an instant the client sent (its local midnight as
-    UTC, e.g. 2025-12-04T17:00:00Z is 5 December in Jakarta)."""
-    if instant is None:
-        return None
-    tz = ZoneInfo(business.timezone)
-    local = instant.astimezone(tz) if instant.tzinfo else instant.replace(tzinfo=tz)
-    return local.date()
-
-
 @router.get("/categories", response_model=list[ClientCategory])
 async def client_categories(business: CurrentBusiness, session: SessionDep) -> list[ClientCategory]:
     return [_category(c) for c in await FinanceService(session).categories(business, None)]
@@ -196,7 +184,7 @@ async def client_transactions(
     included: the client sends each chosen day's local midnight."""
     service = FinanceService(session)
     begin, finish = service.local_range(
-        business, _local_day(business, start_date), _local_day(business, end_date)
+        business, service.local_date(business, start_date), service.local_date(business, end_date)
     )
     rows, total = await service.list(
         business, TransactionFilters(start=begin, end=finish), size, (page - 1) * size

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict
 from app.api.deps import AdminUser, CurrentUser, SessionDep
 from app.client_api.errors import ClientError
 from app.client_api.fields import Icon, PointsInput, joined_line
+from app.client_api.views import UnlockedAchievement, achievement_brief
 from app.core.types import single_line
 from app.modules.business.service import BusinessService
 from app.modules.gamification.models import Achievement
@@ -27,12 +28,7 @@ CODE_SUFFIX_BYTES = 3
 CODE_STEM_CHARS = 60 - 1 - 2 * CODE_SUFFIX_BYTES  # code: stem + "_" + hex suffix, <= 60
 
 
-class ClientAchievement(BaseModel):
-    id: int
-    title: str
-    description: str
-    required_points: int
-    badge_icon: str | None
+class ClientAchievement(UnlockedAchievement):
     is_unlocked: bool
     unlocked_at: datetime | None = None
 
@@ -62,13 +58,8 @@ _404 = {404: {"model": ClientError, "description": "No such achievement"}}
 
 
 def _view(a: Achievement, unlocked_at: datetime | None = None) -> ClientAchievement:
-    assert a.id is not None
     return ClientAchievement(
-        id=a.id,
-        title=a.title,
-        description=a.description,
-        required_points=a.required_points or 0,
-        badge_icon=a.icon,
+        **achievement_brief(a).model_dump(),
         is_unlocked=unlocked_at is not None,
         unlocked_at=unlocked_at,
     )
@@ -159,17 +150,19 @@ async def client_admin_delete_achievement(
 
 @router.get("/gamification/leaderboard", response_model=list[ClientBoardRow])
 async def client_leaderboard(user: CurrentUser, session: SessionDep) -> list[ClientBoardRow]:
-    """The top ten, then my own row if it is not among them. Rows are keyed and ranked by
-    their place on the board; no owner's ids or names are given out."""
+    """The top ten, ranked by their place on the board (so ties draw no gap), then my own
+    row with its rank if it is not among them. Rows are keyed by place, not by business;
+    no owner's ids or names are given out."""
     business = await BusinessService(session).mine(user.id)
     board = await GamificationService(session).leaderboard(business, LEADERBOARD_SIZE)
-    rows = list(board["entries"])
-    if board["me"] is not None and not any(row["is_mine"] for row in rows):
-        rows.append(board["me"])
+    rows = [(str(place), place, row) for place, row in enumerate(board["entries"], start=1)]
+    me = board["me"]
+    if me is not None and not any(row["is_mine"] for *_, row in rows):
+        rows.append(("me", me["rank"], me))
     return [
         ClientBoardRow(
-            rank=row["position"],
-            business_id=str(row["position"]),
+            rank=rank,
+            business_id=key,
             business_name=row["business_name"],
             total_points=row["points"],
             level_name=row["level"],
@@ -177,5 +170,5 @@ async def client_leaderboard(user: CurrentUser, session: SessionDep) -> list[Cli
             user_name="",
             is_current_user=row["is_mine"],
         )
-        for row in rows
+        for key, rank, row in rows
     ]

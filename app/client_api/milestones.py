@@ -85,11 +85,12 @@ def _milestone(view: MilestoneView) -> ClientMilestone:
 
 
 @router.get("/", response_model=list[ClientMilestone])
+@router.get("", response_model=list[ClientMilestone], include_in_schema=False)
 async def client_milestones(
     business: CurrentBusiness, milestones: MilestoneServiceDep
 ) -> list[ClientMilestone]:
-    """The whole roadmap in order, each milestone with its tasks (at this exact path,
-    trailing slash included: no redirect)."""
+    """The whole roadmap in order, each milestone with its tasks (the client's path has
+    the trailing slash; both spellings answer, neither redirects)."""
     out: list[ClientMilestone] = []
     while True:
         views, total = await milestones.list(business, None, PAGE, len(out))

@@ -66,7 +66,8 @@ class ClientLevel(BaseModel):
 
 
 class UnlockedAchievement(BaseModel):
-    """The celebration after a transaction or a task: the first achievement it unlocked."""
+    """An achievement as the client shows it: in the list, and in the celebration after
+    a transaction or a task (the first achievement it unlocked)."""
 
     id: int
     title: str

@@ -13,7 +13,7 @@ from tests.client_api.webclient import ORIGIN, Browser, WebClient, unique_email
 from tests.conftest import ADMIN_PASSWORD
 from tests.fakes.llm_server import FakeLLMServer
 from tests.helpers.databases import fresh_database_url
-from tests.helpers.server import ServerProcess, clean_env
+from tests.helpers.server import ServerProcess, served_env
 
 PREFIX = "/client/v1"
 GRACE_SECONDS = 5
@@ -51,18 +51,12 @@ async def web_server(
 ) -> AsyncIterator[WebServer]:
     workdir = tmp_path_factory.mktemp("webclient")
     async with fresh_database_url(workdir, "webclient") as url:
-        env = clean_env(
-            DATABASE_URL=url,
-            DATA_DIR=str(workdir / "data"),
-            BCRYPT_ROUNDS="4",
+        env = served_env(
+            url,
+            workdir,
+            web_llm.base_url,
             FIRST_ADMIN_EMAIL=ADMIN_EMAIL,
             FIRST_ADMIN_PASSWORD=ADMIN_PASSWORD,
-            MCP_CONFIG_PATH=str(workdir / "no-mcp.json"),
-            LLM_BASE_URL=web_llm.base_url,
-            LLM_MODEL_NAME="fake-model",
-            LLM_API_KEY="sk-fake-key-for-tests",
-            LLM_MAX_RETRIES="0",
-            LOG_LEVEL="WARNING",
             CORS_ORIGINS=ORIGIN,
             CLIENT_REFRESH_GRACE_SECONDS=str(GRACE_SECONDS),
             # Every test signs up from 127.0.0.1.

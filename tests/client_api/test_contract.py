@@ -359,6 +359,9 @@ async def test_17_leaderboard_rows(web_server: WebServer) -> None:
     assert len({row["business_id"] for row in rows}) == len(rows)
     mine = [row for row in rows if row["is_current_user"]]
     assert len(mine) == 1 and mine[0]["business_name"] == "Sate Madura Cak Dul"
+    # Without a business (a new user, an admin): the board all the same, no row of theirs.
+    r = await (await signed_up(web_server)).call("GET", "/gamification/leaderboard")
+    assert r.status_code == 200 and not any(row["is_current_user"] for row in r.json())
 
 
 # --- finance -------------------------------------------------------------------------------

@@ -404,3 +404,42 @@ async def test_onboarding_with_only_the_required_fields(web_server: WebServer) -
     )
     assert r.status_code == 201, r.text
     assert r.json()["business_stage"] == "Planning" and r.json()["address"] is None
+
+
+async def test_an_emoji_split_between_two_deltas_streams_whole(web_server: WebServer) -> None:
+    """A provider may stream an emoji as two halves of a surrogate pair (a crash once)."""
+
+    def chunk(text: str) -> str:
+        body = {
+            "id": "c",
+            "object": "chat.completion.chunk",
+            "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": None}],
+        }
+        return "data: " + json.dumps(body).replace("\\\\u", "\\u") + "\n\n"
+
+    raw = (chunk("Halo \\ud83d") + chunk("\\ude00 Bu!") + "data: [DONE]\n\n").encode()
+    client = await signed_up(web_server)
+    web_server.llm.script(Reply(raw_stream=raw, match="emoji terbelah"))
+    reading = await client.chat("Kirim emoji terbelah")
+    assert reading.status == 200 and not reading.of_type("error"), reading.frames
+    # Each frame holds half of the pair; the client's (UTF-16) string joins them.
+    assert reading.text.encode("utf-16", "surrogatepass").decode("utf-16") == "Halo 😀 Bu!"
+    server_log_is_clean(web_server)
+    [created] = reading.of_type("session_created")
+    history = (await client.call("GET", f"/chat/sessions/{created['data']}")).json()
+    assert history[-1]["content"] == "Halo 😀 Bu!"  # saved whole
+    again = await client.chat("Lagi", session_id=created["data"])
+    assert again.status == 200  # the session is free again
+
+
+async def test_a_rotated_token_renews_only_a_few_more_times(web_server: WebServer) -> None:
+    """The grace window is for a few tabs at once, not a supply of pairs for a copy."""
+    client = await signed_up(web_server)
+    old = refresh_cookie(client)
+    assert (await client.call("POST", "/auth/refresh")).status_code == 200
+    for _ in range(3):
+        async with web_server.tab(Browser(old)) as tab:
+            assert (await tab.call("POST", "/auth/refresh")).status_code == 200
+    async with web_server.tab(Browser(old)) as tab:
+        assert_error(await tab.call("POST", "/auth/refresh"), 401)
+    assert_error(await client.call("POST", "/auth/refresh"), 401)  # the family is revoked

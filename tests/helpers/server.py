@@ -32,6 +32,26 @@ def clean_env(**overrides: str) -> dict[str, str]:
     return env
 
 
+def served_env(
+    database_url: str, workdir: Path, llm_base_url: str, **overrides: str
+) -> dict[str, str]:
+    """The environment of a `telaten serve` under test: its database and data directory,
+    bcrypt at its cheapest, no MCP servers, quiet logs, and the (fake) LLM at
+    `llm_base_url`; `overrides` on top."""
+    return clean_env(
+        DATABASE_URL=database_url,
+        DATA_DIR=str(workdir / "data"),
+        BCRYPT_ROUNDS="4",
+        MCP_CONFIG_PATH=str(workdir / "no-mcp.json"),
+        LLM_BASE_URL=llm_base_url,
+        LLM_MODEL_NAME="fake-model",
+        LLM_API_KEY="sk-fake-key-for-tests",
+        LLM_MAX_RETRIES="0",
+        LOG_LEVEL="WARNING",
+        **overrides,
+    )
+
+
 def telaten(
     *args: str, env: dict[str, str], cwd: Path, timeout: float = 60
 ) -> subprocess.CompletedProcess[str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import Column, ForeignKey, Index, String, Uuid
+from sqlalchemy import Column, ForeignKey, Index, Integer, String, Uuid
 from sqlmodel import Field, SQLModel
 
 from app.db.types import UTCDateTime, utcnow
@@ -34,6 +34,10 @@ class RefreshToken(SQLModel, table=True):
     used_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
     revoked_at: datetime | None = Field(
         default=None, sa_column=Column(UTCDateTime(), nullable=True)
+    )
+    # Renewals after its rotation, within a reuse grace window (see AuthService.refresh).
+    reissues: int = Field(
+        default=0, sa_column=Column(Integer(), nullable=False, server_default="0")
     )
 
 

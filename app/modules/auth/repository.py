@@ -18,9 +18,8 @@ class RefreshTokenRepository:
     def add(self, token: RefreshToken) -> None:
         self.session.add(token)
 
-    async def get(self, jti: uuid.UUID, *, fresh: bool = False) -> RefreshToken | None:
-        """The token's row; `fresh` reads it again from the database, not the session."""
-        return await self.session.get(RefreshToken, jti, populate_existing=fresh)
+    async def get(self, jti: uuid.UUID) -> RefreshToken | None:
+        return await self.session.get(RefreshToken, jti)
 
     async def claim(self, jti: uuid.UUID, now: datetime) -> bool:
         """Mark an unused, unrevoked token used. False if someone else got there first:
@@ -33,6 +32,21 @@ class RefreshTokenRepository:
                 RefreshToken.revoked_at.is_(None),  # type: ignore[union-attr]
             )
             .values(used_at=now)
+        )
+        return result.rowcount == 1  # type: ignore[attr-defined]
+
+    async def reissue(self, jti: uuid.UUID, rotated_since: datetime, limit: int) -> bool:
+        """Count one more renewal of a token that was rotated at `rotated_since` or later,
+        unless it is revoked or has renewed `limit` times already. False if not allowed."""
+        result = await self.session.execute(
+            update(RefreshToken)
+            .where(
+                RefreshToken.jti == jti,
+                RefreshToken.revoked_at.is_(None),  # type: ignore[union-attr]
+                RefreshToken.used_at >= rotated_since,  # type: ignore[operator]
+                RefreshToken.reissues < limit,
+            )
+            .values(reissues=RefreshToken.reissues + 1)
         )
         return result.rowcount == 1  # type: ignore[attr-defined]
 

@@ -37,12 +37,16 @@ log = structlog.stdlib.get_logger(__name__)
 BAD_CREDENTIALS = "Incorrect email or password"
 BAD_REFRESH = "Invalid or expired refresh token"
 EXPIRED_TOKEN_GRACE = timedelta(days=1)  # keep used rows a little longer to spot reuse
+# How many more times a rotated refresh token renews within a reuse grace window: a few
+# tabs of one browser renewing at the same instant.
+MAX_REISSUES = 3
 
 
 @dataclass(frozen=True, slots=True)
 class TokenPair:
     access: IssuedToken
     refresh: IssuedToken
+    user_id: uuid.UUID
 
 
 class AuthService:
@@ -157,7 +161,7 @@ class AuthService:
                 expires_at=refresh.expires_at,
             )
         )
-        return TokenPair(access, refresh)
+        return TokenPair(access, refresh, user.id)
 
     async def refresh(
         self, refresh_token: str | None, *, reuse_grace: timedelta = timedelta(0)
@@ -165,8 +169,9 @@ class AuthService:
         """Rotate a refresh token into a new pair of the same family.
 
         A token that was already rotated revokes its family, unless it was rotated at most
-        `reuse_grace` ago: then it is the same browser renewing from two tabs with one
-        cookie at once, and it gets a pair of the family too (the web client's API).
+        `reuse_grace` ago: then it is the same browser renewing from several tabs with one
+        cookie at once (the web client's API), and it renews in the family, at most
+        `MAX_REISSUES` more times, so a copy cannot mint pairs at will.
         """
         if not refresh_token:
             raise UnauthorizedError("Refresh token missing")
@@ -178,9 +183,6 @@ class AuthService:
         if row is None or row.user_id != claims.user_id or row.revoked_at is not None:
             raise UnauthorizedError(BAD_REFRESH)
         now = utcnow()
-        rotated = row.used_at is not None
-        if rotated and not _within(row.used_at, now, reuse_grace):
-            await self._revoke_family_for_reuse(row, now)
         user = await self.users.get(row.user_id)
         if (
             user is None
@@ -190,16 +192,12 @@ class AuthService:
             await self.tokens.revoke_family(row.family_id, now)
             await self.session.commit()
             raise UnauthorizedError(BAD_REFRESH)
-        if not rotated and not await self.tokens.claim(row.jti, now):
-            # A concurrent refresh with the same token won: the other tab, if it did so
-            # within the grace window and the family still stands; else a copied token.
-            current = await self.tokens.get(row.jti, fresh=True)
-            if (
-                current is None
-                or current.revoked_at is not None
-                or not _within(current.used_at, now, reuse_grace)
-            ):
-                await self._revoke_family_for_reuse(row, now)
+        # Both conditional UPDATEs refuse a revoked token, and lock its row: a logout or
+        # a revocation committed meanwhile wins.
+        if not await self.tokens.claim(row.jti, now) and not (
+            reuse_grace and await self.tokens.reissue(row.jti, now - reuse_grace, MAX_REISSUES)
+        ):
+            await self._revoke_family_for_reuse(row, now)
         pair = self._issue_pair(user, family_id=row.family_id)
         await self.session.commit()
         return pair
@@ -265,11 +263,6 @@ class AuthService:
 def account_key(email: str) -> str:
     """Throttle key of an account: a digest, so any address fits and none is stored."""
     return "account:" + hashlib.sha256(email.encode()).hexdigest()
-
-
-def _within(used_at: datetime | None, now: datetime, grace: timedelta) -> bool:
-    """Whether a rotation at `used_at` lies no further back than `grace` from `now`."""
-    return grace > timedelta(0) and used_at is not None and now - used_at <= grace
 
 
 def _issued_before(issued_at: datetime, user: User) -> bool:

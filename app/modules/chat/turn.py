@@ -211,11 +211,16 @@ class ChatTurn:
 
 
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+_SURROGATE_PAIR = re.compile("[\ud800-\udbff][\udc00-\udfff]")
 
 
 def storable_text(text: str) -> str:
-    """Text any database keeps: NUL removed, lone surrogates replaced."""
-    return _UNSTORABLE.sub(lambda m: "" if m.group() == "\x00" else "\ufffd", text)
+    """Text any database keeps: NUL removed, surrogate pairs joined into their character
+    (a model may stream an emoji in two halves), lone surrogates replaced."""
+    joined = _SURROGATE_PAIR.sub(
+        lambda m: m.group().encode("utf-16", "surrogatepass").decode("utf-16"), text
+    )
+    return _UNSTORABLE.sub(lambda m: "" if m.group() == "\x00" else "\ufffd", joined)
 
 
 def storable_json(value: Any) -> Any:

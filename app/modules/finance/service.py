@@ -233,6 +233,16 @@ class FinanceService:
     ) -> tuple[list[tuple[Transaction, str]], int]:
         return await self.repo.list(business.id, filters, limit, offset)
 
+    @staticmethod
+    def local_date(business: BusinessProfile, instant: datetime | None) -> date | None:
+        """The business-local date of an instant (a time without an offset is already
+        business time): a client's local midnight of 5 December, 2025-12-04T17:00Z, is
+        5 December in Jakarta."""
+        if instant is None:
+            return None
+        tz = ZoneInfo(business.timezone)
+        return (instant.astimezone(tz) if instant.tzinfo else instant).date()
+
     def local_range(
         self, business: BusinessProfile, start: date | None, end: date | None
     ) -> tuple[datetime | None, datetime | None]:

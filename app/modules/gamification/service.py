@@ -289,7 +289,7 @@ class GamificationService:
         )
         top = (await self.session.execute(ranked.limit(limit))).all()
         mine_id = business.id if business is not None else None
-        entries = [_board_row(row, i + 1, mine_id) for i, row in enumerate(top)]
+        entries = [_board_row(row, mine_id) for row in top]
         me = None
         if business is not None:
             mine = next((e for e in entries if e["is_mine"]), None)
@@ -300,30 +300,11 @@ class GamificationService:
                 row = (
                     await self.session.execute(ranked.where(BusinessProfile.id == business.id))
                 ).one()
-                position = await self._board_position(business)
-                me = {**_board_row(row, position, mine_id), "rank": (higher or 0) + 1}
+                me = {**_board_row(row, mine_id), "rank": (higher or 0) + 1}
             else:
                 me = mine
         total = await self.session.scalar(select(func.count()).select_from(BusinessProfile))
         return {"entries": entries, "me": me, "total_businesses": total or 0}
-
-    async def _board_position(self, business: BusinessProfile) -> int:
-        """1 + the businesses the board lists before this one (more points, or as many and
-        created earlier): its place in the board's order, where ties share no rank."""
-        p, created = BusinessProfile.total_points, BusinessProfile.created_at
-        before = await self.session.scalar(
-            select(func.count()).where(
-                (p > business.total_points)
-                | (
-                    (p == business.total_points)
-                    & (
-                        (created < business.created_at)
-                        | ((created == business.created_at) & (BusinessProfile.id < business.id))
-                    )
-                )
-            )
-        )
-        return (before or 0) + 1
 
     # --- administration -----------------------------------------------------------------
 
@@ -501,11 +482,10 @@ def _achievement_view(a: Achievement) -> dict[str, Any]:
     }
 
 
-def _board_row(row: Any, position: int, mine_id: uuid.UUID | None) -> dict[str, Any]:
+def _board_row(row: Any, mine_id: uuid.UUID | None) -> dict[str, Any]:
     return {
         "rank": int(row.rank),
-        "position": position,
-        "is_mine": row.id == mine_id,
+        "is_mine": row.id == mine_id,  # the caller's own business
         "business_name": row.name,
         "points": int(row.total_points),
         "level": row.level,

@@ -22,21 +22,22 @@ depends_on: str | Sequence[str] | None = None
 
 PAYMENT_METHODS = ("CASH", "BANK_TRANSFER", "E_WALLET", "DEBIT_CARD", "CREDIT_CARD")
 
+# The seeded rows of 0004_business, by name or code: (the word it had, its emoji).
 LEVEL_ICONS = {
-    "seedling": "🌱",
-    "sprout": "🌿",
-    "leaf": "🍃",
-    "tree": "🌳",
-    "store": "🏪",
-    "crown": "👑",
+    "Pemula": ("seedling", "🌱"),
+    "Tekun": ("sprout", "🌿"),
+    "Terampil": ("leaf", "🍃"),
+    "Mahir": ("tree", "🌳"),
+    "Juragan": ("store", "🏪"),
+    "Sultan": ("crown", "👑"),
 }
 ACHIEVEMENT_ICONS = {
-    "pencil": "✏️",
-    "book": "📖",
-    "flag": "🚩",
-    "star": "⭐",
-    "stars": "🌟",
-    "trophy": "🏆",
+    "first_transaction": ("pencil", "✏️"),
+    "transactions_50": ("book", "📖"),
+    "first_milestone": ("flag", "🚩"),
+    "points_100": ("star", "⭐"),
+    "points_500": ("stars", "🌟"),
+    "points_1000": ("trophy", "🏆"),
 }
 # The default categories of 0004_business, (type, name) -> icon.
 CATEGORY_ICONS = {
@@ -54,8 +55,8 @@ CATEGORY_ICONS = {
     ("expense", "Lainnya"): "🧾",
 }
 
-_levels = sa.table("levels", sa.column("icon", sa.String))
-_achievements = sa.table("achievements", sa.column("icon", sa.String))
+_levels = sa.table("levels", sa.column("name", sa.String), sa.column("icon", sa.String))
+_achievements = sa.table("achievements", sa.column("code", sa.String), sa.column("icon", sa.String))
 _categories = sa.table(
     "finance_categories",
     sa.column("business_id", sa.Uuid),
@@ -77,10 +78,13 @@ def upgrade() -> None:
     op.add_column(
         "business_profiles", sa.Column("stage_label", sa.String(length=20), nullable=True)
     )
+    op.add_column(
+        "refresh_tokens", sa.Column("reissues", sa.Integer(), server_default="0", nullable=False)
+    )
 
-    for table, icons in ((_levels, LEVEL_ICONS), (_achievements, ACHIEVEMENT_ICONS)):
-        for word, emoji in icons.items():
-            op.execute(table.update().where(table.c.icon == word).values(icon=emoji))
+    for key, icons in _seeded_icons():
+        for name, (word, emoji) in icons.items():
+            op.execute(_seeded(key, name, word).values(icon=emoji))
     for (kind, name), emoji in CATEGORY_ICONS.items():
         op.execute(_default_category(kind, name, _categories.c.icon.is_(None)).values(icon=emoji))
 
@@ -88,18 +92,30 @@ def upgrade() -> None:
 def downgrade() -> None:
     for (kind, name), emoji in CATEGORY_ICONS.items():
         op.execute(_default_category(kind, name, _categories.c.icon == emoji).values(icon=None))
-    for table, icons in ((_levels, LEVEL_ICONS), (_achievements, ACHIEVEMENT_ICONS)):
-        for word, emoji in icons.items():
-            op.execute(table.update().where(table.c.icon == emoji).values(icon=word))
+    for key, icons in _seeded_icons():
+        for name, (word, emoji) in icons.items():
+            op.execute(_seeded(key, name, emoji).values(icon=word))
 
     # Not in batch mode: on SQLite that rebuilds the table, and dropping the old
     # business_profiles (with foreign keys on) would cascade into every table referring
     # to it. A plain DROP COLUMN (SQLite 3.35+) leaves the rows alone. Rebuilding
     # transactions is safe: no table refers to it.
     op.drop_column("business_profiles", "stage_label")
+    op.drop_column("refresh_tokens", "reissues")
     with op.batch_alter_table("transactions", schema=None) as batch_op:
         batch_op.drop_constraint("ck_transaction_payment_method", type_="check")
         batch_op.drop_column("payment_method")
+
+
+def _seeded_icons() -> list[tuple[sa.ColumnElement[str], dict[str, tuple[str, str]]]]:
+    return [(_levels.c.name, LEVEL_ICONS), (_achievements.c.code, ACHIEVEMENT_ICONS)]
+
+
+def _seeded(key: sa.ColumnElement[str], name: str, icon: str) -> sa.Update:
+    """The seeded row of that name or code, while it has that icon (an icon an admin
+    chose since stays)."""
+    table = key.table
+    return table.update().where(key == name, table.c.icon == icon)  # type: ignore[attr-defined]
 
 
 def _default_category(kind: str, name: str, condition: sa.ColumnElement[bool]) -> sa.Update:
