@@ -42,6 +42,12 @@ def get_codec(request: Request) -> TokenCodec:
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 
 
+def client_address(request: Request) -> str:
+    """The caller's address, as throttling counts it (behind a trusted proxy, the one
+    it reports: FORWARDED_ALLOW_IPS)."""
+    return request.client.host if request.client else "unknown"
+
+
 def get_auth_service(
     session: SessionDep,
     settings: SettingsDep,

@@ -14,7 +14,14 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Cookie, Request, Response, status
 from pydantic import BaseModel
 
-from app.api.deps import AuthServiceDep, CurrentUser, SessionDep, SettingsDep, UserServiceDep
+from app.api.deps import (
+    AuthServiceDep,
+    CurrentUser,
+    SessionDep,
+    SettingsDep,
+    UserServiceDep,
+    client_address,
+)
 from app.client_api.errors import ClientError
 from app.client_api.views import ClientUser, user_view
 from app.core.config import Settings
@@ -45,10 +52,6 @@ def _cookie_path(settings: Settings) -> str:
     return f"{settings.CLIENT_API_PREFIX}/auth"
 
 
-def _client(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
-
-
 def _token(pair: TokenPair, response: Response, settings: Settings) -> ClientToken:
     """The access token in the body; the refresh token only in the HttpOnly cookie."""
     set_refresh_cookie(response, pair.refresh, settings, _cookie_path(settings))
@@ -65,7 +68,7 @@ def _token(pair: TokenPair, response: Response, settings: Settings) -> ClientTok
     },
 )
 async def client_register(data: UserRegister, request: Request, auth: AuthServiceDep) -> UserPublic:
-    return UserPublic.model_validate(await auth.register(data, _client(request)))
+    return UserPublic.model_validate(await auth.register(data, client_address(request)))
 
 
 @router.post(
@@ -87,7 +90,7 @@ async def client_login(
     settings: SettingsDep,
 ) -> ClientLogin:
     try:
-        pair = await auth.login(data.email, data.password, _client(request))
+        pair = await auth.login(data.email, data.password, client_address(request))
     except UnauthorizedError:
         raise DomainError(BAD_CREDENTIALS, status_code=400) from None
     user = await users.get(pair.user_id)

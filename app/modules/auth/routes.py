@@ -9,7 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.security import OAuth2PasswordRequestForm
 from pydantic import ValidationError
 
-from app.api.deps import AuthServiceDep, CurrentUser, SettingsDep, UserServiceDep
+from app.api.deps import AuthServiceDep, CurrentUser, SettingsDep, UserServiceDep, client_address
 from app.core.config import Settings
 from app.modules.auth.cookies import delete_refresh_cookie, set_refresh_cookie
 from app.modules.auth.schemas import (
@@ -24,10 +24,6 @@ from app.modules.users.schemas import UserPublic, UserRegister, UserUpdateMe
 router = APIRouter(prefix="/auth", tags=["auth"])
 
 _401 = {401: {"description": "Missing, invalid or expired credentials"}}
-
-
-def _client(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
 
 
 def _cookie_path(settings: Settings) -> str:
@@ -55,7 +51,7 @@ def _token_response(pair: TokenPair, response: Response, settings: Settings) -> 
     },
 )
 async def register(data: UserRegister, request: Request, auth: AuthServiceDep) -> UserPublic:
-    return UserPublic.model_validate(await auth.register(data, _client(request)))
+    return UserPublic.model_validate(await auth.register(data, client_address(request)))
 
 
 _LOGIN_ERRORS = {
@@ -73,7 +69,7 @@ async def login(
     auth: AuthServiceDep,
     settings: SettingsDep,
 ) -> TokenResponse:
-    pair = await auth.login(data.email, data.password, _client(request))
+    pair = await auth.login(data.email, data.password, client_address(request))
     return _token_response(pair, response, settings)
 
 
@@ -95,7 +91,7 @@ async def token(
         raise RequestValidationError(
             [{**e, "loc": ("body", field_of.get(str(e["loc"][0]), e["loc"][0]))} for e in errors]
         ) from None
-    pair = await auth.login(data.email, data.password, _client(request))
+    pair = await auth.login(data.email, data.password, client_address(request))
     return _token_response(pair, response, settings)
 
 

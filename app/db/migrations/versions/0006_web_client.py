@@ -5,7 +5,8 @@ Revises: 0005_roadmap
 Create Date: 2026-12-02 01:20:00.000000
 
 Transactions get a payment method (CASH for every existing row), business profiles the
-stage label the owner picked. The seeded levels and achievements had words for icons and
+stage label the owner picked, refresh tokens a count of their renewals within a reuse
+grace window. The seeded levels and achievements had words for icons and
 the default categories none; the web client draws icons as text, so they become emoji
 (only where the seeded value is still there: an icon an admin chose stays).
 """
