@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from typing import Any
 
 import structlog
@@ -33,8 +34,10 @@ from app.core.middleware import BodySizeLimitMiddleware, RequestContextMiddlewar
 from app.core.security import PasswordHasher, TokenCodec
 from app.db.init_data import ensure_first_admin
 from app.db.session import Database, init_db
+from app.db.types import utcnow
 from app.mcp_server import MCPDeps, MountedMCP
 from app.modules.auth.service import AuthService
+from app.modules.limits.service import LimitService
 from app.modules.milestone.worker import RoadmapWorker
 
 log = structlog.stdlib.get_logger("app")
@@ -43,17 +46,24 @@ HOUSEKEEPING_INTERVAL_SECONDS = 3600
 
 
 async def _housekeeping(app: FastAPI) -> None:
-    """Delete expired refresh tokens and stale login failures, now and every hour."""
+    """Delete expired refresh tokens, rate-limit events past their window and lapsed
+    usage slots, now and every hour."""
+    settings: Settings = app.state.settings
     while True:
         try:
             async with app.state.db.sessionmaker() as session:
-                service = AuthService(
-                    session, app.state.settings, app.state.hasher, app.state.tokens
-                )
-                tokens, failures = await service.purge_expired()
-            if tokens or failures:
+                service = AuthService(session, settings, app.state.hasher, app.state.tokens)
+                tokens = await service.purge_expired()
+                horizon = utcnow() - timedelta(seconds=settings.longest_rate_window_seconds)
+                events, slots = await LimitService(session).purge(horizon)
+            if tokens or events or slots:
                 # (no "token" in the key: the log redactor would hide the count)
-                log.info("housekeeping", expired_refresh_rows=tokens, stale_login_failures=failures)
+                log.info(
+                    "housekeeping",
+                    expired_refresh_rows=tokens,
+                    stale_rate_events=events,
+                    lapsed_slots=slots,
+                )
         except Exception:  # the database may be down; try again next round
             log.warning("housekeeping_failed", exc_info=True)
         await asyncio.sleep(HOUSEKEEPING_INTERVAL_SECONDS)

@@ -16,7 +16,8 @@ from fastapi import FastAPI
 from sqlalchemy import delete, select, update
 
 from app.core.security import ALGORITHM
-from app.modules.auth.models import LoginFailure, RefreshToken
+from app.modules.auth.models import RefreshToken
+from app.modules.limits.models import RateEvent, UsageSlot
 from app.modules.users.models import User
 from tests.conftest import asgi_client
 from tests.helpers.accounts import (
@@ -411,24 +412,33 @@ async def test_throttling_is_shared_by_app_instances_on_one_database(
 
 async def test_expired_rows_are_cleaned_up(app: FastAPI, client: httpx.AsyncClient) -> None:
     from app.modules.auth.service import AuthService
+    from app.modules.limits.service import LimitService
 
     a = await new_account(client)
     old = datetime.now(UTC) - timedelta(days=30)
+    key = f"account:{a.email}"
     async with app.state.db.sessionmaker() as session:
         await session.execute(
             update(RefreshToken)
             .where(RefreshToken.user_id == uuid.UUID(a.id))
             .values(expires_at=old)
         )
-        session.add(LoginFailure(key=f"account:{a.email}", created_at=old))
+        session.add(RateEvent(key=key, created_at=old))
+        session.add(RateEvent(key=key, created_at=datetime.now(UTC)))  # inside the horizon
+        session.add(UsageSlot(key=key, slot=0, holder=uuid.uuid4(), expires_at=old))
         await session.commit()
         service = AuthService(session, app.state.settings, app.state.hasher, app.state.tokens)
-        tokens, failures = await service.purge_expired()
-        assert tokens >= 1 and failures >= 1
+        assert await service.purge_expired() >= 1
+        events, slots = await LimitService(session).purge(old + timedelta(days=1))
+        assert events >= 1 and slots >= 1
         left = await session.execute(
             select(RefreshToken).where(RefreshToken.user_id == uuid.UUID(a.id))
         )
         assert left.first() is None
+        kept = await session.execute(select(RateEvent).where(RateEvent.key == key))
+        assert len(kept.all()) == 1
+        slot_rows = await session.execute(select(UsageSlot).where(UsageSlot.key == key))
+        assert slot_rows.first() is None
 
 
 # --- found in review: inputs that once gave 500s, races, revocation gaps ----------------

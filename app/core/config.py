@@ -280,6 +280,12 @@ class Settings(BaseSettings):
         return self.is_production or self.REFRESH_COOKIE_SAMESITE == "none"
 
     @property
+    def longest_rate_window_seconds(self) -> float:
+        """How long counted attempts must be kept: the longest window of any rate limit
+        (housekeeping deletes older ones). A new window setting belongs in this list."""
+        return max(self.LOGIN_THROTTLE_WINDOW_SECONDS, 24 * 3600)
+
+    @property
     def log_json(self) -> bool:
         if self.LOG_FORMAT == "auto":
             return self.is_production

@@ -11,6 +11,7 @@ from app.modules.business import models as business_models
 from app.modules.chat import models as chat_models
 from app.modules.finance import models as finance_models
 from app.modules.gamification import models as gamification_models
+from app.modules.limits import models as limits_models
 from app.modules.milestone import models as milestone_models
 from app.modules.users import models as users_models
 
@@ -22,6 +23,7 @@ __all__ = [
     "chat_models",
     "finance_models",
     "gamification_models",
+    "limits_models",
     "metadata",
     "milestone_models",
     "users_models",

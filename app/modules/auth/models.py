@@ -1,11 +1,12 @@
-"""Server-side state of authentication: refresh-token families and login failures."""
+"""Server-side state of authentication: refresh-token families (the throttle counts
+of logins live in app/modules/limits)."""
 
 from __future__ import annotations
 
 import uuid
 from datetime import datetime
 
-from sqlalchemy import Column, ForeignKey, Index, Integer, String, Uuid
+from sqlalchemy import Column, ForeignKey, Integer, Uuid
 from sqlmodel import Field, SQLModel
 
 from app.db.types import UTCDateTime, utcnow
@@ -38,20 +39,4 @@ class RefreshToken(SQLModel, table=True):
     # Renewals after its rotation, within a reuse grace window (see AuthService.refresh).
     reissues: int = Field(
         default=0, sa_column=Column(Integer(), nullable=False, server_default="0")
-    )
-
-
-class LoginFailure(SQLModel, table=True):
-    """A failed login, counted per account and per client address for throttling.
-
-    Kept in the database so every worker process sees the same counts.
-    """
-
-    __tablename__ = "login_failures"
-    __table_args__ = (Index("ix_login_failures_key_at", "key", "created_at"),)
-
-    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
-    key: str = Field(sa_column=Column(String(300), nullable=False))
-    created_at: datetime = Field(
-        default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False)
     )

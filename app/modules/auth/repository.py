@@ -1,14 +1,14 @@
-"""Queries on refresh tokens and login failures."""
+"""Queries on refresh tokens."""
 
 from __future__ import annotations
 
 import uuid
 from datetime import datetime
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.modules.auth.models import LoginFailure, RefreshToken
+from app.modules.auth.models import RefreshToken
 
 
 class RefreshTokenRepository:
@@ -67,37 +67,5 @@ class RefreshTokenRepository:
     async def delete_expired(self, before: datetime) -> int:
         result = await self.session.execute(
             delete(RefreshToken).where(RefreshToken.expires_at < before)
-        )
-        return result.rowcount or 0  # type: ignore[attr-defined]
-
-
-class LoginFailureRepository:
-    def __init__(self, session: AsyncSession) -> None:
-        self.session = session
-
-    def add(self, key: str, at: datetime) -> uuid.UUID:
-        row = LoginFailure(key=key, created_at=at)
-        self.session.add(row)
-        return row.id
-
-    async def delete_ids(self, ids: list[uuid.UUID]) -> None:
-        await self.session.execute(delete(LoginFailure).where(LoginFailure.id.in_(ids)))  # type: ignore[attr-defined]
-
-    async def recent(self, key: str, since: datetime, limit: int) -> list[datetime]:
-        """Times of the newest `limit` failures for `key` since `since`, newest first."""
-        rows = await self.session.execute(
-            select(LoginFailure.created_at)
-            .where(LoginFailure.key == key, LoginFailure.created_at >= since)
-            .order_by(LoginFailure.created_at.desc())  # type: ignore[attr-defined]
-            .limit(limit)
-        )
-        return list(rows.scalars())
-
-    async def clear(self, key: str) -> None:
-        await self.session.execute(delete(LoginFailure).where(LoginFailure.key == key))
-
-    async def delete_older_than(self, before: datetime) -> int:
-        result = await self.session.execute(
-            delete(LoginFailure).where(LoginFailure.created_at < before)
         )
         return result.rowcount or 0  # type: ignore[attr-defined]

@@ -9,7 +9,6 @@ before a password change or a deactivation are refused by `authenticate`.
 from __future__ import annotations
 
 import hashlib
-import math
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -21,13 +20,13 @@ from app.core.config import Settings
 from app.core.errors import (
     DomainError,
     PermissionDeniedError,
-    TooManyRequestsError,
     UnauthorizedError,
 )
 from app.core.security import IssuedToken, PasswordHasher, TokenCodec
 from app.db.types import utcnow
 from app.modules.auth.models import RefreshToken
-from app.modules.auth.repository import LoginFailureRepository, RefreshTokenRepository
+from app.modules.auth.repository import RefreshTokenRepository
+from app.modules.limits.service import LimitService, Window
 from app.modules.users.models import User
 from app.modules.users.schemas import UserRegister
 from app.modules.users.service import UserService
@@ -63,7 +62,7 @@ class AuthService:
         self.codec = codec
         self.users = UserService(session, hasher)
         self.tokens = RefreshTokenRepository(session)
-        self.failures = LoginFailureRepository(session)
+        self.limits = LimitService(session)
 
     # --- access tokens -----------------------------------------------------------------
 
@@ -104,8 +103,8 @@ class AuthService:
             raise PermissionDeniedError("This account is deactivated")
         if new_hash:
             await self.users.set_password_hash(user, new_hash, end_sessions=False)
-        await self.failures.delete_ids(attempt)
-        await self.failures.clear(account_key(email))
+        await self.limits.forget(attempt)
+        await self.limits.clear(account_key(email))
         pair = self._issue_pair(user, family_id=uuid.uuid4())
         await self.session.commit()
         log.info("login", user_id=str(user.id), rehashed=bool(new_hash))
@@ -124,29 +123,12 @@ class AuthService:
         *limits: tuple[str, int],
         refusal: str = "Too many failed login attempts; try again later",
     ) -> list[uuid.UUID]:
-        """Record a failed attempt under each key now, then count: 429 if any key is
-        over its limit inside the window. Returns the rows to delete if it succeeds.
-
-        Every attempt that goes ahead sees, in its count, the rows of all attempts that
-        went ahead before it, so at most `limit` can go ahead per window however many
-        arrive at once. Refused attempts remove their rows again, so hammering does not
-        push the end of the lockout further away and Retry-After stays true.
-        """
-        window = timedelta(seconds=self.settings.LOGIN_THROTTLE_WINDOW_SECONDS)
-        now = utcnow()
-        rows = [self.failures.add(key, now) for key, _ in limits]
-        await self.session.commit()
-        for key, limit in limits:
-            recent = await self.failures.recent(key, now - window, limit + 1)
-            if len(recent) > limit:
-                await self.failures.delete_ids(rows)
-                await self.session.commit()
-                # Open again once the oldest of the last `limit` failures leaves the window.
-                wait = (recent[-1] + window - now).total_seconds()
-                retry_after = min(max(1, math.ceil(wait)), int(window.total_seconds()))
-                log.warning("login_throttled", key_kind=key.split(":", 1)[0])
-                raise TooManyRequestsError(refusal, retry_after)
-        return rows
+        """Count an attempt under each key within the login throttle window (429 over a
+        limit); returns the rows to forget if the attempt succeeds."""
+        window = self.settings.LOGIN_THROTTLE_WINDOW_SECONDS
+        return await self.limits.reserve(
+            *(Window(key, limit, window) for key, limit in limits), refusal=refusal
+        )
 
     # --- refresh tokens ----------------------------------------------------------------
 
@@ -240,7 +222,7 @@ class AuthService:
         if not ok:
             raise DomainError("Current password is incorrect", status_code=400)
         hashed = await self.hasher.hash(new)
-        await self.failures.delete_ids(attempt)
+        await self.limits.forget(attempt)
         await self.users.set_password_hash(user, hashed, end_sessions=True)
         await self.tokens.revoke_user(user.id, utcnow())
         pair = self._issue_pair(user, family_id=uuid.uuid4())
@@ -250,14 +232,11 @@ class AuthService:
 
     # --- housekeeping ------------------------------------------------------------------
 
-    async def purge_expired(self) -> tuple[int, int]:
-        """Delete refresh tokens past expiry and login failures past the window."""
-        now = utcnow()
-        tokens = await self.tokens.delete_expired(now - EXPIRED_TOKEN_GRACE)
-        window = timedelta(seconds=self.settings.LOGIN_THROTTLE_WINDOW_SECONDS)
-        failures = await self.failures.delete_older_than(now - window)
+    async def purge_expired(self) -> int:
+        """Delete refresh tokens past expiry (and the grace that spots reuse)."""
+        tokens = await self.tokens.delete_expired(utcnow() - EXPIRED_TOKEN_GRACE)
         await self.session.commit()
-        return tokens, failures
+        return tokens
 
 
 def account_key(email: str) -> str:

@@ -49,6 +49,11 @@ class BusinessProfile(SQLModel, table=True):
     )
     icon: str | None = Field(default=None, sa_column=Column(String(500), nullable=True))
     timezone: str = Field(default="Asia/Jakarta", sa_column=Column(String(40), nullable=False))
+    # When `timezone` last changed: for a day after it, daily point caps count over the
+    # last 24 hours instead of since local midnight, so a change cannot open a fresh cap.
+    timezone_changed_at: datetime | None = Field(
+        default=None, sa_column=Column(UTCDateTime(), nullable=True)
+    )
     # The advisor's long-term memory about this business (facts, focus, constraints...).
     ai_context: dict[str, Any] = Field(
         default_factory=dict, sa_column=Column(JSONDocument, nullable=False)

@@ -1,0 +1,177 @@
+"""Usage limits shared by every domain: attempts per window and places held at once,
+counted in the database so that parallel requests and several processes agree."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from alembic import command
+from fastapi import FastAPI
+from sqlalchemy import Connection, select, text, update
+
+from app.core.errors import TooManyRequestsError
+from app.db.migrate import alembic_config, current_revision, head_revision
+from app.db.session import Database
+from app.db.types import utcnow
+from app.modules.limits.models import UsageSlot
+from app.modules.limits.service import SLOT_TTL, LimitService, SlotLease, Window
+from tests.conftest import make_settings
+from tests.helpers.databases import fresh_database_url
+
+
+async def _take(app: FastAPI, key: str, limit: int) -> uuid.UUID | TooManyRequestsError:
+    async with app.state.db.sessionmaker() as session:
+        try:
+            return await LimitService(session).take_slot(key, limit, "All places are taken")
+        except TooManyRequestsError as exc:
+            return exc
+
+
+async def _reserve(app: FastAPI, window: Window) -> list[uuid.UUID] | TooManyRequestsError:
+    async with app.state.db.sessionmaker() as session:
+        try:
+            return await LimitService(session).reserve(window, refusal="Too many")
+        except TooManyRequestsError as exc:
+            return exc
+
+
+async def test_parallel_takers_get_exactly_the_places_there_are(app: FastAPI) -> None:
+    key = f"test:{uuid.uuid4()}"
+    results = await asyncio.gather(*(_take(app, key, 3) for _ in range(20)))
+    holders = [r for r in results if isinstance(r, uuid.UUID)]
+    refusals = [r for r in results if isinstance(r, TooManyRequestsError)]
+    assert len(holders) == 3 and len(set(holders)) == 3
+    assert len(refusals) == 17
+    for refusal in refusals:
+        assert refusal.status_code == 429
+        assert 1 <= int(refusal.headers["Retry-After"]) <= SLOT_TTL.total_seconds()
+
+    # A released place is free at once; the others stay held.
+    await SlotLease(app.state.db.sessionmaker, holders[0]).release()
+    again = await _take(app, key, 3)
+    assert isinstance(again, uuid.UUID)
+    assert isinstance(await _take(app, key, 3), TooManyRequestsError)
+
+
+async def test_a_place_whose_holder_died_lapses_and_a_renewed_one_does_not(app: FastAPI) -> None:
+    key = f"test:{uuid.uuid4()}"
+    dead, alive = await _take(app, key, 2), await _take(app, key, 2)
+    assert isinstance(dead, uuid.UUID) and isinstance(alive, uuid.UUID)
+    # Both places' time runs out; only one holder is still there to renew its place.
+    async with app.state.db.sessionmaker() as session:
+        await session.execute(
+            update(UsageSlot)
+            .where(UsageSlot.key == key)
+            .values(expires_at=utcnow() - timedelta(seconds=1))
+        )
+        await session.commit()
+    await SlotLease(app.state.db.sessionmaker, alive).renew()
+    newcomer = await _take(app, key, 2)
+    assert isinstance(newcomer, uuid.UUID)  # took the dead holder's place
+    assert isinstance(await _take(app, key, 2), TooManyRequestsError)
+    async with app.state.db.sessionmaker() as session:
+        holders = set(
+            (await session.execute(select(UsageSlot.holder).where(UsageSlot.key == key))).scalars()
+        )
+    assert holders == {alive, newcomer}
+
+
+async def test_a_lease_renews_while_held_and_frees_its_place_after(
+    app: FastAPI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import app.modules.limits.service as limits
+
+    monkeypatch.setattr(limits, "RENEW_EVERY_SECONDS", 0.05)
+    key = f"test:{uuid.uuid4()}"
+    holder = await _take(app, key, 1)
+    assert isinstance(holder, uuid.UUID)
+
+    async def expiry() -> Any:
+        async with app.state.db.sessionmaker() as session:
+            return await session.scalar(
+                select(UsageSlot.expires_at).where(UsageSlot.holder == holder)
+            )
+
+    first = await expiry()
+    async with SlotLease(app.state.db.sessionmaker, holder).held():
+        for _ in range(200):  # renewed in the background while the body runs
+            await asyncio.sleep(0.05)
+            if await expiry() > first:
+                break
+        assert await expiry() > first
+    assert await expiry() is None  # released
+    assert isinstance(await _take(app, key, 1), uuid.UUID)
+
+
+async def test_parallel_attempts_pass_exactly_the_limit_of_a_window(app: FastAPI) -> None:
+    window = Window(f"test:{uuid.uuid4()}", 5, 3600)
+    results = await asyncio.gather(*(_reserve(app, window) for _ in range(25)))
+    passed = [r for r in results if isinstance(r, list)]
+    refused = [r for r in results if isinstance(r, TooManyRequestsError)]
+    assert len(passed) == 5 and len(refused) == 20
+    # The refused attempts left nothing behind: the window still holds exactly five.
+    async with app.state.db.sessionmaker() as session:
+        assert await LimitService(session).count(window.key, window.seconds, 100) == 5
+        # Forgotten attempts free their place in the window.
+        await LimitService(session).forget(passed[0])
+        await session.commit()
+    assert isinstance(await _reserve(app, window), list)
+    refusal = await _reserve(app, window)
+    assert isinstance(refusal, TooManyRequestsError)
+    assert 3500 <= int(refusal.headers["Retry-After"]) <= 3600
+
+
+# --- migration 0007 ---------------------------------------------------------------------
+
+
+def _migrate(conn: Connection, target: str, down: bool = False) -> None:
+    (command.downgrade if down else command.upgrade)(alembic_config(conn), target)
+
+
+def _rows(conn: Connection, sql: str) -> list[Any]:
+    return list(conn.execute(text(sql)).all())
+
+
+def _seed_failures(conn: Connection) -> None:
+    at: Any = utcnow()
+    if conn.dialect.name == "sqlite":
+        at = at.replace(tzinfo=None).isoformat(sep=" ")
+    for key in ("account:abc", "client:127.0.0.1"):
+        ident = uuid.uuid4()
+        conn.execute(
+            text("INSERT INTO login_failures (id, key, created_at) VALUES (:id, :key, :at)"),
+            {
+                "id": ident.hex if conn.dialect.name == "sqlite" else str(ident),
+                "key": key,
+                "at": at,
+            },
+        )
+
+
+async def test_0007_keeps_the_counted_attempts_both_ways(tmp_path: Path) -> None:
+    async with fresh_database_url(tmp_path, "mig7") as url:
+        db = Database(make_settings(url, tmp_path))
+        try:
+            async with db.engine.begin() as conn:
+                await conn.run_sync(_migrate, "0006_web_client")
+                await conn.run_sync(_seed_failures)
+            async with db.engine.begin() as conn:
+                await conn.run_sync(_migrate, "head")
+                assert await conn.run_sync(current_revision) == head_revision()
+                keys = await conn.run_sync(_rows, "SELECT key FROM rate_events ORDER BY key")
+                assert keys == [("account:abc",), ("client:127.0.0.1",)]
+                assert await conn.run_sync(_rows, "SELECT * FROM usage_slots") == []
+            async with db.engine.begin() as conn:
+                await conn.run_sync(_migrate, "0006_web_client", True)
+                keys = await conn.run_sync(_rows, "SELECT key FROM login_failures ORDER BY key")
+                assert keys == [("account:abc",), ("client:127.0.0.1",)]
+            async with db.engine.begin() as conn:
+                await conn.run_sync(_migrate, "head")
+                assert await conn.run_sync(current_revision) == head_revision()
+        finally:
+            await db.dispose()
