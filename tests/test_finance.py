@@ -18,6 +18,7 @@ import jsonschema
 import pytest
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
+from sqlalchemy import select
 
 from app.core.config import Settings
 from tests.conftest import ADMIN_PASSWORD, asgi_client
@@ -566,6 +567,104 @@ async def test_points_cap_level_achievements_and_deletion(client: httpx.AsyncCli
     ).json()
     assert {a["code"]: a["unlocked"] for a in achievements}["first_transaction"] is True
     assert {a["code"]: a["unlocked"] for a in achievements}["points_100"] is False
+
+
+def _zones_whose_day_begins_later() -> tuple[str, str]:
+    """(from, to): two of Indonesia's zones where `to`'s day began after `from`'s, now.
+
+    Jakarta and Jayapura are two hours apart, so one of them always began its day later:
+    moving there is what would open a fresh daily cap."""
+    from app.modules.gamification.service import local_day_start
+
+    a, b = "Asia/Jakarta", "Asia/Jayapura"
+    return (a, b) if local_day_start(b) > local_day_start(a) else (b, a)
+
+
+async def _backdate_transaction_awards(app: FastAPI, owner: Account, to: datetime) -> None:
+    from sqlalchemy import update
+
+    from app.modules.business.models import BusinessProfile
+    from app.modules.gamification.models import PointEvent
+
+    async with app.state.db.sessionmaker() as session:
+        business_id = await session.scalar(
+            select(BusinessProfile.id).where(BusinessProfile.user_id == uuid.UUID(owner.id))
+        )
+        await session.execute(
+            update(PointEvent)
+            .where(
+                PointEvent.business_id == business_id, PointEvent.reason == "transaction_recorded"
+            )
+            .values(created_at=to)
+        )
+        await session.commit()
+
+
+async def test_changing_the_time_zone_does_not_open_a_fresh_daily_cap(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    """The owner reaches today's cap early in the day of one zone, then moves to a zone
+    whose day began later (as at 23:30 in Jakarta, which is 01:30 in Jayapura): the
+    entries that earned points lie before the new zone's midnight, yet the cap holds."""
+    from app.modules.gamification.service import local_day_start
+
+    before, after = _zones_whose_day_begins_later()
+    owner = await owner_with_business(client, timezone=before)
+    sales = await category_id(client, owner, "income", "Penjualan")
+    for i in range(10):
+        r = await record(client, owner, type="income", amount=1000 + i, category_id=sales)
+        assert r.json()["points_awarded"] == 5
+    # Earned just after `before`'s midnight: today there, yesterday in `after`.
+    await _backdate_transaction_awards(app, owner, local_day_start(before) + timedelta(minutes=1))
+    r = await record(client, owner, type="income", amount=1, category_id=sales)
+    assert r.json()["points_awarded"] == 0  # the cap of `before`'s day holds
+
+    r = await client.patch(f"{API}/business/me", headers=owner.headers, json={"timezone": after})
+    assert r.status_code == 200 and r.json()["timezone"] == after
+    for _ in range(3):
+        r = await record(client, owner, type="income", amount=1, category_id=sales)
+        assert r.status_code == 201 and r.json()["points_awarded"] == 0
+    stats = (await client.get(f"{API}/gamification/me", headers=owner.headers)).json()
+    assert stats["total_points"] == 50
+
+    # Moving back and forth gains nothing either.
+    for zone in (before, after, before):
+        r = await client.patch(f"{API}/business/me", headers=owner.headers, json={"timezone": zone})
+        assert r.status_code == 200
+        r = await record(client, owner, type="income", amount=1, category_id=sales)
+        assert r.json()["points_awarded"] == 0
+
+
+async def test_a_day_after_a_time_zone_change_the_cap_counts_from_local_midnight(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    from sqlalchemy import update
+
+    from app.modules.business.models import BusinessProfile
+    from app.modules.gamification.service import local_day_start
+
+    before, after = _zones_whose_day_begins_later()
+    owner = await owner_with_business(client, timezone=before)
+    sales = await category_id(client, owner, "income", "Penjualan")
+    for i in range(10):
+        await record(client, owner, type="income", amount=1000 + i, category_id=sales)
+    r = await client.patch(f"{API}/business/me", headers=owner.headers, json={"timezone": after})
+    assert r.status_code == 200
+    # The change is a day old, and the capped entries were yesterday in the new zone.
+    await _backdate_transaction_awards(app, owner, local_day_start(after) - timedelta(minutes=1))
+    async with app.state.db.sessionmaker() as session:
+        await session.execute(
+            update(BusinessProfile)
+            .where(BusinessProfile.user_id == uuid.UUID(owner.id))
+            .values(timezone_changed_at=datetime.now(UTC) - timedelta(hours=25))
+        )
+        await session.commit()
+    r = await record(client, owner, type="income", amount=1, category_id=sales)
+    assert r.json()["points_awarded"] == 5  # a new local day: a new cap
+    # A PATCH that keeps the zone is no change: the day's cap stays local.
+    r = await client.patch(f"{API}/business/me", headers=owner.headers, json={"timezone": after})
+    r = await record(client, owner, type="income", amount=1, category_id=sales)
+    assert r.json()["points_awarded"] == 5
 
 
 async def test_leaderboard_shows_names_and_my_rank(app: FastAPI) -> None:

@@ -79,6 +79,8 @@ class BusinessService:
                 value = "" if key in _TEXT else None  # cleared text is empty, icon absent
             if key == "stage" and value != business.stage:
                 business.stage_label = None  # the word was for the old stage
+            if key == "timezone" and value != business.timezone:
+                business.timezone_changed_at = utcnow()  # see gamification.cap_window_start
             setattr(business, key, value)
         if "address" in data.model_fields_set:
             business.address = data.address.model_dump(exclude_none=True) if data.address else None

@@ -37,7 +37,6 @@ from app.modules.gamification.service import (
     TRANSACTION_DELETED,
     TRANSACTION_RECORDED,
     GamificationService,
-    local_day_start,
 )
 
 TRANSACTION_POINTS = 5
@@ -221,7 +220,7 @@ class FinanceService:
             await self.session.rollback()
             raise _invalid("category_id: no such category (use GET /finance/categories)") from None
         awarded_today = await game.events_today(
-            business.id, TRANSACTION_RECORDED, local_day_start(business.timezone)
+            business.id, TRANSACTION_RECORDED, await game.daily_cap_start(business.id)
         )
         points = TRANSACTION_POINTS if awarded_today < self.daily_cap else 0
         award = await game.award_points(business.id, TRANSACTION_RECORDED, points, ref_id=entry.id)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import itertools
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, time
+from datetime import datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -46,10 +46,30 @@ TASK_REOPENED = "task_reopened"
 _LADDER_LOCK = 0x7E1A7E5  # advisory lock key for edits of the level ladder
 
 
+# For this long after a business changes its time zone, daily caps count over the last
+# 24 hours instead of since local midnight.
+TIMEZONE_CHANGE_SETTLES = timedelta(hours=24)
+
+
 def local_day_start(timezone: str) -> datetime:
-    """The start of today in the business's time zone (daily caps count from it)."""
+    """The start of today in the business's time zone."""
     tz = ZoneInfo(timezone)
     return datetime.combine(datetime.now(tz).date(), time.min, tz)
+
+
+def cap_window_start(timezone: str, timezone_changed_at: datetime | None) -> datetime:
+    """Where today's daily point caps start counting: local midnight, or the last 24
+    hours while a time zone change is less than a day old.
+
+    Moving to a zone whose day has already begun again (Jakarta 23:30 is 01:30 in
+    Jayapura) would otherwise reopen every cap; over the rolling 24 hours a change gains
+    nothing, however often it is repeated, and costs an owner who moves at most a day of
+    capped points."""
+    day_start = local_day_start(timezone)
+    now = utcnow()
+    if timezone_changed_at is not None and timezone_changed_at > now - TIMEZONE_CHANGE_SETTLES:
+        return min(day_start, now - TIMEZONE_CHANGE_SETTLES)
+    return day_start
 
 
 @dataclass
@@ -133,6 +153,20 @@ class GamificationService:
         await self.session.flush()
         unlocked = await self._unlock(business_id, total)
         return PointAward(amount, total, level_id, level_id != old_level, unlocked)
+
+    async def daily_cap_start(self, business_id: uuid.UUID) -> datetime:
+        """`cap_window_start` of the business as stored now (call it after
+        `lock_business`, so a time zone change cannot slip in between)."""
+        row = (
+            await self.session.execute(
+                select(BusinessProfile.timezone, BusinessProfile.timezone_changed_at).where(
+                    BusinessProfile.id == business_id
+                )
+            )
+        ).first()
+        if row is None:
+            raise NotFoundError("Business not found")
+        return cap_window_start(*row)
 
     async def events_today(self, business_id: uuid.UUID, reason: str, since: datetime) -> int:
         """Ledger rows with points > 0 for `reason` since `since` (for daily caps)."""

@@ -37,7 +37,6 @@ from app.modules.gamification.service import (
     TASK_COMPLETED,
     TASK_REOPENED,
     GamificationService,
-    local_day_start,
 )
 from app.modules.milestone.models import (
     GenerationKind,
@@ -319,7 +318,9 @@ class MilestoneService:
         if await game.points_for(ref_id) > 0:
             return 0, []
         paid_today = await game.points_today(
-            business.id, (TASK_COMPLETED, MILESTONE_COMPLETED), local_day_start(business.timezone)
+            business.id,
+            (TASK_COMPLETED, MILESTONE_COMPLETED),
+            await game.daily_cap_start(business.id),
         )
         amount = max(0, min(amount, self.daily_cap - paid_today))
         award = await game.award_points(business.id, reason, amount, ref_id=ref_id)
