@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import uuid
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
 import jwt
 import pytest
+import structlog.testing
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 from sqlalchemy import delete, select, update
@@ -23,6 +26,7 @@ from tests.conftest import asgi_client
 from tests.helpers.accounts import (
     API,
     DEFAULT_PASSWORD,
+    Account,
     bearer,
     login,
     new_account,
@@ -94,10 +98,18 @@ async def test_update_me_and_email_uniqueness(client: httpx.AsyncClient) -> None
     b = await new_account(client)
     r = await client.patch(f"{API}/auth/me", headers=a.headers, json={"name": "Pak Budi"})
     assert r.status_code == 200 and r.json()["name"] == "Pak Budi"
-    r = await client.patch(f"{API}/auth/me", headers=a.headers, json={"email": b.email.upper()})
+    r = await client.patch(
+        f"{API}/auth/me",
+        headers=a.headers,
+        json={"email": b.email.upper(), "current_password": a.password},
+    )
     assert r.status_code == 409
     new_email = unique_email()
-    r = await client.patch(f"{API}/auth/me", headers=a.headers, json={"email": new_email})
+    r = await client.patch(
+        f"{API}/auth/me",
+        headers=a.headers,
+        json={"email": new_email, "current_password": a.password},
+    )
     assert r.status_code == 200 and r.json()["email"] == new_email
 
 
@@ -402,7 +414,8 @@ async def test_throttling_is_shared_by_app_instances_on_one_database(
     from app.main import create_app
 
     second = create_app(settings)  # a second app object: its own engine and pool
-    async with asgi_client(app) as c1, asgi_client(second) as c2:
+    ip = "127.65.0.1"  # one client address reaching either worker
+    async with asgi_client(app, client_ip=ip) as c1, asgi_client(second, client_ip=ip) as c2:
         a = await new_account(c1)
         for c in (c1, c2, c1, c2, c1):
             assert (await login(c, a.email, "wrong-password-1")).status_code == 401
@@ -592,3 +605,344 @@ async def test_one_address_can_only_register_so_many_accounts(app: FastAPI) -> N
         assert "accounts" in r.json()["detail"]
     async with asgi_client(app) as other:
         assert (await register(other)).status_code == 201
+
+
+# --- issue 14: changing the login email needs the password (items 5 and 9) --------------
+
+CURRENT_PASSWORD_FIELD = "current_password"
+
+
+async def _change_email(
+    client: httpx.AsyncClient, account_headers: dict[str, str], email: str, password: str | None
+) -> httpx.Response:
+    body: dict[str, str] = {"email": email}
+    if password is not None:
+        body["current_password"] = password
+    return await client.patch(f"{API}/auth/me", headers=account_headers, json=body)
+
+
+async def test_an_email_change_needs_the_current_password(client: httpx.AsyncClient) -> None:
+    """A stolen token pair alone must not be enough to take the account for good."""
+    a = await new_account(client)
+    target = unique_email()
+    r = await _change_email(client, a.headers, target, None)
+    assert r.status_code == 422, r.text
+    assert CURRENT_PASSWORD_FIELD in json.dumps(r.json()["detail"])
+    r = await _change_email(client, a.headers, target, "not-the-password")
+    assert r.status_code == 400 and r.json() == {"detail": "Current password is incorrect"}
+    assert (await client.get(f"{API}/auth/me", headers=a.headers)).json()["email"] == a.email
+    # A name-only change needs no password, also when the unchanged email comes along.
+    r = await client.patch(f"{API}/auth/me", headers=a.headers, json={"name": "Pak Budi"})
+    assert r.status_code == 200 and r.json()["name"] == "Pak Budi"
+    assert r.json()["tokens"] is None
+    r = await client.patch(
+        f"{API}/auth/me", headers=a.headers, json={"name": "Bu Sari", "email": a.email.upper()}
+    )
+    assert r.status_code == 200 and r.json()["tokens"] is None
+    assert (await client.get(f"{API}/auth/me", headers=a.headers)).status_code == 200
+
+
+async def test_an_email_change_ends_every_other_session(client: httpx.AsyncClient) -> None:
+    a = await new_account(client)
+    other = (await login(client, a.email, a.password)).json()  # a second device
+    client.cookies.clear()
+    new_email = unique_email()
+    with structlog.testing.capture_logs() as logs:
+        r = await _change_email(client, a.headers, new_email.upper(), a.password)
+    assert r.status_code == 200, r.text
+    # Logged, by user id, without either address.
+    [event] = [e for e in logs if e["event"] == "email_changed"]
+    assert event["user_id"] == a.id
+    assert a.email not in str(logs) and new_email not in str(logs)
+    body = r.json()
+    # Still the user's fields (existing clients read them), plus a fresh pair.
+    assert body["id"] == a.id and body["email"] == new_email and body["name"] == "Bu Sari"
+    fresh = body["tokens"]
+    assert fresh["token_type"] == "bearer" and fresh["refresh_token"]
+    cookie = r.headers["set-cookie"]
+    assert f"refresh_token={fresh['refresh_token']}" in cookie and "HttpOnly" in cookie
+    client.cookies.clear()
+    for token in (a.access_token, other["access_token"]):
+        assert (await client.get(f"{API}/auth/me", headers=bearer(token))).status_code == 401
+    for token in (a.refresh_token, other["refresh_token"]):
+        r = await client.post(f"{API}/auth/refresh", json={"refresh_token": token})
+        assert r.status_code == 401
+    me = await client.get(f"{API}/auth/me", headers=bearer(fresh["access_token"]))
+    assert me.status_code == 200 and me.json()["email"] == new_email
+    r = await client.post(f"{API}/auth/refresh", json={"refresh_token": fresh["refresh_token"]})
+    assert r.status_code == 200
+    assert (await login(client, a.email, a.password)).status_code == 401
+    assert (await login(client, new_email, a.password)).status_code == 200
+
+
+async def test_wrong_passwords_at_an_email_change_are_throttled_apart_from_login(
+    client: httpx.AsyncClient,
+) -> None:
+    a = await new_account(client)
+    codes = [
+        (await _change_email(client, a.headers, unique_email(), "not-the-password")).status_code
+        for _ in range(6)
+    ]
+    assert codes == [400] * 5 + [429]
+    # One budget for every check of the current password: the password change's too.
+    r = await client.post(
+        f"{API}/auth/me/password",
+        headers=a.headers,
+        json={"current_password": "not-the-password-2", "new_password": "Ganti-Cepat-789"},
+    )
+    assert r.status_code == 429 and int(r.headers["retry-after"]) > 0
+    assert (await login(client, a.email, a.password)).status_code == 200
+
+
+async def test_a_stolen_token_cannot_probe_which_emails_are_registered(
+    client: httpx.AsyncClient,
+) -> None:
+    """Without the password, a taken and a free address get the same answer."""
+    a = await new_account(client)
+    taken = await new_account(client)
+    for password in (None, "not-the-password"):
+        answers = [
+            await _change_email(client, a.headers, email, password)
+            for email in (taken.email, unique_email())
+        ]
+        assert answers[0].status_code == answers[1].status_code != 409
+        assert answers[0].json() == answers[1].json()
+
+
+async def test_email_changes_are_throttled_per_account(app: FastAPI) -> None:
+    limit = app.state.settings.EMAIL_CHANGES_PER_WINDOW
+    async with asgi_client(app) as c:
+        a = await new_account(c)
+        taken = await new_account(c)
+        headers = a.headers
+        codes = []
+        for i in range(limit + 1):
+            r = await _change_email(
+                c, headers, taken.email if i % 2 else unique_email(), a.password
+            )
+            codes.append(r.status_code)
+            if r.status_code == 200:
+                headers = bearer(r.json()["tokens"]["access_token"])
+            elif r.status_code == 409:
+                assert r.json() == {"detail": "This email address cannot be used"}
+            c.cookies.clear()
+        assert codes[:limit] == [200 if i % 2 == 0 else 409 for i in range(limit)], codes
+        assert codes[limit] == 429
+        r = await _change_email(c, headers, unique_email(), a.password)
+        assert r.status_code == 429 and int(r.headers["retry-after"]) > 0
+        assert "email" in r.json()["detail"]
+        # Name changes are not email changes.
+        r = await c.patch(f"{API}/auth/me", headers=headers, json={"name": "Masih Bisa"})
+        assert r.status_code == 200
+
+
+async def test_email_lookups_share_the_address_budget_of_registration(app: FastAPI) -> None:
+    """An email change reveals no more from one address than registering would."""
+    limit = app.state.settings.REGISTER_MAX_PER_CLIENT
+    async with asgi_client(app) as owner_client:
+        a = await new_account(owner_client)
+    async with asgi_client(app, client_ip="127.7.7.7") as c:
+        for _ in range(limit):
+            assert (await register(c)).status_code == 201
+        r = await _change_email(c, a.headers, unique_email(), a.password)
+        assert r.status_code == 429, r.text
+
+
+async def test_parallel_email_changes_to_one_address(app: FastAPI) -> None:
+    """Two owners claiming one free address at once, 20 pairs: one of each pair gets it,
+    the other a 409, never a 500."""
+    pairs = 20
+    accounts = []
+    for _ in range(2 * pairs):  # each from its own address, like separate owners
+        async with asgi_client(app) as c:
+            accounts.append(await new_account(c))
+
+    async def claim(account: Account, email: str) -> int:
+        async with asgi_client(app) as c:
+            r = await _change_email(c, account.headers, email, account.password)
+            return r.status_code
+
+    targets = [unique_email() for _ in range(pairs)]
+    codes = await asyncio.gather(
+        *(claim(accounts[2 * i + side], targets[i]) for i in range(pairs) for side in (0, 1))
+    )
+    for i in range(pairs):
+        assert sorted(codes[2 * i : 2 * i + 2]) == [200, 409], codes
+
+
+# --- issue 14: failed logins elsewhere do not lock the owner out (item 8) ---------------
+
+
+@contextlib.asynccontextmanager
+async def _app_with(app: FastAPI, **overrides: object) -> AsyncIterator[FastAPI]:
+    """A second app on the suite's database with other limits."""
+    from app.main import create_app
+
+    other = create_app(app.state.settings.model_copy(update=overrides))
+    try:
+        yield other
+    finally:
+        await other.state.db.dispose()
+
+
+async def _login_delay(app: FastAPI, email: str) -> float:
+    from app.modules.auth.service import AuthService
+
+    async with app.state.db.sessionmaker() as session:
+        service = AuthService(session, app.state.settings, app.state.hasher, app.state.tokens)
+        return await service.login_delay(email)
+
+
+async def test_wrong_passwords_from_one_address_do_not_lock_the_owner_out(app: FastAPI) -> None:
+    limit = app.state.settings.LOGIN_MAX_FAILURES
+    async with (
+        asgi_client(app) as owner_client,
+        asgi_client(app, client_ip="127.66.0.1") as attacker,
+        asgi_client(app, client_ip="127.66.0.2") as owner_elsewhere,
+    ):
+        a = await new_account(owner_client)
+        codes = [(await login(attacker, a.email, "wrong-guess-1")).status_code for _ in range(6)]
+        assert codes == [401] * limit + [429]
+        assert (await login(attacker, a.email, a.password)).status_code == 429
+        assert (await login(owner_elsewhere, a.email, a.password)).status_code == 200
+        assert (await login(owner_client, a.email, a.password)).status_code == 200
+
+
+async def test_a_success_clears_only_its_own_address_count(app: FastAPI) -> None:
+    async with (
+        asgi_client(app) as b,
+        asgi_client(app, client_ip="127.66.1.1") as a_side,
+    ):
+        a = await new_account(b)
+        for c in (a_side, b):
+            for _ in range(4):
+                assert (await login(c, a.email, "wrong-guess-1")).status_code == 401
+        assert (await login(b, a.email, a.password)).status_code == 200
+        # B starts again from nothing; A's four failures still count.
+        assert (await login(a_side, a.email, "wrong-guess-1")).status_code == 401
+        assert (await login(a_side, a.email, "wrong-guess-1")).status_code == 429
+        for _ in range(4):
+            assert (await login(b, a.email, "wrong-guess-1")).status_code == 401
+
+
+async def test_many_addresses_together_meet_a_higher_limit_per_account(app: FastAPI) -> None:
+    async with _app_with(
+        app, LOGIN_MAX_FAILURES_PER_ACCOUNT=6, LOGIN_DELAY_MAX_SECONDS=0.0
+    ) as other:
+        async with asgi_client(other) as c:
+            a = await new_account(c)
+        for n in range(3):
+            async with asgi_client(other, client_ip=f"127.66.2.{n + 1}") as c:
+                for _ in range(2):
+                    assert (await login(c, a.email, "wrong-guess-1")).status_code == 401
+        async with asgi_client(other, client_ip="127.66.2.9") as fresh:
+            r = await login(fresh, a.email, "wrong-guess-1")
+            assert r.status_code == 429
+            assert (
+                0
+                < int(r.headers["retry-after"])
+                <= other.state.settings.LOGIN_THROTTLE_WINDOW_SECONDS
+            )
+        # Another account is not affected.
+        async with asgi_client(other, client_ip="127.66.2.9") as fresh:
+            assert (await login(fresh, unique_email(), "wrong-guess-1")).status_code == 401
+
+
+async def test_attempts_on_an_account_under_attack_wait_longer_and_longer(
+    app: FastAPI,
+) -> None:
+    """Past a few failures across addresses, each attempt on the account waits an
+    increasing, capped time before its password is checked; the owner still gets in."""
+    async with _app_with(app, LOGIN_DELAY_AFTER_FAILURES=2, LOGIN_DELAY_MAX_SECONDS=1.0) as other:
+        async with asgi_client(other) as c:
+            a = await new_account(c)
+        delays = [await _login_delay(other, a.email)]
+        for n in range(4):
+            async with asgi_client(other, client_ip=f"127.66.3.{n + 1}") as c:
+                assert (await login(c, a.email, "wrong-guess-1")).status_code == 401
+            delays.append(await _login_delay(other, a.email))
+        assert delays == [0.0, 0.0, 0.5, 1.0, 1.0], delays
+        async with asgi_client(other, client_ip="127.66.3.9") as owner:
+            assert (await login(owner, a.email, a.password)).status_code == 200
+        # An unknown account is slowed the same way (no hint about which exist).
+        ghost = unique_email()
+        for n in range(2):
+            async with asgi_client(other, client_ip=f"127.66.4.{n + 1}") as c:
+                assert (await login(c, ghost, "wrong-guess-1")).status_code == 401
+        assert await _login_delay(other, ghost) == 0.5
+
+
+# --- issue 14: the refresh cookie is not for other sites (item 12) -----------------------
+
+FOREIGN_ORIGIN = "https://evil.example"
+# What a cross-site page can send without a preflight: a form, or plain text.
+SIMPLE_BODIES = {
+    "empty form": ({"content-type": "application/x-www-form-urlencoded"}, b""),
+    "empty text": ({"content-type": "text/plain"}, b""),
+    "form": ({"content-type": "application/x-www-form-urlencoded"}, b"refresh_token=x"),
+    "text": ({"content-type": "text/plain"}, b'{"hello": "world"}'),
+    "no type": ({}, b""),
+}
+
+
+async def test_a_cross_site_page_cannot_use_the_refresh_cookie(client: httpx.AsyncClient) -> None:
+    a = await new_account(client)
+    assert (await login(client, a.email, a.password)).status_code == 200  # sets the cookie
+    cookie = client.cookies["refresh_token"]
+    for route in ("refresh", "logout"):
+        for label, (headers, content) in SIMPLE_BODIES.items():
+            for site in ({"Origin": FOREIGN_ORIGIN}, {"Origin": "null"}):
+                r = await client.post(
+                    f"{API}/auth/{route}", headers={**headers, **site}, content=content
+                )
+                assert r.status_code == 403, (route, label, site, r.status_code, r.text)
+                assert "origin" in r.json()["detail"].lower()
+                assert "set-cookie" not in r.headers
+            # No Origin, but the browser says the request comes from another site.
+            r = await client.post(
+                f"{API}/auth/{route}",
+                headers={**headers, "Sec-Fetch-Site": "cross-site"},
+                content=content,
+            )
+            assert r.status_code == 403, (route, label, r.status_code, r.text)
+    # The cookie was neither rotated nor revoked: it still renews, from the API's own
+    # origin (a page it serves) and without any Origin (a non-browser client).
+    assert client.cookies["refresh_token"] == cookie
+    r = await client.post(
+        f"{API}/auth/refresh",
+        headers={"Origin": "http://testserver", "Sec-Fetch-Site": "same-origin"},
+    )
+    assert r.status_code == 200, r.text
+    assert (await client.post(f"{API}/auth/refresh")).status_code == 200
+    # A token in the JSON body is not ambient authority: any origin may present it.
+    client.cookies.clear()
+    r = await client.post(
+        f"{API}/auth/refresh",
+        headers={"Origin": FOREIGN_ORIGIN},
+        json={"refresh_token": a.refresh_token},
+    )
+    assert r.status_code == 200, r.text
+    r = await client.post(
+        f"{API}/auth/logout",
+        headers={"Origin": FOREIGN_ORIGIN},
+        json={"refresh_token": r.json()["refresh_token"]},
+    )
+    assert r.status_code == 204
+
+
+async def test_origins_in_cors_origins_may_use_the_cookie(app: FastAPI) -> None:
+    async with (
+        _app_with(app, CORS_ORIGINS=["https://app.example.id"]) as other,
+        asgi_client(other) as c,
+    ):
+        a = await new_account(c)
+        assert (await login(c, a.email, a.password)).status_code == 200
+        allowed = {"Origin": "https://app.example.id", "Sec-Fetch-Site": "same-site"}
+        r = await c.post(f"{API}/auth/refresh", headers=allowed)
+        assert r.status_code == 200, r.text
+        assert r.headers["access-control-allow-origin"] == "https://app.example.id"
+        r = await c.post(f"{API}/auth/refresh", headers={"Origin": "https://app.example.id.evil"})
+        assert r.status_code == 403
+        r = await c.post(f"{API}/auth/logout", headers=allowed)
+        assert r.status_code == 204
+        assert (await c.post(f"{API}/auth/refresh")).status_code == 401

@@ -39,6 +39,7 @@ async def two_servers(
             LLM_MODEL_NAME="fake-model",
             LLM_MAX_RETRIES="0",
             LOGIN_MAX_FAILURES="3",
+            LOGIN_MAX_FAILURES_PER_ACCOUNT="6",
         )
         servers = [ServerProcess(env, tmp_path) for _ in range(2)]
         try:
@@ -82,13 +83,40 @@ async def test_two_processes_agree_on_tokens_throttling_admin_and_roadmaps(
     r = await a.post(f"{API}/auth/refresh", json={"refresh_token": rotated})
     assert r.status_code == 401  # the whole family was revoked, on either process
 
-    # Login throttling counts failures from both processes (LOGIN_MAX_FAILURES=3).
+    # Login throttling counts failures from both processes: LOGIN_MAX_FAILURES=3 per
+    # account and address, whichever process the address reaches ...
     victim = await new_account(b)
     codes = []
     for client in (a, b, a, b):
         codes.append((await login(client, victim.email, "wrong-password-123")).status_code)
     assert codes == [401, 401, 401, 429]
     assert (await login(a, victim.email, victim.password)).status_code == 429
+    # ... while the owner, from another address, logs in on either process.
+    for server in (a, b):
+        async with httpx.AsyncClient(
+            base_url=str(server.base_url),
+            transport=httpx.AsyncHTTPTransport(local_address="127.0.0.2"),
+            timeout=30,
+        ) as elsewhere:
+            assert (await login(elsewhere, victim.email, victim.password)).status_code == 200
+    # And both processes count toward LOGIN_MAX_FAILURES_PER_ACCOUNT=6 across addresses.
+    for n, server in enumerate((a, b)):
+        async with httpx.AsyncClient(
+            base_url=str(server.base_url),
+            transport=httpx.AsyncHTTPTransport(local_address=f"127.0.0.{3 + n}"),
+            timeout=30,
+        ) as guesser:
+            codes = [
+                (await login(guesser, victim.email, "wrong-password-123")).status_code
+                for _ in range(2 if n == 0 else 1)
+            ]
+            assert codes == [401] * len(codes)
+    async with httpx.AsyncClient(
+        base_url=str(a.base_url),
+        transport=httpx.AsyncHTTPTransport(local_address="127.0.0.5"),
+        timeout=30,
+    ) as guesser:
+        assert (await login(guesser, victim.email, "wrong-password-123")).status_code == 429
 
     # A roadmap request recorded by one process is run once, by one of the two workers.
     name = "Warung Dua Proses"

@@ -3,7 +3,9 @@
 What differs is the client's: the login answer carries the user, and bad credentials are
 a 400 (a 401 would make the client renew with a leftover cookie and sign the browser in
 as its previous owner); the refresh token travels only in the cookie, kept at
-`<prefix>/auth`; a cookie rotated a moment ago by another tab still renews.
+`<prefix>/auth`; a cookie rotated a moment ago by another tab still renews. The cookie
+acts only for the client's origin (CORS_ORIGINS) and the API's own: a page of another
+site cannot renew or end the session (403).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Cookie, Request, Response, status
+from fastapi import APIRouter, Cookie, Depends, Request, Response, status
 from pydantic import BaseModel
 
 from app.api.deps import (
@@ -26,7 +28,12 @@ from app.client_api.errors import ClientError
 from app.client_api.views import ClientUser, user_view
 from app.core.config import Settings
 from app.core.errors import DomainError, UnauthorizedError
-from app.modules.auth.cookies import delete_refresh_cookie, set_refresh_cookie
+from app.modules.auth.cookies import (
+    CROSS_SITE_REFUSAL,
+    delete_refresh_cookie,
+    refuse_cookie_from_foreign_site,
+    set_refresh_cookie,
+)
 from app.modules.auth.schemas import LoginRequest, TokenString
 from app.modules.auth.service import BAD_CREDENTIALS, TokenPair
 from app.modules.users.schemas import UserPublic, UserRegister
@@ -46,6 +53,15 @@ class ClientToken(BaseModel):
 
 class ClientLogin(ClientToken):
     user: ClientUser
+
+
+def _cookie_from_trusted_pages(request: Request, settings: SettingsDep) -> None:
+    """Both routes act on the cookie alone: refuse it to other sites' pages first."""
+    refuse_cookie_from_foreign_site(request, settings)
+
+
+_COOKIE_GUARD = [Depends(_cookie_from_trusted_pages)]
+_403_FOREIGN = {403: {"model": ClientError, "description": CROSS_SITE_REFUSAL}}
 
 
 def _cookie_path(settings: Settings) -> str:
@@ -103,7 +119,11 @@ async def client_login(
 @router.post(
     "/refresh",
     response_model=ClientToken,
-    responses={401: {"model": ClientError, "description": "No valid refresh cookie"}},
+    responses={
+        401: {"model": ClientError, "description": "No valid refresh cookie"},
+        **_403_FOREIGN,
+    },
+    dependencies=_COOKIE_GUARD,
 )
 async def client_refresh(
     response: Response,
@@ -117,7 +137,12 @@ async def client_refresh(
     return _token(pair, response, settings)
 
 
-@router.post("/logout", status_code=status.HTTP_204_NO_CONTENT)
+@router.post(
+    "/logout",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=_403_FOREIGN,
+    dependencies=_COOKIE_GUARD,
+)
 async def client_logout(
     response: Response,
     auth: AuthServiceDep,

@@ -101,10 +101,22 @@ class Settings(BaseSettings):
     ACCESS_TOKEN_EXPIRE_MINUTES: int = Field(default=60, ge=1, le=24 * 60)
     REFRESH_TOKEN_EXPIRE_DAYS: int = Field(default=7, ge=1, le=365)
     BCRYPT_ROUNDS: int = Field(default=12, ge=4, le=16)
+    # Failed logins within LOGIN_THROTTLE_WINDOW_SECONDS: per account *and* client address
+    # (a 429 for that address only, so a guesser elsewhere cannot lock the owner out), per
+    # address across accounts, and per account across addresses (distributed guessing).
     LOGIN_MAX_FAILURES: int = Field(default=5, ge=1)
     LOGIN_MAX_FAILURES_PER_CLIENT: int = Field(default=50, ge=1)
+    LOGIN_MAX_FAILURES_PER_ACCOUNT: int = Field(default=100, ge=1)
     LOGIN_THROTTLE_WINDOW_SECONDS: int = Field(default=900, ge=1)
+    # After this many failures on an account (from any addresses) in the window, each
+    # further attempt on it waits 0.5 s, 1 s, 2 s... (at most LOGIN_DELAY_MAX_SECONDS;
+    # 0 = never) before its password is checked.
+    LOGIN_DELAY_AFTER_FAILURES: int = Field(default=10, ge=1)
+    LOGIN_DELAY_MAX_SECONDS: float = Field(default=10.0, ge=0, le=60)
     REGISTER_MAX_PER_CLIENT: int = Field(default=20, ge=1)
+    # Changes of the login email one account may attempt per window (429 beyond).
+    EMAIL_CHANGES_PER_WINDOW: int = Field(default=5, ge=1)
+    EMAIL_CHANGE_WINDOW_SECONDS: int = Field(default=3600, ge=1)
 
     LLM_PROVIDER: (
         Literal["groq", "together", "deepseek", "openai", "openrouter", "ollama"] | None
@@ -283,7 +295,7 @@ class Settings(BaseSettings):
     def longest_rate_window_seconds(self) -> float:
         """How long counted attempts must be kept: the longest window of any rate limit
         (housekeeping deletes older ones). A new window setting belongs in this list."""
-        return max(self.LOGIN_THROTTLE_WINDOW_SECONDS, 24 * 3600)
+        return max(self.LOGIN_THROTTLE_WINDOW_SECONDS, self.EMAIL_CHANGE_WINDOW_SECONDS, 24 * 3600)
 
     @property
     def log_json(self) -> bool:

@@ -241,6 +241,37 @@ async def test_a_token_rotated_within_the_window_renews_in_the_same_family(
         assert_error(await tab.call("POST", "/auth/refresh"), 401)
 
 
+async def test_a_cross_site_page_cannot_renew_or_end_the_session(web_server: WebServer) -> None:
+    """A form or text/plain post from another site carries the browser's cookie (with
+    SameSite=None, or from a sibling origin of the same site): it is refused, and the
+    session goes on."""
+    client = await signed_up(web_server)
+    cookie = refresh_cookie(client)
+    simple = (
+        ("application/x-www-form-urlencoded", b""),
+        ("application/x-www-form-urlencoded", b"a=1"),
+        ("text/plain", b"{}"),
+    )
+    async with httpx.AsyncClient(base_url=web_server.base_url, timeout=30) as page:
+        for path in ("/auth/refresh", "/auth/logout"):
+            for content_type, content in simple:
+                page.cookies = client.browser.cookies
+                r = await page.post(
+                    path,
+                    content=content,
+                    headers={"Origin": "https://evil.example", "Content-Type": content_type},
+                )
+                assert_error(r, 403)
+                assert "set-cookie" not in r.headers
+    assert refresh_cookie(client) == cookie
+    r = await client.call("POST", "/auth/refresh")  # from the client's own origin
+    assert r.status_code == 200, r.text
+    client.token = r.json()["access_token"]
+    assert (await client.call("GET", "/auth/me")).status_code == 200
+    assert (await client.logout()).status_code == 204
+    server_log_is_clean(web_server)
+
+
 # --- hostile input ----------------------------------------------------------------------------
 
 

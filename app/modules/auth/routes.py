@@ -9,11 +9,18 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.security import OAuth2PasswordRequestForm
 from pydantic import ValidationError
 
-from app.api.deps import AuthServiceDep, CurrentUser, SettingsDep, UserServiceDep, client_address
+from app.api.deps import AuthServiceDep, CurrentUser, SettingsDep, client_address
 from app.core.config import Settings
-from app.modules.auth.cookies import delete_refresh_cookie, set_refresh_cookie
+from app.core.errors import UNPROCESSABLE_RESPONSE
+from app.modules.auth.cookies import (
+    CROSS_SITE_REFUSAL,
+    delete_refresh_cookie,
+    refuse_cookie_from_foreign_site,
+    set_refresh_cookie,
+)
 from app.modules.auth.schemas import (
     LoginRequest,
+    MeUpdated,
     PasswordChange,
     RefreshRequest,
     TokenResponse,
@@ -95,8 +102,44 @@ async def token(
     return _token_response(pair, response, settings)
 
 
-@router.post("/refresh", response_model=TokenResponse, responses=_401)
+def _is_json(request: Request) -> bool:
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    return media == "application/json" or media.endswith("+json")
+
+
+def _no_simple_posts_from_foreign_sites(request: Request, settings: SettingsDep) -> None:
+    """A page of another site can post a form or text/plain without a CORS preflight;
+    such a body carries no token here, so only the browser's cookie would act: 403,
+    before the body is even read. JSON bodies go on (a token in them is allowed from any
+    origin; without one, the route refuses the cookie the same way)."""
+    if not _is_json(request):
+        refuse_cookie_from_foreign_site(request, settings)
+
+
+_COOKIE_GUARD = [Depends(_no_simple_posts_from_foreign_sites)]
+_403_FOREIGN = {403: {"description": CROSS_SITE_REFUSAL}}
+
+
+def _presented(
+    request: Request, settings: Settings, body: RefreshRequest | None, cookie: str | None
+) -> str | None:
+    """The refresh token of the JSON body, else the cookie's, which acts only for the
+    API's own origin and CORS_ORIGINS."""
+    if body is not None and body.refresh_token:
+        return body.refresh_token
+    if cookie:
+        refuse_cookie_from_foreign_site(request, settings)
+    return cookie
+
+
+@router.post(
+    "/refresh",
+    response_model=TokenResponse,
+    responses={**_401, **_403_FOREIGN},
+    dependencies=_COOKIE_GUARD,
+)
 async def refresh(
+    request: Request,
     response: Response,
     auth: AuthServiceDep,
     settings: SettingsDep,
@@ -104,21 +147,27 @@ async def refresh(
     refresh_token: Annotated[str | None, Cookie(max_length=4096)] = None,
 ) -> TokenResponse:
     """Rotate a refresh token (from the JSON body, else the cookie) into a new pair."""
-    presented = (body.refresh_token if body else None) or refresh_token
-    pair = await auth.refresh(presented)
+    pair = await auth.refresh(_presented(request, settings, body, refresh_token))
     return _token_response(pair, response, settings)
 
 
-@router.post("/logout", status_code=status.HTTP_204_NO_CONTENT)
+@router.post(
+    "/logout",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=_403_FOREIGN,
+    dependencies=_COOKIE_GUARD,
+)
 async def logout(
+    request: Request,
     response: Response,
     auth: AuthServiceDep,
     settings: SettingsDep,
     body: Annotated[RefreshRequest | None, Body()] = None,
     refresh_token: Annotated[str | None, Cookie(max_length=4096)] = None,
 ) -> Response:
-    """Revoke the refresh token's family and clear the cookie. Always 204."""
-    await auth.logout((body.refresh_token if body else None) or refresh_token)
+    """Revoke the refresh token's family and clear the cookie. 204, unless the cookie is
+    presented from another site's page (403)."""
+    await auth.logout(_presented(request, settings, body, refresh_token))
     response.status_code = status.HTTP_204_NO_CONTENT
     delete_refresh_cookie(response, settings, _cookie_path(settings))
     return response
@@ -130,10 +179,33 @@ async def read_me(user: CurrentUser) -> UserPublic:
 
 
 @router.patch(
-    "/me", response_model=UserPublic, responses={**_401, 409: {"description": "Email taken"}}
+    "/me",
+    response_model=MeUpdated,
+    responses={
+        **_401,
+        400: {"description": "Current password is incorrect"},
+        409: {"description": "The new email address cannot be used"},
+        **UNPROCESSABLE_RESPONSE,
+        429: {"description": "Too many email changes, or wrong current passwords"},
+    },
 )
-async def update_me(data: UserUpdateMe, user: CurrentUser, users: UserServiceDep) -> UserPublic:
-    return UserPublic.model_validate(await users.update_me(user, data))
+async def update_me(
+    data: UserUpdateMe,
+    user: CurrentUser,
+    request: Request,
+    response: Response,
+    auth: AuthServiceDep,
+    settings: SettingsDep,
+) -> MeUpdated:
+    """Change the name and/or the login email.
+
+    A new email needs `current_password`, and ends every session, this one included: the
+    answer then carries a fresh pair in `tokens` (and sets the refresh cookie, like
+    login). `tokens` is null when the email did not change.
+    """
+    updated, pair = await auth.update_me(user, data, client_address(request))
+    tokens = _token_response(pair, response, settings) if pair else None
+    return MeUpdated(**UserPublic.model_validate(updated).model_dump(), tokens=tokens)
 
 
 @router.post(

@@ -7,7 +7,13 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, BaseModel, StringConstraints
 
 from app.core.types import no_unsafe_chars
-from app.modules.users.schemas import NewPassword, StrictModel, normalize_login_email
+from app.modules.users.schemas import (
+    AnyPassword,
+    NewPassword,
+    StrictModel,
+    UserPublic,
+    normalize_login_email,
+)
 
 # Login takes any address-like string: an unknown or malformed address is just a failed
 # login (401), never a hint about which accounts exist. Characters no address can hold
@@ -20,7 +26,6 @@ LoginEmail = Annotated[
     AfterValidator(normalize_login_email),
     StringConstraints(max_length=320),
 ]
-AnyPassword = Annotated[str, StringConstraints(min_length=1, max_length=1024)]
 TokenString = Annotated[str, StringConstraints(min_length=1, max_length=4096)]
 
 
@@ -44,3 +49,10 @@ class TokenResponse(BaseModel):
     expires_in: int
     refresh_token: str
     refresh_expires_in: int
+
+
+class MeUpdated(UserPublic):
+    """The updated account. An email change ends every session, the caller's too, so it
+    also carries a fresh token pair (and sets the cookie, like login); null otherwise."""
+
+    tokens: TokenResponse | None = None

@@ -1,9 +1,16 @@
-"""Authentication rules: login with throttling, token families, logout, password change.
+"""Authentication rules: login with throttling, token families, logout, password and
+email changes.
 
 Refresh tokens rotate: each use marks the presented token used and issues a new one in
 the same family. A used token presented again means it was copied, so the whole family
 is revoked (the thief and the owner both have to log in again). Access tokens issued
-before a password change or a deactivation are refused by `authenticate`.
+before a password or email change or a deactivation are refused by `authenticate`.
+
+Failed logins are counted so that a guesser cannot lock the owner out (OWASP's
+Authentication Cheat Sheet): per account and client address (only that address is
+refused), per address across accounts, per account across addresses with a much higher
+limit, and, once an account draws many failures, with a growing capped delay before each
+further attempt's password is checked.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+import anyio
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -23,13 +31,14 @@ from app.core.errors import (
     UnauthorizedError,
 )
 from app.core.security import IssuedToken, PasswordHasher, TokenCodec
+from app.db.helpers import commit_or_conflict
 from app.db.types import utcnow
 from app.modules.auth.models import RefreshToken
 from app.modules.auth.repository import RefreshTokenRepository
 from app.modules.limits.service import LimitService, Window
 from app.modules.users.models import User
-from app.modules.users.schemas import UserRegister
-from app.modules.users.service import UserService
+from app.modules.users.schemas import UserRegister, UserUpdateMe
+from app.modules.users.service import EMAIL_UNAVAILABLE, UserService
 
 log = structlog.stdlib.get_logger(__name__)
 
@@ -39,6 +48,10 @@ EXPIRED_TOKEN_GRACE = timedelta(days=1)  # keep used rows a little longer to spo
 # How many more times a rotated refresh token renews within a reuse grace window: a few
 # tabs of one browser renewing at the same instant.
 MAX_REISSUES = 3
+# The first delay of an attempt on an account under attack; each further failure on the
+# account doubles it, up to LOGIN_DELAY_MAX_SECONDS.
+LOGIN_DELAY_BASE_SECONDS = 0.5
+WRONG_CURRENT_PASSWORD = "Current password is incorrect"  # noqa: S105
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,16 +96,24 @@ class AuthService:
         """Check a password and start a new token family.
 
         The attempt is counted *before* the password is checked (and uncounted if it
-        succeeds), so a burst of parallel guesses cannot all slip past the limit. The
-        database connection is handed back while bcrypt runs, so a login flood cannot
-        starve other requests of connections.
+        succeeds), so a burst of parallel guesses cannot all slip past the limits. The
+        database connection is handed back while the attempt waits its delay and while
+        bcrypt runs, so a login flood cannot starve other requests of connections.
         """
+        settings = self.settings
+        here = address_key(email, client)
         attempt = await self._reserve_attempt(
-            (account_key(email), self.settings.LOGIN_MAX_FAILURES),
-            (f"client:{client}", self.settings.LOGIN_MAX_FAILURES_PER_CLIENT),
+            (here, settings.LOGIN_MAX_FAILURES),
+            (client_key(client), settings.LOGIN_MAX_FAILURES_PER_CLIENT),
+            (account_key(email), settings.LOGIN_MAX_FAILURES_PER_ACCOUNT),
         )
+        # Failures on the account before this attempt, from every address.
+        delay = self.delay_after(await self._account_failures(email) - 1)
         user = await self.users.get_by_email(email)
-        await self.session.commit()  # release the connection during bcrypt
+        await self.session.commit()  # release the connection while waiting and during bcrypt
+        if delay:
+            log.info("login_delayed", seconds=delay)
+            await anyio.sleep(delay)
         if user is None:
             await self.hasher.verify_dummy(password)  # same time as a wrong password
             raise UnauthorizedError(BAD_CREDENTIALS)
@@ -103,17 +124,47 @@ class AuthService:
             raise PermissionDeniedError("This account is deactivated")
         if new_hash:
             await self.users.set_password_hash(user, new_hash, end_sessions=False)
+        # The owner's success wipes only this address's failures: the account-wide count
+        # must keep slowing and stopping a guesser spread over many addresses.
         await self.limits.forget(attempt)
-        await self.limits.clear(account_key(email))
+        await self.limits.clear(here)
         pair = self._issue_pair(user, family_id=uuid.uuid4())
         await self.session.commit()
         log.info("login", user_id=str(user.id), rehashed=bool(new_hash))
         return pair
 
+    async def login_delay(self, email: str) -> float:
+        """Seconds the next login attempt on this account waits before its password is
+        checked, given the failures recorded on it (from every address) in the window."""
+        delay = self.delay_after(await self._account_failures(email))
+        await self.session.commit()
+        return delay
+
+    def delay_after(self, failures: int) -> float:
+        """Nothing for the first LOGIN_DELAY_AFTER_FAILURES failures, then 0.5 s doubling
+        with each further failure, at most LOGIN_DELAY_MAX_SECONDS.
+
+        A cap rather than a lockout: a guesser spread over many addresses waits on every
+        attempt (and meets LOGIN_MAX_FAILURES_PER_ACCOUNT), while the owner, at worst,
+        waits a few seconds longer to log in.
+        """
+        cap = self.settings.LOGIN_DELAY_MAX_SECONDS
+        over = failures - self.settings.LOGIN_DELAY_AFTER_FAILURES
+        if cap <= 0 or over < 0:
+            return 0.0
+        return min(cap, LOGIN_DELAY_BASE_SECONDS * 2 ** min(over, 32))
+
+    async def _account_failures(self, email: str) -> int:
+        return await self.limits.count(
+            account_key(email),
+            self.settings.LOGIN_THROTTLE_WINDOW_SECONDS,
+            self.settings.LOGIN_MAX_FAILURES_PER_ACCOUNT + 1,
+        )
+
     async def register(self, data: UserRegister, client: str) -> User:
         """Create an account; one client address may create only so many per window."""
         await self._reserve_attempt(
-            (f"register:{client}", self.settings.REGISTER_MAX_PER_CLIENT),
+            (registration_key(client), self.settings.REGISTER_MAX_PER_CLIENT),
             refusal="Too many accounts created from this address; try again later",
         )
         return await self.users.register(data)
@@ -206,29 +257,76 @@ class AuthService:
             await self.session.commit()
             log.info("logout", user_id=str(row.user_id))
 
-    # --- password ----------------------------------------------------------------------
+    # --- password and email -------------------------------------------------------------
 
     async def change_password(self, user: User, current: str, new: str) -> TokenPair:
-        """Verify, store the new hash, end every session, and start a fresh one.
+        """Verify, store the new hash, end every session, and start a fresh one."""
+        await self._check_current_password(user, current)
+        hashed = await self.hasher.hash(new)
+        await self.users.set_password_hash(user, hashed, end_sessions=True)
+        pair = await self._restart_sessions(user)
+        await self.session.commit()
+        log.info("password_changed", user_id=str(user.id))
+        return pair
 
-        Wrong current passwords are throttled under a key of their own: someone holding
-        a stolen access token must not be able to lock the owner out of logging in.
+    async def update_me(
+        self, user: User, data: UserUpdateMe, client: str
+    ) -> tuple[User, TokenPair | None]:
+        """Change the name and/or the login email; an email change returns a fresh pair.
+
+        Changing the email needs the current password (checked first, so a stolen token
+        cannot even probe which addresses are taken) and ends every session, like a
+        password change. Attempts are limited per account, and the lookup of the new
+        address counts against the client address's registration budget: an email
+        change tells no more about who is registered than registering would.
+        """
+        if data.email is None or data.email == user.email:
+            return await self.users.update_name(user, data.name), None
+        if data.current_password is None:
+            raise DomainError("current_password is required to change the email", status_code=422)
+        await self._check_current_password(user, data.current_password)
+        await self.limits.reserve(
+            Window(
+                f"email-change:{user.id}",
+                self.settings.EMAIL_CHANGES_PER_WINDOW,
+                self.settings.EMAIL_CHANGE_WINDOW_SECONDS,
+            ),
+            Window(
+                registration_key(client),
+                self.settings.REGISTER_MAX_PER_CLIENT,
+                self.settings.LOGIN_THROTTLE_WINDOW_SECONDS,
+            ),
+            refusal="Too many email changes; try again later",
+        )
+        await self.users.set_email(user, data.email, data.name)
+        pair = await self._restart_sessions(user)
+        await commit_or_conflict(self.session, EMAIL_UNAVAILABLE)  # a parallel claim won
+        log.info("email_changed", user_id=str(user.id))
+        return user, pair
+
+    async def _check_current_password(self, user: User, current: str) -> None:
+        """400 unless `current` is the user's password.
+
+        Wrong guesses are throttled under a key of their own, one budget for every check
+        of the current password: someone holding a stolen access token gets only so many
+        guesses, and cannot lock the owner out of logging in.
         """
         attempt = await self._reserve_attempt(
-            (f"password-change:{user.id}", self.settings.LOGIN_MAX_FAILURES)
+            (f"current-password:{user.id}", self.settings.LOGIN_MAX_FAILURES),
+            refusal="Too many wrong current passwords; try again later",
         )
         await self.session.commit()  # release the connection during bcrypt
         ok, _ = await self.hasher.verify(current, user.hashed_password)
         if not ok:
-            raise DomainError("Current password is incorrect", status_code=400)
-        hashed = await self.hasher.hash(new)
+            raise DomainError(WRONG_CURRENT_PASSWORD, status_code=400)
         await self.limits.forget(attempt)
-        await self.users.set_password_hash(user, hashed, end_sessions=True)
+        await self.session.commit()  # no connection held while the caller hashes
+
+    async def _restart_sessions(self, user: User) -> TokenPair:
+        """Revoke every refresh-token family of the user and issue a pair in a new one
+        (no commit). The caller has set `tokens_valid_after`, which ends access tokens."""
         await self.tokens.revoke_user(user.id, utcnow())
-        pair = self._issue_pair(user, family_id=uuid.uuid4())
-        await self.session.commit()
-        log.info("password_changed", user_id=str(user.id))
-        return pair
+        return self._issue_pair(user, family_id=uuid.uuid4())
 
     # --- housekeeping ------------------------------------------------------------------
 
@@ -239,9 +337,30 @@ class AuthService:
         return tokens
 
 
+def _digest(email: str) -> str:
+    # A digest, so any address fits in a key and none is stored.
+    return hashlib.sha256(email.encode()).hexdigest()
+
+
 def account_key(email: str) -> str:
-    """Throttle key of an account: a digest, so any address fits and none is stored."""
-    return "account:" + hashlib.sha256(email.encode()).hexdigest()
+    """Throttle key of failed logins on an account, from every address."""
+    return f"account:{_digest(email)}"
+
+
+def address_key(email: str, client: str) -> str:
+    """Throttle key of failed logins on an account from one client address."""
+    return f"login:{_digest(email)}:{client}"
+
+
+def client_key(client: str) -> str:
+    """Throttle key of failed logins from one client address, on any account."""
+    return f"client:{client}"
+
+
+def registration_key(client: str) -> str:
+    """Throttle key of lookups whether an email is taken (registrations and email
+    changes) from one client address."""
+    return f"register:{client}"
 
 
 def _issued_before(issued_at: datetime, user: User) -> bool:

@@ -50,6 +50,8 @@ Email = Annotated[EmailStr, StringConstraints(max_length=254), AfterValidator(no
 # Checked by byte length (bcrypt's limit), so no character-count limit would be right;
 # the 1024-character cap only stops huge inputs before they are encoded.
 NewPassword = Annotated[str, StringConstraints(max_length=1024), AfterValidator(_password_policy)]
+# A password to check (login, the current password): anything goes, it is only compared.
+AnyPassword = Annotated[str, StringConstraints(min_length=1, max_length=1024)]
 
 
 class StrictModel(BaseModel):
@@ -63,10 +65,14 @@ class UserRegister(StrictModel):
 
 
 class UserUpdateMe(StrictModel):
-    """What owners may change about themselves; `role` and the like are refused (422)."""
+    """What owners may change about themselves; `role` and the like are refused (422).
+
+    Changing the email needs `current_password`: a stolen token pair alone must not be
+    enough to take the account's login for good."""
 
     email: Email | None = None
     name: PersonName | None = None
+    current_password: AnyPassword | None = None
 
 
 class UserAdminUpdate(StrictModel):

@@ -9,15 +9,19 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.errors import ConflictError, NotFoundError
 from app.core.security import PasswordHasher
-from app.db.helpers import commit_or_conflict
+from app.db.helpers import commit_or_conflict, flush_or_conflict
 from app.db.types import utcnow
 from app.modules.users.models import User, UserRole
 from app.modules.users.repository import UserRepository
-from app.modules.users.schemas import UserAdminUpdate, UserRegister, UserUpdateMe
+from app.modules.users.schemas import UserAdminUpdate, UserRegister
 
 log = structlog.stdlib.get_logger(__name__)
 
 EMAIL_TAKEN = "An account with this email already exists"
+# An email change refused because the address is someone else's. Registration already
+# says "already exists" (throttled per address); this wording asserts nothing, and the
+# lookups behind it share registration's budget per address (AuthService.update_me).
+EMAIL_UNAVAILABLE = "This email address cannot be used"
 
 
 class UserService:
@@ -43,16 +47,25 @@ class UserService:
         log.info("user_registered", user_id=str(user.id), role=str(role))
         return user
 
-    async def update_me(self, user: User, data: UserUpdateMe) -> User:
-        if data.email is not None and data.email != user.email:
-            if await self.users.get_by_email(data.email):
-                raise ConflictError(EMAIL_TAKEN)
-            user.email = data.email
-        if data.name is not None:
-            user.name = data.name
-        user.updated_at = utcnow()
-        await commit_or_conflict(self.session, EMAIL_TAKEN)
+    async def update_name(self, user: User, name: str | None) -> User:
+        """A profile change that leaves the login alone (no password needed)."""
+        if name is not None:
+            user.name = name
+            user.updated_at = utcnow()
+        await self.session.commit()
         return user
+
+    async def set_email(self, user: User, email: str, name: str | None) -> None:
+        """Move the login to `email` and end every token issued until now (flushed, not
+        committed: the caller's transaction decides). 409 if the address is taken, also
+        by a parallel claim."""
+        if await self.users.get_by_email(email):
+            raise ConflictError(EMAIL_UNAVAILABLE)
+        user.email = email
+        if name is not None:
+            user.name = name
+        user.updated_at = user.tokens_valid_after = utcnow()
+        await flush_or_conflict(self.session, EMAIL_UNAVAILABLE)
 
     async def set_password_hash(self, user: User, hashed: str, *, end_sessions: bool) -> None:
         """Store a new hash (no commit: the caller's transaction decides).
