@@ -250,12 +250,15 @@ async def _run_tool(
     arguments = call.arguments
     if schema is not None:
         try:
-            arguments = schema.model_validate(arguments).model_dump(
-                exclude_unset=True, by_alias=True
-            )
+            # By Python name: a property named `self` would collide with acall's own
+            # `self` (an MCP schema's `self` is field `f_self`, alias "self"); the tool
+            # maps the names back to the server's own.
+            arguments = schema.model_validate(arguments).model_dump(exclude_unset=True)
         except ValidationError as exc:
             problems = validation_problems(exc)
             return f"Error: invalid arguments for '{call.name}': {problems}", True
+    if "self" in arguments:  # left only if the schema does not declare it: cannot be passed
+        return f"Error: invalid arguments for '{call.name}': 'self' is not a parameter", True
     try:
         async with asyncio.timeout(time_limit):
             output = await tool.acall(**arguments)
