@@ -9,18 +9,42 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
+from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 from sqlalchemy import select, update
 
 from app.core.jsonlimits import MAX_JSON_DEPTH, TOO_DEEP_MARKER, json_depth
+from app.main import create_app
 from app.modules.business.models import BusinessProfile
 from app.modules.chat.models import ChatMessage, MessageRole
+from tests.conftest import asgi_client, llm_settings, make_settings
 from tests.fakes.llm_server import FakeLLMServer, Reply
 from tests.helpers.accounts import API, Account, new_account
 from tests.helpers.sse import chat
+
+
+@pytest.fixture(scope="module")
+async def patient_ai_app(
+    database_url: str, session_tmp: Path, fake_llm_server: FakeLLMServer
+) -> AsyncIterator[FastAPI]:
+    """The app with the fake LLM, on the suite's database, with a generous LLM timeout:
+    these tests are about what a turn does, not how fast a busy machine answers."""
+    llm = {**llm_settings(fake_llm_server), "LLM_TIMEOUT_SECONDS": 30}
+    application = create_app(make_settings(database_url, session_tmp / "data", **llm))
+    async with LifespanManager(application, startup_timeout=60, shutdown_timeout=30):
+        yield application
+
+
+@pytest.fixture
+async def patient_client(patient_ai_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    async with asgi_client(patient_ai_app) as c:
+        yield c
 
 
 def nested(depth: int, leaf: Any = "dasar") -> dict[str, Any]:
@@ -115,24 +139,24 @@ async def test_stored_over_deep_ai_context_reads_as_200(
 
 
 async def test_the_advisor_updates_an_over_deep_stored_memory(
-    ai_client: httpx.AsyncClient, ai_app: FastAPI, fake_llm: FakeLLMServer
+    patient_client: httpx.AsyncClient, patient_ai_app: FastAPI, fake_llm: FakeLLMServer
 ) -> None:
     """update_business_context merges into the stored memory; an over-deep one from an
     older version is cut down to the limit then, so the advisor is not stuck."""
-    owner = await owner_with_business(ai_client)
-    await store_ai_context(ai_app, owner, {"catatan": nested(300)})
+    owner = await owner_with_business(patient_client)
+    await store_ai_context(patient_ai_app, owner, {"catatan": nested(300)})
     fake_llm.script(
         Reply.tool_call("update_business_context", {"facts": {"pemasok": "Pasar Induk"}}),
         Reply.of_text("Sudah saya catat."),
     )
-    s = await chat(ai_client, owner.headers, "Pemasok saya Pasar Induk")
+    s = await chat(patient_client, owner.headers, "Pemasok saya Pasar Induk")
     assert s.status == 200 and s.names[-1] == "done", s.events
     assert s.first("tool_result")["is_error"] is False, s.first("tool_result")
-    r = await ai_client.get(f"{API}/business/me", headers=owner.headers)
+    r = await patient_client.get(f"{API}/business/me", headers=owner.headers)
     assert r.status_code == 200
     context = r.json()["ai_context"]
     assert context["pemasok"] == "Pasar Induk" and json_depth(context) <= MAX_JSON_DEPTH
-    async with ai_app.state.db.sessionmaker() as session:
+    async with patient_ai_app.state.db.sessionmaker() as session:
         stored = await session.scalar(
             select(BusinessProfile.ai_context).where(BusinessProfile.user_id == uuid.UUID(owner.id))
         )
@@ -140,15 +164,15 @@ async def test_the_advisor_updates_an_over_deep_stored_memory(
 
 
 async def test_over_deep_tool_arguments_are_an_error_result(
-    ai_client: httpx.AsyncClient, fake_llm: FakeLLMServer
+    patient_client: httpx.AsyncClient, fake_llm: FakeLLMServer
 ) -> None:
-    owner = await new_account(ai_client)
+    owner = await new_account(patient_client)
     for depth in (MAX_JSON_DEPTH + 1, 300, 20_000):
         fake_llm.script(
             Reply.tool_call("get_my_account", '{"x": ' + nested_text(depth - 1) + "}"),
             Reply.of_text("Maaf, saya coba lagi nanti."),
         )
-        s = await chat(ai_client, owner.headers, f"Akun saya? ({depth})")
+        s = await chat(patient_client, owner.headers, f"Akun saya? ({depth})")
         assert s.status == 200, s.body
         assert s.names[-1] == "done", s.events
         call, result = s.first("tool_call"), s.first("tool_result")
@@ -157,18 +181,18 @@ async def test_over_deep_tool_arguments_are_an_error_result(
         assert owner.email not in result["output"]  # the tool did not run
         assert json_depth(call["arguments"]) <= MAX_JSON_DEPTH
         sid = s.first("session")["session_id"]
-        r = await ai_client.get(f"{API}/chat/sessions/{sid}/messages", headers=owner.headers)
+        r = await patient_client.get(f"{API}/chat/sessions/{sid}/messages", headers=owner.headers)
         assert r.status_code == 200, r.text
         assert json_depth(r.json()["items"]) <= MAX_JSON_DEPTH + 4  # page, item, calls
 
 
 async def test_stored_over_deep_tool_calls_read_as_200(
-    ai_client: httpx.AsyncClient, ai_app: FastAPI, fake_llm: FakeLLMServer
+    patient_client: httpx.AsyncClient, patient_ai_app: FastAPI, fake_llm: FakeLLMServer
 ) -> None:
-    owner = await new_account(ai_client)
-    s = await chat(ai_client, owner.headers, "Halo")
+    owner = await new_account(patient_client)
+    s = await chat(patient_client, owner.headers, "Halo")
     sid = uuid.UUID(s.first("session")["session_id"])
-    async with ai_app.state.db.sessionmaker() as session:
+    async with patient_ai_app.state.db.sessionmaker() as session:
         session.add(
             ChatMessage(
                 session_id=sid,
@@ -178,7 +202,7 @@ async def test_stored_over_deep_tool_calls_read_as_200(
             )
         )
         await session.commit()
-    r = await ai_client.get(f"{API}/chat/sessions/{sid}/messages", headers=owner.headers)
+    r = await patient_client.get(f"{API}/chat/sessions/{sid}/messages", headers=owner.headers)
     assert r.status_code == 200, r.text
     old = next(m for m in r.json()["items"] if m["role"] == "tool")
     assert old["tool_calls"]["id"] == "call_1"

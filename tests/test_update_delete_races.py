@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -18,13 +19,31 @@ from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 
 from app.main import create_app
-from tests.conftest import ADMIN_PASSWORD, asgi_client, make_settings
+from tests.conftest import ADMIN_PASSWORD, asgi_client, llm_settings, make_settings
 from tests.fakes.llm_server import FakeLLMServer
 from tests.helpers.accounts import API, Account, bearer, login, new_account
 from tests.helpers.databases import fresh_database_url
 from tests.helpers.sse import chat
 
 PAIRS = 30
+
+
+@pytest.fixture(scope="module")
+async def patient_ai_app(
+    database_url: str, session_tmp: Path, fake_llm_server: FakeLLMServer
+) -> AsyncIterator[FastAPI]:
+    """The app with the fake LLM, on the suite's database, with a generous LLM timeout:
+    these tests are about what a turn does, not how fast a busy machine answers."""
+    llm = {**llm_settings(fake_llm_server), "LLM_TIMEOUT_SECONDS": 30}
+    application = create_app(make_settings(database_url, session_tmp / "data", **llm))
+    async with LifespanManager(application, startup_timeout=60, shutdown_timeout=30):
+        yield application
+
+
+@pytest.fixture
+async def patient_client(patient_ai_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    async with asgi_client(patient_ai_app) as c:
+        yield c
 
 
 def _texts(responses: list[httpx.Response]) -> list[str]:
@@ -156,12 +175,12 @@ async def test_category_delete_vs_delete(client: httpx.AsyncClient) -> None:
 
 
 async def test_chat_session_rename_vs_delete(
-    ai_client: httpx.AsyncClient, fake_llm: FakeLLMServer
+    patient_client: httpx.AsyncClient, fake_llm: FakeLLMServer
 ) -> None:
-    owner = await new_account(ai_client)
+    owner = await new_account(patient_client)
     sessions = []
     for i in range(PAIRS):
-        s = await chat(ai_client, owner.headers, f"Pertanyaan {i}")
+        s = await chat(patient_client, owner.headers, f"Pertanyaan {i}")
         assert s.status == 200
         sessions.append(s.first("session")["session_id"])
     results = await asyncio.gather(
@@ -169,11 +188,11 @@ async def test_chat_session_rename_vs_delete(
             request
             for i, sid in enumerate(sessions)
             for request in (
-                ai_client.patch(
+                patient_client.patch(
                     f"{API}/chat/sessions/{sid}", headers=owner.headers, json={"title": f"T{i}"}
                 ),
-                ai_client.delete(f"{API}/chat/sessions/{sid}", headers=owner.headers),
-                ai_client.delete(f"{API}/chat/sessions/{sid}", headers=owner.headers),
+                patient_client.delete(f"{API}/chat/sessions/{sid}", headers=owner.headers),
+                patient_client.delete(f"{API}/chat/sessions/{sid}", headers=owner.headers),
             )
         )
     )
@@ -181,23 +200,23 @@ async def test_chat_session_rename_vs_delete(
     for i, sid in enumerate(sessions):
         deletes = sorted(r.status_code for r in results[3 * i + 1 : 3 * i + 3])
         assert deletes == [204, 404], _texts(results[3 * i : 3 * i + 3])
-        r = await ai_client.get(f"{API}/chat/sessions/{sid}", headers=owner.headers)
+        r = await patient_client.get(f"{API}/chat/sessions/{sid}", headers=owner.headers)
         assert r.status_code == 404
-        r = await ai_client.get(f"{API}/chat/sessions/{sid}/messages", headers=owner.headers)
+        r = await patient_client.get(f"{API}/chat/sessions/{sid}/messages", headers=owner.headers)
         assert r.status_code == 404
-    r = await ai_client.get(f"{API}/chat/sessions", headers=owner.headers)
+    r = await patient_client.get(f"{API}/chat/sessions", headers=owner.headers)
     assert r.json()["total"] == 0
 
 
 async def test_chat_turn_vs_session_delete(
-    ai_client: httpx.AsyncClient, fake_llm: FakeLLMServer
+    patient_client: httpx.AsyncClient, fake_llm: FakeLLMServer
 ) -> None:
     """A turn that claimed its session keeps it (the delete is 409); a delete that came
     first makes the turn a 404. Never a turn writing into a deleted session."""
-    owner = await new_account(ai_client)
+    owner = await new_account(patient_client)
     sessions = []
     for i in range(PAIRS):
-        s = await chat(ai_client, owner.headers, f"Pertanyaan {i}")
+        s = await chat(patient_client, owner.headers, f"Pertanyaan {i}")
         assert s.status == 200
         sessions.append(s.first("session")["session_id"])
     outcomes = await asyncio.gather(
@@ -205,8 +224,8 @@ async def test_chat_turn_vs_session_delete(
             step
             for sid in sessions
             for step in (
-                chat(ai_client, owner.headers, "Lagi", sid),
-                ai_client.delete(f"{API}/chat/sessions/{sid}", headers=owner.headers),
+                chat(patient_client, owner.headers, "Lagi", sid),
+                patient_client.delete(f"{API}/chat/sessions/{sid}", headers=owner.headers),
             )
         )
     )
@@ -216,7 +235,7 @@ async def test_chat_turn_vs_session_delete(
         assert deleted.status_code in (204, 409), deleted.text
         if turn.status == 200:
             assert turn.names[-1] == "done", turn.names
-        r = await ai_client.get(f"{API}/chat/sessions/{sid}/messages", headers=owner.headers)
+        r = await patient_client.get(f"{API}/chat/sessions/{sid}/messages", headers=owner.headers)
         if deleted.status_code == 204:
             assert r.status_code == 404
         else:
