@@ -3,6 +3,7 @@ external MCP tool end to end."""
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -79,6 +80,46 @@ async def test_chat_turn_calls_an_external_mcp_tool(
         "craft",
     ]
     assert "get_my_account" in offered  # domain tools and MCP tools side by side
+
+
+async def test_chat_turn_calls_a_tool_with_parameters_named_self_class_and_dashed(
+    database_url: str, tmp_path: Path, fake_llm: FakeLLMServer
+) -> None:
+    """Property names that are no Python parameter (`class`, `file-path`) or clash with
+    one (`self`, FunctionTool.acall's own; `kwargs`) reach the server as they were sent,
+    at the top level and inside an object."""
+    config = write_config(
+        tmp_path / "mcp.json",
+        {"odd": stdio_entry("--name", "odd", "--odd-names", tools=["odd_names", "echo"])},
+    )
+    # A first request to the model may be slow on a busy machine: no timeout flake here.
+    llm = {**llm_settings(fake_llm), "LLM_TIMEOUT_SECONDS": 10}
+    app = create_app(make_settings(database_url, tmp_path / "data", MCP_CONFIG_PATH=config, **llm))
+    arguments = {
+        "self": "Bu Sari",
+        "class": "UMKM",
+        "file-path": "/data/laporan.csv",
+        "kwargs": 3,
+        "options": {"self": True, "from": "pasar"},
+    }
+    async with (
+        LifespanManager(app, startup_timeout=30, shutdown_timeout=30),
+        asgi_client(app) as c,
+    ):
+        owner = await new_account(c)
+        fake_llm.script(
+            Reply.tool_calls_of(("odd_names", arguments), ("echo", {"text": "halo"})),
+            Reply.of_text("Sudah."),
+        )
+        s = await chat(c, owner.headers, "Panggil odd_names")
+    assert s.names[-1] == "done", s.events
+    odd, echo = s.all("tool_result")
+    assert odd["is_error"] is False, odd
+    assert json.loads(odd["output"]) == arguments  # the server got exactly these names
+    assert echo == {**echo, "output": "odd: halo", "is_error": False}
+    offered = {t["function"]["name"]: t["function"] for t in fake_llm.requests[0]["tools"]}
+    assert set(offered["odd_names"]["parameters"]["properties"]) == set(arguments)
+    assert s.first("tool_call")["arguments"] == arguments
 
 
 async def test_admin_sees_servers_and_reloads(mcp_app: FastAPI, tmp_path: Path) -> None:

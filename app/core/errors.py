@@ -15,11 +15,15 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 from sqlalchemy import exc as sa_exc
+from sqlalchemy.orm.exc import StaleDataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = structlog.stdlib.get_logger("app.errors")
 
 DB_UNAVAILABLE_DETAIL = "The database is unavailable; please retry shortly."
+CHANGED_MEANWHILE_DETAIL = (
+    "The item was changed or deleted by another request meanwhile; reload it and retry."
+)
 DB_RETRY_AFTER_SECONDS = "5"
 
 
@@ -149,6 +153,20 @@ def install_exception_handlers(app: FastAPI) -> None:
         # did not, it is still the input's fault: say so rather than 500.
         log.warning("database_rejected_value", path=request.url.path, error=type(exc.orig).__name__)
         return JSONResponse({"detail": "A value is not acceptable (too long or out of range)"}, 422)
+
+    # The safety net for races between two requests that no service anticipated: an
+    # UPDATE or DELETE of a row another request deleted meanwhile (StaleDataError), or a
+    # unique or foreign key that a parallel write broke (IntegrityError). The services
+    # answer the races they know precisely (404, 409); these are a 409, not a 500.
+    @app.exception_handler(StaleDataError)
+    async def stale_data(request: Request, exc: StaleDataError) -> JSONResponse:
+        log.warning("changed_meanwhile", path=request.url.path, error="StaleDataError")
+        return JSONResponse({"detail": CHANGED_MEANWHILE_DETAIL}, status_code=409)
+
+    @app.exception_handler(sa_exc.IntegrityError)
+    async def integrity_error(request: Request, exc: sa_exc.IntegrityError) -> JSONResponse:
+        log.warning("changed_meanwhile", path=request.url.path, error=type(exc.orig).__name__)
+        return JSONResponse({"detail": CHANGED_MEANWHILE_DETAIL}, status_code=409)
 
     async def db_unavailable(request: Request, exc: Exception) -> JSONResponse:
         if not is_db_unavailable(exc):

@@ -1,8 +1,11 @@
 """Validated input types shared by every domain's schemas.
 
 Text from clients is stripped, bounded and free of control characters (a NUL byte
-cannot be stored in PostgreSQL text and has no business in a name). Integers from clients
-are bounded by each schema (amounts, points, ids), so the database never overflows.
+cannot be stored in PostgreSQL text and has no business in a name) and of characters
+that hide or reorder what is shown (zero-width and direction controls: a name on the
+leaderboard must look like what it is); names must not look blank. Integers from
+clients are bounded by each schema (amounts, points, ids), so the database never
+overflows.
 """
 
 from __future__ import annotations
@@ -13,27 +16,111 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BeforeValidator, Field, StringConstraints
 
-# C0/C1 controls (tab and newlines allowed in multi-line text), lone surrogates (cannot be
-# encoded, so no database can store them), and the bidirectional overrides that make
-# text display in a different order than it is stored (spoofed names in lists).
-_UNSAFE = "\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff\u202a-\u202e\u2066-\u2069"
-_UNSAFE_MULTILINE = re.compile(f"[{_UNSAFE}]")
-_UNSAFE_SINGLE_LINE = re.compile(f"[{_UNSAFE}\t\n\r\u2028\u2029]")
+ZWJ = "\u200d"  # ZERO WIDTH JOINER: joins emoji (👩🏽 ZWJ 💻 is one emoji) and Indic conjuncts
+_LINE_BREAKS = frozenset("\t\n\r\u2028\u2029\x85\x0b\x0c")
+# Format characters free text may keep: ZWJ and ZERO WIDTH NON-JOINER shape Persian and
+# Indic words, a SOFT HYPHEN only shows where a line breaks.
+_MULTILINE_FORMAT_OK = frozenset("\u200c\u200d\u00ad")
+# Characters that draw nothing although they are letters, symbols or marks (Hangul
+# fillers, the blank Braille pattern, Khmer inherent vowels, the combining grapheme
+# joiner): the "invisible name" of games and chats. Refused in one-line text.
+BLANK_LOOKALIKES = frozenset("\u115f\u1160\u3164\uffa0\u2800\u17b4\u17b5\u034f")
+# A subdivision flag (England, Scotland, Wales): 🏴, tag letters, CANCEL TAG. Tag
+# characters anywhere else are refused: invisible text a language model still reads.
+_FLAG_TAG_SEQUENCE = re.compile(
+    "\U0001f3f4[\U000e0030-\U000e0039\U000e0061-\U000e007a]{1,6}\U000e007f"
+)
+# This Python's Unicode database (unicodedata.unidata_version) predates the newest emoji
+# (🩷, 🫨 ...), which it calls unassigned; in the emoji blocks they are let through.
+_EMOJI_BLOCKS = (0x1F000, 0x1FAFF)
+
+
+def _is_noncharacter(code: int) -> bool:
+    """U+FDD0..U+FDEF and the last two code points of every plane (U+xFFFE, U+xFFFF)."""
+    return 0xFDD0 <= code <= 0xFDEF or (code & 0xFFFE) == 0xFFFE
+
+
+def _joins(text: str, i: int) -> bool:
+    """A ZWJ that joins something: after an emoji, a modifier, a variation selector or
+    a virama (symbol or mark), and before a letter, mark or symbol."""
+    if i == 0 or i + 1 >= len(text):
+        return False
+    before = unicodedata.category(text[i - 1])
+    after = unicodedata.category(text[i + 1])
+    return before in ("So", "Sk", "Mn", "Mc") and after[0] in "LMS"
+
+
+def text_problem(value: str, *, one_line: bool) -> str | None:
+    """Why `value` is not acceptable text, or None.
+
+    Both kinds refuse control characters (free text keeps tab and newlines), lone
+    surrogates (no database can store them), noncharacters, direction controls (they
+    make text display in another order than it is stored) and invisible format
+    characters (zero-width spaces, BOMs, tag characters), keeping ZWJ (emoji
+    sequences), valid flag tag sequences, and in free text ZWNJ and soft hyphens.
+    One-line text (names, titles) also refuses blank fillers (U+3164 HANGUL FILLER,
+    U+2800 BRAILLE PATTERN BLANK ...), private-use and unassigned code points, and a ZWJ
+    that joins nothing.
+    """
+    text = _FLAG_TAG_SEQUENCE.sub("\U0001f3f4", value)  # the flag stays a symbol
+    for i, char in enumerate(text):
+        code = ord(char)
+        category = unicodedata.category(char)
+        if char in _LINE_BREAKS:
+            if one_line:
+                return "must be one line (no line breaks or tabs)"
+            if char in "\t\n\r\u2028\u2029":
+                continue
+        if category == "Cc":
+            return f"must not contain control characters (U+{code:04X})"
+        if category == "Cs":
+            return "must not contain lone surrogates (not valid Unicode text)"
+        if _is_noncharacter(code):
+            return f"must not contain noncharacters (U+{code:04X})"
+        if category == "Cf":
+            if char == ZWJ and (not one_line or _joins(text, i)):
+                continue
+            if not one_line and char in _MULTILINE_FORMAT_OK:
+                continue
+            return (
+                "must not contain invisible or direction-changing formatting characters "
+                f"(U+{code:04X})"
+            )
+        if one_line and char in BLANK_LOOKALIKES:
+            return f"must not contain blank filler characters that look like space (U+{code:04X})"
+        if one_line and category == "Co":
+            return f"must not contain private-use characters (U+{code:04X})"
+        if one_line and category == "Cn" and not _EMOJI_BLOCKS[0] <= code <= _EMOJI_BLOCKS[1]:
+            return f"must not contain unassigned code points (U+{code:04X})"
+    return None
+
+
+def looks_blank(value: str) -> bool:
+    """True if nothing in `value` draws: only white space, marks without a base (a lone
+    variation selector), format characters and the blank look-alikes."""
+    return not any(
+        char not in BLANK_LOOKALIKES and unicodedata.category(char)[0] in "LNPS" for char in value
+    )
 
 
 def no_unsafe_chars(value: str) -> str:
-    """For one-line text: no control, line-break, surrogate or bidi-override characters."""
-    if _UNSAFE_SINGLE_LINE.search(value):
-        raise ValueError("must not contain control, line-break or invisible formatting characters")
+    """For one-line text: see `text_problem`."""
+    problem = text_problem(value, one_line=True)
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
+def _not_blank(value: str) -> str:
+    if looks_blank(value):
+        raise ValueError("must contain visible characters (it looks blank)")
     return value
 
 
 def _no_unsafe_chars_multiline(value: str) -> str:
-    if _UNSAFE_MULTILINE.search(value):
-        raise ValueError(
-            "must not contain control or invisible formatting characters "
-            "(newlines and tabs are fine)"
-        )
+    problem = text_problem(value, one_line=False)
+    if problem:
+        raise ValueError(problem)
     return value
 
 
@@ -43,17 +130,22 @@ def _nfc_stripped(value: object) -> object:
 
 
 def single_line(max_length: int, min_length: int = 1) -> Any:
-    """A one-line text field: NFC, stripped, min..max characters, no control characters."""
+    """A one-line text field: NFC, stripped, min..max characters, none of the characters
+    `text_problem` refuses, and (unless it may be empty) not blank-looking."""
+    checks = [AfterValidator(no_unsafe_chars)]
+    if min_length > 0:
+        checks.append(AfterValidator(_not_blank))
     return Annotated[
         str,
         BeforeValidator(_nfc_stripped),
         StringConstraints(min_length=min_length, max_length=max_length),
-        AfterValidator(no_unsafe_chars),
+        *checks,
     ]
 
 
 def multi_line(max_length: int, min_length: int = 0) -> Any:
-    """Free text that may hold newlines and tabs, but no other control characters."""
+    """Free text that may hold newlines and tabs, but none of the characters
+    `text_problem` refuses in free text."""
     return Annotated[
         str,
         BeforeValidator(_nfc_stripped),

@@ -4,17 +4,30 @@ from __future__ import annotations
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.exc import StaleDataError
 
-from app.core.errors import ConflictError
+from app.core.errors import ConflictError, NotFoundError
 
 
-async def commit_or_conflict(session: AsyncSession, message: str) -> None:
-    """Commit; a unique-constraint violation (a parallel write won) becomes a 409."""
+async def commit_or_conflict(
+    session: AsyncSession, message: str, *, not_found: str | None = None
+) -> None:
+    """Commit; a unique-constraint violation (a parallel write won) becomes a 409.
+
+    With `not_found`, an UPDATE of a row that a parallel request deleted since it was
+    read (SQLAlchemy's StaleDataError: "expected to update 1 row; 0 were matched")
+    becomes a 404 with that message.
+    """
     try:
         await session.commit()
     except IntegrityError:
         await session.rollback()
         raise ConflictError(message) from None
+    except StaleDataError:
+        await session.rollback()
+        if not_found is None:
+            raise
+        raise NotFoundError(not_found) from None
 
 
 async def flush_or_conflict(session: AsyncSession, message: str) -> None:

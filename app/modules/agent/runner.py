@@ -31,6 +31,7 @@ from llama_index.core.tools import AsyncBaseTool
 from pydantic import ValidationError
 
 from app.core.errors import validation_problems
+from app.core.jsonlimits import TOO_DEEP_MESSAGE, cap_json_depth, too_deep
 
 log = structlog.stdlib.get_logger(__name__)
 
@@ -89,6 +90,7 @@ class ToolCall:
     id: str
     name: str
     arguments: dict[str, Any] = field(default_factory=dict)
+    refusal: str | None = None  # why the call must not run (its result is this error)
 
 
 async def run_agent(
@@ -205,13 +207,21 @@ def tool_calls(response: ChatResponse) -> list[ToolCall]:
         if not isinstance(block, ToolCallBlock):
             continue
         raw = block.tool_kwargs
+        refusal = None
         if isinstance(raw, str):
             try:
                 arguments = json.loads(raw) if raw.strip() else {}
             except json.JSONDecodeError:
                 arguments = None
+            except RecursionError:  # nested deeper than the parser goes
+                arguments = {}
+                refusal = TOO_DEEP_MESSAGE
         else:
             arguments = raw
+        if isinstance(arguments, dict) and too_deep(arguments):
+            # Never run, shown or stored as sent: past ~255 levels it cannot even be
+            # serialized back. The call keeps a cut-down copy and gets an error result.
+            arguments, refusal = cap_json_depth(arguments), TOO_DEEP_MESSAGE
         if not isinstance(arguments, dict):
             log.warning("llm_bad_tool_call", tool=block.tool_name)
             raise AgentError(
@@ -221,7 +231,10 @@ def tool_calls(response: ChatResponse) -> list[ToolCall]:
         if not block.tool_call_id:
             # Some providers omit ids; the result must point at the same id we send back.
             block.tool_call_id = f"call_{uuid.uuid4().hex[:12]}"
-        calls.append(ToolCall(block.tool_call_id, block.tool_name, arguments))
+        if refusal is not None:
+            log.warning("llm_tool_call_too_deep", tool=block.tool_name)
+            refusal = f"Error: invalid arguments for '{block.tool_name}': {refusal}"
+        calls.append(ToolCall(block.tool_call_id, block.tool_name, arguments, refusal))
     return calls
 
 
@@ -229,18 +242,23 @@ async def _run_tool(
     tool: AsyncBaseTool | None, call: ToolCall, time_limit: float
 ) -> tuple[str, bool]:
     """(output text, is_error). Never raises: failures are results the LLM can read."""
+    if call.refusal is not None:
+        return call.refusal, True
     if tool is None:
         return f"Error: there is no tool named '{call.name}'.", True
     schema = tool.metadata.fn_schema
     arguments = call.arguments
     if schema is not None:
         try:
-            arguments = schema.model_validate(arguments).model_dump(
-                exclude_unset=True, by_alias=True
-            )
+            # By Python name: a property named `self` would collide with acall's own
+            # `self` (an MCP schema's `self` is field `f_self`, alias "self"); the tool
+            # maps the names back to the server's own.
+            arguments = schema.model_validate(arguments).model_dump(exclude_unset=True)
         except ValidationError as exc:
             problems = validation_problems(exc)
             return f"Error: invalid arguments for '{call.name}': {problems}", True
+    if "self" in arguments:  # left only if the schema does not declare it: cannot be passed
+        return f"Error: invalid arguments for '{call.name}': 'self' is not a parameter", True
     try:
         async with asyncio.timeout(time_limit):
             output = await tool.acall(**arguments)

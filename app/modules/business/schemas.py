@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict
 
+from app.core.jsonlimits import TOO_DEEP_MESSAGE, cap_json_depth, too_deep
 from app.core.types import multi_line, single_line
 from app.modules.business.models import BusinessStage
 
@@ -19,6 +20,8 @@ TimeZone = Literal["Asia/Jakarta", "Asia/Makassar", "Asia/Jayapura"]
 
 
 def bounded_ai_context(value: dict[str, Any]) -> dict[str, Any]:
+    if too_deep(value):
+        raise ValueError(TOO_DEEP_MESSAGE)
     try:
         text = json.dumps(value, ensure_ascii=False, allow_nan=False)
     except ValueError:
@@ -99,7 +102,8 @@ class BusinessPublic(BaseModel):
     address: dict[str, Any] | None
     icon: str | None
     timezone: str
-    ai_context: dict[str, Any]
+    # Cut down to the nesting limit: a value stored before the limit existed still reads.
+    ai_context: Annotated[dict[str, Any], AfterValidator(cap_json_depth)]
     total_points: int
     level: LevelPublic | None = None
     created_at: datetime

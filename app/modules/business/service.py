@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.errors import ConflictError, DomainError, NotFoundError
+from app.core.jsonlimits import cap_json_depth
 from app.db.helpers import commit_or_conflict, flush_or_conflict
 from app.db.types import utcnow
 from app.modules.business.models import BusinessProfile
@@ -91,7 +92,8 @@ class BusinessService:
     async def merge_ai_context(self, user_id: uuid.UUID, facts: dict[str, Any]) -> BusinessProfile:
         """Add or replace facts in the advisor's memory (a None value removes a fact)."""
         business = await self.mine_or_404(user_id)
-        context = dict(business.ai_context or {})
+        # A memory stored over-deep by an older version is cut down now, not kept failing.
+        context = dict(cap_json_depth(business.ai_context or {}))
         for key, value in facts.items():
             if value is None:
                 context.pop(key, None)

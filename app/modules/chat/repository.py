@@ -124,11 +124,24 @@ class ChatRepository:
             call for call in rows.scalars() if isinstance(call, dict) and call.get("name") == name
         ]
 
-    async def delete_session(self, session_id: uuid.UUID) -> None:
+    async def delete_session(self, session_id: uuid.UUID, stale_before: datetime) -> bool:
+        """Delete the session unless a live stream holds it (one that claimed it after
+        `stale_before`); False if it was not deleted (streaming, or already gone)."""
+        result = await self.session.execute(
+            delete(ChatSession).where(
+                ChatSession.id == session_id,
+                or_(
+                    ChatSession.streaming_since.is_(None),  # type: ignore[union-attr]
+                    ChatSession.streaming_since < stale_before,  # type: ignore[operator]
+                ),
+            )
+        )
+        if result.rowcount != 1:  # type: ignore[attr-defined]
+            return False
         # Messages go with it (ON DELETE CASCADE; deleted explicitly too, for SQLite
         # databases opened without foreign keys).
         await self.session.execute(delete(ChatMessage).where(ChatMessage.session_id == session_id))
-        await self.session.execute(delete(ChatSession).where(ChatSession.id == session_id))
+        return True
 
     async def claim_stream(
         self, session_id: uuid.UUID, now: datetime, stale_before: datetime

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, ConfigDict
 
+from app.core.jsonlimits import MAX_JSON_DEPTH, cap_json_depth
 from app.core.types import multi_line, single_line
 from app.modules.chat.models import MessageRole, MessageStatus
 
@@ -15,6 +16,10 @@ MAX_MESSAGE_CHARS = 8000
 
 MessageText = multi_line(MAX_MESSAGE_CHARS, min_length=1)
 SessionTitle = single_line(120)
+
+
+def _readable_tool_calls(value: Any) -> Any:
+    return cap_json_depth(value, MAX_JSON_DEPTH + 2)
 
 
 class ChatStreamRequest(BaseModel):
@@ -53,7 +58,9 @@ class MessagePublic(BaseModel):
     session_id: uuid.UUID
     role: MessageRole
     content: str
-    tool_calls: Any | None
+    # Arguments are refused past MAX_JSON_DEPTH on the way in; a row stored before that
+    # rule is cut down when read (+2: the list of calls and the call around them).
+    tool_calls: Annotated[Any | None, AfterValidator(_readable_tool_calls)]
     status: MessageStatus
     error_code: str | None
     created_at: datetime

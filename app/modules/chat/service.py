@@ -10,12 +10,15 @@ from datetime import timedelta
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.errors import ConflictError, NotFoundError
+from app.db.helpers import commit_or_conflict
 from app.db.types import utcnow
 from app.modules.chat.models import ChatMessage, ChatSession, MessageRole
 from app.modules.chat.repository import ChatRepository
 
 TITLE_CHARS = 60
 STREAM_BUSY = "This chat session is already answering a message; wait for it to finish."
+SESSION_NOT_FOUND = "Chat session not found"
+SESSION_CHANGED = "The chat session was changed meanwhile; reload it and retry"
 
 
 @dataclass(frozen=True)
@@ -42,7 +45,7 @@ class ChatService:
     async def get_session(self, user_id: uuid.UUID, session_id: uuid.UUID) -> ChatSession:
         chat = await self.repo.get_session(user_id, session_id)
         if chat is None:
-            raise NotFoundError("Chat session not found")
+            raise NotFoundError(SESSION_NOT_FOUND)
         return chat
 
     async def list_sessions(
@@ -54,16 +57,23 @@ class ChatService:
         chat = await self.get_session(user_id, session_id)
         chat.title = title
         chat.updated_at = utcnow()
-        await self.session.commit()
+        # Deleted by a parallel request since we read it: it is gone, 404.
+        await commit_or_conflict(self.session, SESSION_CHANGED, not_found=SESSION_NOT_FOUND)
         return chat
 
     async def delete(
         self, user_id: uuid.UUID, session_id: uuid.UUID, stream_ttl: timedelta
     ) -> None:
+        """Delete the session and its messages, unless a live stream holds it (409).
+
+        One conditional statement decides, so a stream claimed at this very moment keeps
+        its session, and of two parallel deletes one finds nothing (404)."""
         chat = await self.get_session(user_id, session_id)
-        if chat.streaming_since is not None and chat.streaming_since > utcnow() - stream_ttl:
+        if not await self.repo.delete_session(chat.id, utcnow() - stream_ttl):
+            await self.session.rollback()
+            if await self.repo.get_session(user_id, session_id) is None:
+                raise NotFoundError(SESSION_NOT_FOUND)
             raise ConflictError(STREAM_BUSY)
-        await self.repo.delete_session(chat.id)
         await self.session.commit()
 
     async def list_messages(
@@ -105,6 +115,8 @@ class ChatService:
             chat = await self.get_session(user_id, session_id)
             if not await self.repo.claim_stream(chat.id, now, now - stream_ttl):
                 await self.session.rollback()
+                if await self.repo.get_session(user_id, session_id) is None:
+                    raise NotFoundError(SESSION_NOT_FOUND)  # deleted meanwhile
                 raise ConflictError(STREAM_BUSY)
             created = False
             history = await self.repo.recent_history(chat.id, history_size)

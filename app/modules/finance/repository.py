@@ -61,6 +61,15 @@ class FinanceRepository:
             stmt = stmt.where(FinanceCategory.id != exclude)
         return (await self.session.execute(stmt.limit(1))).first() is not None
 
+    async def delete_category(self, business_id: uuid.UUID, category_id: uuid.UUID) -> bool:
+        """Delete one of the business's own categories; False if it was already gone."""
+        result = await self.session.execute(
+            delete(FinanceCategory).where(
+                FinanceCategory.id == category_id, FinanceCategory.business_id == business_id
+            )
+        )
+        return result.rowcount == 1  # type: ignore[attr-defined]
+
     async def delete_transaction(self, business_id: uuid.UUID, transaction_id: uuid.UUID) -> bool:
         result = await self.session.execute(
             delete(Transaction).where(

@@ -46,6 +46,9 @@ MAX_FUTURE = timedelta(days=1)
 DAY_BUCKETS_UP_TO = 92  # longer ranges are charted by month
 MAX_RANGE_DAYS = 3660
 EXPORT_MAX_ROWS = 100_000
+CATEGORY_NOT_FOUND = "Category not found"
+CATEGORY_IN_USE = "The category is in use; move its transactions to another category first"
+NO_SUCH_CATEGORY = "category_id: no such category (use GET /finance/categories)"
 
 
 def _invalid(detail: str) -> DomainError:
@@ -133,7 +136,11 @@ class FinanceService:
             category.name, category.name_key = data.name, key
         if "icon" in data.model_fields_set:
             category.icon = data.icon
-        await commit_or_conflict(self.session, "A category with this name already exists")
+        await commit_or_conflict(
+            self.session,
+            "A category with this name already exists",
+            not_found=CATEGORY_NOT_FOUND,  # deleted by a parallel request since we read it
+        )
         return category
 
     async def delete_category(self, business: BusinessProfile, category_id: uuid.UUID) -> None:
@@ -144,11 +151,17 @@ class FinanceService:
                 f"The category is used by {used} transaction(s); "
                 "move them to another category first"
             )
-        await self.session.delete(category)
-        # A transaction recorded with it at this very moment wins: the delete is refused.
-        await commit_or_conflict(
-            self.session, "The category is in use; move its transactions to another category first"
-        )
+        # A transaction recorded with it or moved to it at this very moment wins: the
+        # foreign key refuses the delete. Of two parallel deletes, one finds no row: 404.
+        try:
+            deleted = await self.repo.delete_category(business.id, category.id)
+        except IntegrityError:
+            await self.session.rollback()
+            raise ConflictError(CATEGORY_IN_USE) from None
+        if not deleted:
+            await self.session.rollback()
+            raise NotFoundError(CATEGORY_NOT_FOUND)
+        await commit_or_conflict(self.session, CATEGORY_IN_USE)
 
     async def category_by_name(
         self, business: BusinessProfile, type_: str, name_or_id: str
@@ -168,7 +181,7 @@ class FinanceService:
     ) -> FinanceCategory:
         category = await self.repo.visible_category(business.id, category_id)
         if category is None:
-            raise NotFoundError("Category not found")
+            raise NotFoundError(CATEGORY_NOT_FOUND)
         if category.business_id is None:
             raise PermissionDeniedError("Default categories cannot be changed or deleted")
         return category
@@ -178,7 +191,7 @@ class FinanceService:
     ) -> FinanceCategory:
         category = await self.repo.visible_category(business.id, category_id)
         if category is None:
-            raise _invalid("category_id: no such category (use GET /finance/categories)")
+            raise _invalid(NO_SUCH_CATEGORY)
         if category.type != type_:
             raise _invalid(
                 f"category_id: '{category.name}' is an {category.type} category, not {type_}"
@@ -218,7 +231,7 @@ class FinanceService:
             await self.session.flush()
         except IntegrityError:  # the category was deleted a moment ago
             await self.session.rollback()
-            raise _invalid("category_id: no such category (use GET /finance/categories)") from None
+            raise _invalid(NO_SUCH_CATEGORY) from None
         awarded_today = await game.events_today(
             business.id, TRANSACTION_RECORDED, await game.daily_cap_start(business.id)
         )
@@ -284,6 +297,9 @@ class FinanceService:
         except StaleDataError:  # deleted by a parallel request since we read it
             await self.session.rollback()
             raise NotFoundError("Transaction not found") from None
+        except IntegrityError:  # its new category was deleted by a parallel request
+            await self.session.rollback()
+            raise _invalid(NO_SUCH_CATEGORY) from None
         return entry, name
 
     async def delete(self, business: BusinessProfile, transaction_id: uuid.UUID) -> None:

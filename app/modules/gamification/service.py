@@ -20,7 +20,7 @@ from datetime import datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -44,6 +44,8 @@ MILESTONE_REOPENED = "milestone_reopened"
 TASK_COMPLETED = "task_completed"
 TASK_REOPENED = "task_reopened"
 _LADDER_LOCK = 0x7E1A7E5  # advisory lock key for edits of the level ladder
+ACHIEVEMENT_NOT_FOUND = "Achievement not found"
+LEVEL_NOT_FOUND = "Level not found"
 
 
 # For this long after a business changes its time zone, daily caps count over the last
@@ -138,12 +140,19 @@ class GamificationService:
         self.session.add(
             PointEvent(business_id=business_id, reason=reason, amount=amount, ref_id=ref_id)
         )
-        level_id = await self.session.scalar(
+        reached = (
             select(Level.id)
             .where(Level.required_points <= total)
             .order_by(Level.required_points.desc())  # type: ignore[attr-defined]
             .limit(1)
         )
+        level_id = await self.session.scalar(reached)
+        if level_id != old_level:
+            # Read again FOR KEY SHARE (PostgreSQL; SQLite has one writer at a time): a
+            # level an admin deletes at this moment is either skipped (its delete
+            # committed first) or waits for us, so the business never points at a
+            # deleted level. Only on a change, so awards do not all lock the ladder.
+            level_id = await self.session.scalar(reached.with_for_update(read=True, key_share=True))
         if level_id != old_level:
             await self.session.execute(
                 update(BusinessProfile)
@@ -219,8 +228,21 @@ class GamificationService:
         # The ledger is only read while a rule-based achievement is still locked.
         counts = await self._ledger_counts(business_id) if any(a.rule for a in candidates) else {}
         earned = [a for a in candidates if _earned(a, total, counts)]
+        if not earned:
+            return []
+        # Lock what is unlocked (FOR KEY SHARE, PostgreSQL): an achievement an admin
+        # deletes at this moment is either gone from this answer or waits for us.
+        present = set(
+            (
+                await self.session.execute(
+                    select(Achievement.id)
+                    .where(Achievement.id.in_([a.id for a in earned]))  # type: ignore[union-attr]
+                    .with_for_update(read=True, key_share=True)
+                )
+            ).scalars()
+        )
         unlocked = []
-        for achievement in earned:
+        for achievement in (a for a in earned if a.id in present):
             table = BusinessAchievement.__table__
             insert = (
                 postgresql.insert(table) if self._dialect == "postgresql" else sqlite.insert(table)
@@ -432,7 +454,14 @@ class GamificationService:
             .limit(1)
             .scalar_subquery()
         )
-        await self.session.execute(update(BusinessProfile).values(level_id=reached))
+        # Only the rows whose level changes: PostgreSQL then skips, without waiting, the
+        # businesses an award holds locked, where that award may itself be waiting for
+        # this ladder edit (it locks the level it moves to): no deadlock.
+        await self.session.execute(
+            update(BusinessProfile)
+            .where(BusinessProfile.level_id.is_distinct_from(reached))  # type: ignore[union-attr]
+            .values(level_id=reached)
+        )
         await commit_or_conflict(self.session, conflict)
 
     async def create_achievement(self, data: dict[str, Any]) -> Achievement:
@@ -448,24 +477,41 @@ class GamificationService:
             raise ConflictError("An achievement needs required_points or a rule")
         for key, value in data.items():
             setattr(achievement, key, value)
-        await commit_or_conflict(self.session, "An achievement with this code exists")
+        await commit_or_conflict(
+            self.session,
+            "An achievement with this code exists",
+            not_found=ACHIEVEMENT_NOT_FOUND,  # deleted by a parallel request since we read it
+        )
         return achievement
 
     async def delete_achievement(self, achievement_id: int) -> None:
-        achievement = await self._achievement_or_404(achievement_id)
-        await self.session.delete(achievement)
+        """Delete it (and every business's unlock of it); of two parallel deletes, the
+        one that finds no row answers 404."""
+        result = await self.session.execute(
+            delete(Achievement).where(Achievement.id == achievement_id)  # type: ignore[arg-type]
+        )
+        if result.rowcount != 1:  # type: ignore[attr-defined]
+            await self.session.rollback()
+            raise NotFoundError(ACHIEVEMENT_NOT_FOUND)
+        # Unlocks go with it (ON DELETE CASCADE; deleted explicitly too, for SQLite
+        # databases opened without foreign keys).
+        await self.session.execute(
+            delete(BusinessAchievement).where(
+                BusinessAchievement.achievement_id == achievement_id  # type: ignore[arg-type]
+            )
+        )
         await self.session.commit()
 
     async def _level_or_404(self, level_id: int) -> Level:
         level = await self.session.get(Level, level_id)
         if level is None:
-            raise NotFoundError("Level not found")
+            raise NotFoundError(LEVEL_NOT_FOUND)
         return level
 
     async def _achievement_or_404(self, achievement_id: int) -> Achievement:
         achievement = await self.session.get(Achievement, achievement_id)
         if achievement is None:
-            raise NotFoundError("Achievement not found")
+            raise NotFoundError(ACHIEVEMENT_NOT_FOUND)
         return achievement
 
 
