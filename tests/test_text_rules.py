@@ -13,7 +13,7 @@ import uuid
 import httpx
 import pytest
 
-from app.core.types import looks_blank, text_problem
+from app.core.types import drop_invisible, looks_blank, text_problem
 from tests.helpers.accounts import API, new_account, register
 
 ZWJ = "\u200d"
@@ -140,6 +140,21 @@ def test_free_text_refused(text: str) -> None:
     assert text_problem(text, one_line=False)
 
 
+@pytest.mark.parametrize(
+    ("pasted", "kept"),
+    [
+        ("kata\u200bkata", "katakata"),
+        ("\ufeffteks", "teks"),
+        ("a\u200eb\u200f\u2060c", "abc"),
+        ("perintah\U000e0069\U000e0067\U000e006e", "perintah"),
+        (f"{SCOTLAND} menang", f"{SCOTLAND} menang"),  # a flag's tags stay
+        ("a\u202eb", "a\u202eb"),  # direction overrides are refused, not removed
+    ],
+)
+def test_free_text_drops_the_invisible_characters_it_may_drop(pasted: str, kept: str) -> None:
+    assert drop_invisible(pasted) == kept
+
+
 def test_the_message_names_the_character() -> None:
     problem = text_problem("Warung\u200bSari", one_line=True)
     assert problem and "U+200B" in problem and "invisible" in problem
@@ -223,6 +238,14 @@ async def test_business_category_and_free_text(client: httpx.AsyncClient) -> Non
         f"{API}/finance/transactions",
         headers=owner.headers,
         json={"type": "income", "amount": 1000, "category_id": sales, "note": "lunas\u200b"},
+    )
+    # Invisible characters pasted into free text are removed, not refused: the owner
+    # cannot see them to take them out.
+    assert r.status_code == 201 and r.json()["note"] == "lunas", r.text
+    r = await client.post(
+        f"{API}/finance/transactions",
+        headers=owner.headers,
+        json={"type": "income", "amount": 1000, "category_id": sales, "note": "lunas\u202e"},
     )
     assert r.status_code == 422, r.text
     r = await client.post(

@@ -30,6 +30,13 @@ BLANK_LOOKALIKES = frozenset("\u115f\u1160\u3164\uffa0\u2800\u17b4\u17b5\u034f")
 _FLAG_TAG_SEQUENCE = re.compile(
     "\U0001f3f4[\U000e0030-\U000e0039\U000e0061-\U000e007a]{1,6}\U000e007f"
 )
+# Invisible characters that mean nothing in free text and arrive with pasted text (zero
+# width space, BOM, word joiner, invisible operators, direction marks) or smuggle text
+# to a model unseen (tag characters outside a flag): free text has them removed.
+_DROPPED_FROM_FREE_TEXT = re.compile(
+    f"({_FLAG_TAG_SEQUENCE.pattern})"
+    "|[\u200b\u200e\u200f\u061c\u2060-\u2064\ufeff\U000e0000-\U000e007f]"
+)
 # This Python's Unicode database (unicodedata.unidata_version) predates the newest emoji
 # (🩷, 🫨 ...), which it calls unassigned; in the emoji blocks they are let through.
 _EMOJI_BLOCKS = (0x1F000, 0x1FAFF)
@@ -103,6 +110,15 @@ def looks_blank(value: str) -> bool:
     )
 
 
+def drop_invisible(value: object) -> object:
+    """Free text without the invisible characters that carry no meaning there (see
+    `_DROPPED_FROM_FREE_TEXT`): an owner cannot see them in what they pasted, so they are
+    removed rather than refused. Valid flag tag sequences stay."""
+    if not isinstance(value, str):
+        return value
+    return _DROPPED_FROM_FREE_TEXT.sub(lambda m: m.group(1) or "", value)
+
+
 def no_unsafe_chars(value: str) -> str:
     """For one-line text: see `text_problem`."""
     problem = text_problem(value, one_line=True)
@@ -144,11 +160,13 @@ def single_line(max_length: int, min_length: int = 1) -> Any:
 
 
 def multi_line(max_length: int, min_length: int = 0) -> Any:
-    """Free text that may hold newlines and tabs, but none of the characters
-    `text_problem` refuses in free text."""
+    """Free text that may hold newlines and tabs: invisible characters that mean nothing
+    removed (`drop_invisible`), then none of the characters `text_problem` refuses in
+    free text (direction overrides and isolates, controls, noncharacters)."""
     return Annotated[
         str,
         BeforeValidator(_nfc_stripped),
+        BeforeValidator(drop_invisible),
         StringConstraints(min_length=min_length, max_length=max_length),
         AfterValidator(_no_unsafe_chars_multiline),
     ]
