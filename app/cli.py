@@ -50,6 +50,8 @@ def serve(
     uvicorn.run(
         "app.main:create_app",
         factory=True,
+        # An import string, so that the processes of --workers and --reload load it too.
+        http="app.core.http_limits:LimitedHttpToolsProtocol",
         host=host or settings.HOST,
         port=port or settings.PORT,
         workers=None if reload else (workers or settings.WORKERS),

@@ -156,6 +156,13 @@ class Settings(BaseSettings):
     # Proxies whose X-Forwarded-For/-Proto are believed (client address for throttling).
     FORWARDED_ALLOW_IPS: str = "127.0.0.1"
     MAX_REQUEST_BODY_BYTES: int = Field(default=1_048_576, ge=1024)
+    # Slow and huge clients, enforced by `telaten serve`'s HTTP protocol (core/http_limits.py):
+    # the largest request head (request line + headers; 431, or 414 for a long URL), the
+    # time a head may take from the connection's opening or its first byte (408), and the
+    # longest pause inside a request body (408).
+    HTTP_MAX_HEAD_BYTES: int = Field(default=32_768, ge=4096, le=1_048_576)
+    HTTP_HEAD_TIMEOUT_SECONDS: float = Field(default=10.0, gt=0, le=300)
+    HTTP_BODY_IDLE_TIMEOUT_SECONDS: float = Field(default=30.0, gt=0, le=3600)
 
     POINTS_TRANSACTION_DAILY_CAP: int = Field(default=10, ge=0, le=10_000)
     POINTS_ROADMAP_DAILY_CAP: int = Field(default=250, ge=0, le=1_000_000)
