@@ -84,7 +84,9 @@ class ServerProcess:
             stderr=subprocess.STDOUT,
         )
 
-    def wait_ready(self, timeout: float = 30) -> None:
+    def wait_ready(self, timeout: float = 120) -> None:
+        # Generous: a start takes 2 s on an idle machine and over 40 s on a loaded one,
+        # and no test may depend on how fast a process starts.
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
