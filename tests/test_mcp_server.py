@@ -58,6 +58,7 @@ def server_env(database_url: str, workdir: Path) -> dict[str, str]:
         SECRET_KEY=SECRET,
         FIRST_ADMIN_PASSWORD=ADMIN_PASSWORD,
         REGISTER_MAX_PER_CLIENT="1000",  # every test account comes from 127.0.0.1
+        MCP_SERVER_STREAM_RECHECK_SECONDS="1",  # open SSE streams re-check their token often
     )
 
 
@@ -424,16 +425,159 @@ async def test_open_sse_streams_are_limited_per_user(
             )
             assert stream.status_code == 200
         r = await api.get("/mcp/sse", headers=owner.headers)
-        assert r.status_code == 429 and r.headers["retry-after"]
+        assert r.status_code == 429 and r.headers["retry-after"] and r.json()["detail"]
         async with api.stream("GET", "/mcp/sse", headers=other.headers) as stream:
             assert stream.status_code == 200  # one user's streams do not lock others out
     # Closed streams give their places back, once the server has seen them close.
-    for _ in range(50):
+    for _ in range(300):
         async with api.stream("GET", "/mcp/sse", headers=owner.headers) as stream:
             if stream.status_code == 200:
                 break
         await asyncio.sleep(0.1)
     assert stream.status_code == 200
+
+
+async def test_open_sse_streams_are_limited_per_user_across_processes(
+    server: ServerProcess, api: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    """Two processes on one database (two workers or hosts) share one user's places."""
+    owner = await owner_with_business(api)
+    other = await owner_with_business(api)
+    env = server.env  # type: ignore[attr-defined]
+    with ServerProcess(env, tmp_path) as twin:
+        async with (
+            httpx.AsyncClient(base_url=twin.base_url, timeout=30) as twin_api,
+            contextlib.AsyncExitStack() as stack,
+        ):
+            for client in (api, api, api, twin_api, twin_api):
+                stream = await stack.enter_async_context(
+                    client.stream("GET", "/mcp/sse", headers=owner.headers)
+                )
+                assert stream.status_code == 200
+            for client in (twin_api, api):
+                async with client.stream("GET", "/mcp/sse", headers=owner.headers) as r:
+                    assert r.status_code == 429  # (a stream would never end: not .get)
+                    body = json.loads(await r.aread())
+                assert int(r.headers["retry-after"]) >= 1 and body["detail"]
+            async with twin_api.stream("GET", "/mcp/sse", headers=other.headers) as stream:
+                assert stream.status_code == 200
+
+
+# --- long-lived streams end with their credential ------------------------------------------
+
+
+async def test_get_on_the_streamable_http_endpoint_is_405_not_an_endless_stream(
+    server: ServerProcess, api: httpx.AsyncClient
+) -> None:
+    """Our tools never call the client back, so /mcp offers no server-initiated stream
+    (the spec's 405); the SDK's client copes (every streamable-http test here uses it)."""
+    owner = await owner_with_business(api)
+    headers = {**owner.headers, "Accept": "text/event-stream"}
+    for who in (headers, {"Accept": "text/event-stream"}):
+        async with asyncio.timeout(30), api.stream("GET", "/mcp", headers=who) as r:
+            assert r.status_code == 405
+            body = json.loads(await r.aread())
+        assert r.headers["allow"] == "POST" and body["detail"]
+    r = await api.delete("/mcp", headers=owner.headers)
+    assert r.status_code == 405 and r.json()["detail"]
+
+
+async def sse_endpoint(lines: AsyncIterator[str]) -> str:
+    """The legacy SSE stream's first event: where to post messages."""
+    async for line in lines:
+        if line.startswith("data: "):
+            return line.removeprefix("data: ")
+    raise AssertionError("the stream ended before its endpoint event")
+
+
+async def ends_cleanly(lines: AsyncIterator[str], within: float = 60) -> bool:
+    """Whether the server ends the stream (a complete HTTP response) within `within`
+    seconds; httpx raises if the connection is cut mid-response instead."""
+    try:
+        async with asyncio.timeout(within):
+            async for _ in lines:
+                pass
+    except TimeoutError:
+        return False
+    return True
+
+
+async def admin_headers(api: httpx.AsyncClient) -> dict[str, str]:
+    r = await api.post(
+        f"{API}/auth/login", json={"email": "admin@telaten.com", "password": ADMIN_PASSWORD}
+    )
+    assert r.status_code == 200, r.text
+    return bearer(r.json()["access_token"])
+
+
+async def test_an_sse_stream_ends_when_its_user_is_deactivated(
+    server: ServerProcess, api: httpx.AsyncClient
+) -> None:
+    owner = await owner_with_business(api)
+    bystander = await owner_with_business(api)
+    admin = await admin_headers(api)
+    async with (
+        api.stream("GET", "/mcp/sse", headers=owner.headers) as stream,
+        api.stream("GET", "/mcp/sse", headers=bystander.headers) as kept,
+    ):
+        assert stream.status_code == 200 and kept.status_code == 200
+        lines, kept_lines = stream.aiter_lines(), kept.aiter_lines()
+        endpoint = await sse_endpoint(lines)
+        await sse_endpoint(kept_lines)
+        r = await api.patch(
+            f"{API}/admin/users/{owner.id}", headers=admin, json={"is_active": False}
+        )
+        assert r.status_code == 200, r.text
+        assert await ends_cleanly(lines)
+        message = {"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}}
+        r = await api.post(endpoint, headers=owner.headers, json=message)
+        assert r.status_code == 401
+        # Another user's stream is not touched.
+        assert not await ends_cleanly(kept_lines, within=3)
+    # The ended stream gave its place back: the reactivated owner may open five again.
+    r = await api.patch(f"{API}/admin/users/{owner.id}", headers=admin, json={"is_active": True})
+    assert r.status_code == 200, r.text
+    r = await api.post(f"{API}/auth/login", json={"email": owner.email, "password": owner.password})
+    fresh = bearer(r.json()["access_token"])
+    async with contextlib.AsyncExitStack() as stack:
+        for _ in range(5):
+            stream = await stack.enter_async_context(api.stream("GET", "/mcp/sse", headers=fresh))
+            assert stream.status_code == 200
+
+
+async def test_an_sse_stream_ends_when_the_users_sessions_are_ended(
+    server: ServerProcess, api: httpx.AsyncClient
+) -> None:
+    """A password change ends every session: tokens issued before it stop working, and so
+    do the streams opened with them."""
+    owner = await owner_with_business(api)
+    async with api.stream("GET", "/mcp/sse", headers=owner.headers) as stream:
+        assert stream.status_code == 200
+        lines = stream.aiter_lines()
+        await sse_endpoint(lines)
+        r = await api.post(
+            f"{API}/auth/me/password",
+            headers=owner.headers,
+            json={"current_password": owner.password, "new_password": "Sandi-Baru-456789"},
+        )
+        assert r.status_code == 200, r.text
+        assert await ends_cleanly(lines)
+
+
+async def test_an_sse_stream_ends_when_its_token_expires(
+    server: ServerProcess, api: httpx.AsyncClient
+) -> None:
+    owner = await owner_with_business(api)
+    codec = TokenCodec(SECRET, timedelta(seconds=4), timedelta(days=1))
+    short = bearer(codec.issue(uuid.UUID(owner.id), "access").token)
+    async with api.stream("GET", "/mcp/sse", headers=short) as stream:
+        assert stream.status_code == 200
+        lines = stream.aiter_lines()
+        await sse_endpoint(lines)
+        assert await ends_cleanly(lines)
+    # The owner's own (long) token still opens a stream: only the expired one ended.
+    async with api.stream("GET", "/mcp/sse", headers=owner.headers) as stream:
+        assert stream.status_code == 200
 
 
 async def test_concurrent_callers_never_see_each_others_identity(

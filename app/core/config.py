@@ -151,6 +151,12 @@ class Settings(BaseSettings):
     MCP_CONFIG_PATH: Path = Path("mcp.json")
     MCP_PING_INTERVAL_SECONDS: float = Field(default=30.0, gt=0, le=3600)
     MCP_RECONNECT_MAX_SECONDS: float = Field(default=60.0, gt=0, le=3600)
+    # Telaten's own MCP endpoint: legacy SSE streams (/mcp/sse) one user may hold open at
+    # once, across every worker and host; and how often an open stream re-checks its token
+    # and account (it ends when the account is deactivated, its sessions are ended or the
+    # token expires; expiry itself ends it on time).
+    MCP_SERVER_MAX_STREAMS_PER_USER: int = Field(default=5, ge=1, le=100)
+    MCP_SERVER_STREAM_RECHECK_SECONDS: float = Field(default=30.0, gt=0, le=3600)
 
     FIRST_ADMIN_EMAIL: str = "admin@telaten.com"
     FIRST_ADMIN_PASSWORD: SecretStr | None = None
