@@ -54,6 +54,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.core.config import Settings
 from app.core.errors import TooManyRequestsError, UnauthorizedError
+from app.core.mcp.connection import TELATEN_SERVER_NAME
 from app.core.security import InvalidTokenError, PasswordHasher, TokenCodec
 from app.modules.agent.toolkit import ToolContext, ToolSpec, run_spec
 from app.modules.agent.tools import DOMAIN_TOOLS
@@ -98,7 +99,10 @@ class MCPDeps:
 
 def build_mcp_server(deps: MCPDeps, *, stdio_token: str | None = None) -> MCPServer:
     """The server with every domain tool. Over stdio, `stdio_token` is the credential."""
-    server = MCPServer("telaten", title="Telaten", instructions=INSTRUCTIONS, version="0.1.0")
+    # (Telaten's own MCP client refuses a server of this name in mcp.json: see the constant.)
+    server = MCPServer(
+        TELATEN_SERVER_NAME, title="Telaten", instructions=INSTRUCTIONS, version="0.1.0"
+    )
     for spec in DOMAIN_TOOLS:
         server.add_tool(
             _tool_function(spec, deps, stdio_token),

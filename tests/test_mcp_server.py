@@ -332,10 +332,10 @@ def test_stdio_refuses_a_missing_or_bad_token(server: ServerProcess) -> None:
     assert result.stdout == ""  # nothing on the protocol channel
 
 
-# --- our own MCP client, pointed at our own server ----------------------------------------
+# --- our own MCP client, pointed at a Telaten server ---------------------------------------
 
 
-async def test_our_mcp_client_uses_our_own_server_end_to_end(
+async def test_our_mcp_client_refuses_a_telaten_server_in_mcp_json(
     server: ServerProcess,
     api: httpx.AsyncClient,
     database_url: str,
@@ -343,21 +343,28 @@ async def test_our_mcp_client_uses_our_own_server_end_to_end(
     fake_llm: FakeLLMServer,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Another Telaten (the suite's database, the fake LLM) lists the remote owner's
-    tools from mcp.json, and its advisor records a transaction in the remote books."""
+    """mcp.json's servers serve everyone who chats with the advisor, while a Telaten MCP
+    server's tools act on the one account whose token the entry carries: such an entry
+    (over any transport, this deployment's or another's) would give every chatting user
+    that account's books. Our client refuses it by the name the server introduces itself
+    with, does not retry it, and offers the model none of its tools."""
     remote = await owner_with_business(api, "Warung Jarak Jauh")
     monkeypatch.setenv("REMOTE_TELATEN_TOKEN", remote.access_token)
+    auth = {"Authorization": "Bearer ${REMOTE_TELATEN_TOKEN}"}
+    stdio = stdio_params(server, remote.access_token)
     config = tmp_path / "mcp.json"
     config.write_text(
         json.dumps(
             {
                 "mcpServers": {
-                    "remote": {
-                        "url": f"{server.base_url}/mcp",
-                        "transport": "streamable-http",
-                        "headers": {"Authorization": "Bearer ${REMOTE_TELATEN_TOKEN}"},
-                        "prefix": True,
-                    }
+                    "remote": {"url": f"{server.base_url}/mcp", "headers": auth},
+                    "remote-sse": {"url": f"{server.base_url}/mcp/sse", "headers": auth},
+                    "local": {
+                        "command": stdio.command,
+                        "args": stdio.args,
+                        "env": stdio.env,
+                        "cwd": str(stdio.cwd),
+                    },
                 }
             }
         )
@@ -367,27 +374,24 @@ async def test_our_mcp_client_uses_our_own_server_end_to_end(
     )
     app = create_app(settings)
     async with LifespanManager(app, startup_timeout=60, shutdown_timeout=30):
-        (status,) = app.state.mcp.status()
-        assert status["state"] == "up", status
-        assert "record_transaction" in status["tools"]
+        statuses = app.state.mcp.status()
+        assert {s["name"] for s in statuses} == {"remote", "remote-sse", "local"}
+        for status in statuses:
+            assert status["state"] == "down" and status["tools"] == [], status
+            assert "refused" in status["last_error"] and "Telaten" in status["last_error"]
         result = await app.state.mcp.call("remote", "business_summary", {})
-        assert json.loads(result.text)["name"] == "Warung Jarak Jauh"
-
+        assert result.is_error and "Warung" not in result.text
         async with asgi_client(app) as local:
             me = await new_account(local)
-            fake_llm.script(
-                Reply.tool_call(
-                    "remote_record_transaction",
-                    {"type": "income", "amount": 90000, "category": "Penjualan"},
-                ),
-                Reply.of_text("Tercatat di buku yang jauh."),
-            )
-            stream = await chat(local, me.headers, "Catat pemasukan 90 ribu")
-    assert stream.names[-1] == "done", stream.events
-    result = stream.first("tool_result")
-    assert result["name"] == "remote_record_transaction" and not result["is_error"]
+            fake_llm.script(Reply.of_text("Baik."))
+            await chat(local, me.headers, "Halo")
+        offered = {t["function"]["name"] for t in fake_llm.requests[0]["tools"]}
+        assert "get_my_account" in offered  # our own tools, in process, for the caller
+        assert not any(name.startswith(("remote", "local")) for name in offered)
+        await asyncio.sleep(3)  # a retried server would have tried again by now (0.5, 1, 2 s)
+        assert [s["attempts"] for s in app.state.mcp.status()] == [1, 1, 1]
     r = await api.get(f"{API}/finance/transactions", headers=remote.headers)
-    assert [t["amount"] for t in r.json()["items"]] == [90000]
+    assert r.json()["total"] == 0
 
 
 # --- sessions and limits -------------------------------------------------------------------

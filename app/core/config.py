@@ -85,6 +85,9 @@ class Settings(BaseSettings):
     PROJECT_NAME: str = "Telaten Backend"
     API_V1_STR: str = "/api/v1"
     ENV: Literal["development", "production"] = "development"
+    # Interactive docs (/docs, /redoc) and the schema ({API_V1_STR}/openapi.json); unset
+    # means on in development and off in production.
+    DOCS_ENABLED: bool | None = None
     HOST: str = "127.0.0.1"
     PORT: int = Field(default=8000, ge=1, le=65535)
     WORKERS: int = Field(default=1, ge=1, le=64)
@@ -167,6 +170,7 @@ class Settings(BaseSettings):
         return _split_origins(value)
 
     @field_validator(
+        "DOCS_ENABLED",
         "SECRET_KEY",
         "LLM_API_KEY",
         "FIRST_ADMIN_PASSWORD",
@@ -274,6 +278,10 @@ class Settings(BaseSettings):
     @property
     def is_production(self) -> bool:
         return self.ENV == "production"
+
+    @property
+    def docs_enabled(self) -> bool:
+        return self.DOCS_ENABLED if self.DOCS_ENABLED is not None else not self.is_production
 
     @property
     def is_sqlite(self) -> bool:
