@@ -286,8 +286,11 @@ class MountedMCP:
                 reason = "token expired"
                 break
             await anyio.sleep(min(every, left))
+            if left <= every:
+                continue  # slept until the expiry: the loop's head ends the stream
             try:
-                await self.deps.user_id_for(token)
+                with anyio.fail_after(max(every, 10)):  # a hung check must not stop the next
+                    await self.deps.user_id_for(token)
             except UnauthorizedError:
                 reason = "token no longer accepted"
                 break
