@@ -100,10 +100,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     configure_logging(settings)
 
+    docs = settings.docs_enabled  # DOCS_ENABLED: off in production unless asked for
     app = FastAPI(
         title=settings.PROJECT_NAME,
         version="0.1.0",
-        openapi_url=f"{settings.API_V1_STR}/openapi.json",
+        openapi_url=f"{settings.API_V1_STR}/openapi.json" if docs else None,
+        docs_url="/docs" if docs else None,
+        redoc_url="/redoc" if docs else None,
         lifespan=lifespan,
     )
     app.state.settings = settings

@@ -12,22 +12,31 @@ The caller's user id is bound for the request in a context variable, which the S
 carries with each message to its tool handler, and every tool builds its `ToolContext`
 from it: no tool takes a user or business id, so a token reaches its owner's business
 only. `/mcp` is stateless (every request stands alone: no session another user could
-reuse, and any worker or host can answer). A legacy SSE session is bound to the user who
-opened it (the SDK refuses another credential on it), with a few open streams per user.
+reuse, and any worker or host can answer) and answers POST only: the tools never call the
+client back, so there is no server-initiated stream to GET (the spec's 405).
+
+A legacy SSE stream is the one long-lived connection: it is bound to the user who opened
+it (the SDK refuses another credential on it), holds one of the user's
+`MCP_SERVER_MAX_STREAMS_PER_USER` places (shared by every worker: the limits module's
+slots), and ends when the token that opened it expires or stops being accepted (the
+account deactivated, its sessions ended), re-checked every
+`MCP_SERVER_STREAM_RECHECK_SECONDS`.
 Over stdio the token comes from `TELATEN_ACCESS_TOKEN` and is checked before every call.
 """
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import inspect
 import uuid
-from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
+import anyio
 import structlog
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.auth.provider import AccessToken
@@ -41,14 +50,16 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.core.config import Settings
-from app.core.errors import UnauthorizedError
-from app.core.security import PasswordHasher, TokenCodec
+from app.core.errors import TooManyRequestsError, UnauthorizedError
+from app.core.mcp.connection import TELATEN_SERVER_NAME
+from app.core.security import InvalidTokenError, PasswordHasher, TokenCodec
 from app.modules.agent.toolkit import ToolContext, ToolSpec, run_spec
 from app.modules.agent.tools import DOMAIN_TOOLS
 from app.modules.auth.service import AuthService
+from app.modules.limits.service import LimitService, SlotLease
 from app.modules.milestone.service import RoadmapScheduler
 
 log = structlog.stdlib.get_logger(__name__)
@@ -56,7 +67,6 @@ log = structlog.stdlib.get_logger(__name__)
 HTTP_PATH = "/mcp"
 SSE_PATH = "/mcp/sse"
 SSE_MESSAGES_PATH = "/mcp/messages/"
-MAX_SSE_STREAMS_PER_USER = 5
 INSTRUCTIONS = (
     "Tools of Telaten, the business companion for Indonesian small businesses: the "
     "owner's roadmap (milestones and tasks), money (transactions, reports, categories), "
@@ -89,7 +99,10 @@ class MCPDeps:
 
 def build_mcp_server(deps: MCPDeps, *, stdio_token: str | None = None) -> MCPServer:
     """The server with every domain tool. Over stdio, `stdio_token` is the credential."""
-    server = MCPServer("telaten", title="Telaten", instructions=INSTRUCTIONS, version="0.1.0")
+    # (Telaten's own MCP client refuses a server of this name in mcp.json: see the constant.)
+    server = MCPServer(
+        TELATEN_SERVER_NAME, title="Telaten", instructions=INSTRUCTIONS, version="0.1.0"
+    )
     for spec in DOMAIN_TOOLS:
         server.add_tool(
             _tool_function(spec, deps, stdio_token),
@@ -155,6 +168,12 @@ async def _stdio_user(deps: MCPDeps, token: str) -> uuid.UUID:
         ) from None
 
 
+def bearer_token(scope: Scope) -> str | None:
+    """The request's bearer token, if it carries one."""
+    scheme, _, token = Request(scope).headers.get("authorization", "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
 class BearerGate:
     """ASGI wrapper: the request's bearer access token must belong to an active user
     (401 JSON otherwise, like the API); the user's id is bound for the request."""
@@ -167,11 +186,11 @@ class BearerGate:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        scheme, _, token = Request(scope).headers.get("authorization", "").partition(" ")
         try:
-            if scheme.lower() != "bearer" or not token.strip():
+            token = bearer_token(scope)
+            if token is None:
                 raise UnauthorizedError("Not authenticated")
-            user_id = await self.deps.user_id_for(token.strip())
+            user_id = await self.deps.user_id_for(token)
         except UnauthorizedError as exc:
             response: Response = JSONResponse(
                 {"detail": exc.detail}, status_code=401, headers={"WWW-Authenticate": "Bearer"}
@@ -206,30 +225,35 @@ class MountedMCP:
             app=lowlevel, security_settings=security, stateless=True, json_response=True
         )
         self.sse = SseServerTransport(SSE_MESSAGES_PATH, security_settings=security)
-        self._sse_streams: Counter[uuid.UUID] = Counter()
+        self.deps = deps
 
         async def sse_stream(scope: Scope, receive: Receive, send: Send) -> None:
-            user_id = _caller.get()
-            if user_id is None or self._sse_streams[user_id] >= MAX_SSE_STREAMS_PER_USER:
-                busy = JSONResponse(
-                    {"detail": f"At most {MAX_SSE_STREAMS_PER_USER} open MCP SSE streams"},
-                    status_code=429,
-                    headers={"Retry-After": "30"},
-                )
+            user_id, token = _caller.get(), bearer_token(scope)
+            if user_id is None or token is None:  # unreachable behind the gate
+                raise UnauthorizedError("Not authenticated")
+            try:
+                holder = await self._take_stream_place(user_id)
+            except TooManyRequestsError as exc:  # plain JSON, before any stream starts
+                busy = JSONResponse({"detail": exc.detail}, status_code=429, headers=exc.headers)
                 await busy(scope, receive, send)
                 return
-            self._sse_streams[user_id] += 1
-            try:
-                async with self.sse.connect_sse(scope, receive, send) as (read, write):
-                    await lowlevel.run(read, write, lowlevel.create_initialization_options())
-            finally:
-                self._sse_streams[user_id] -= 1
+            response = _EndableResponse(send)
+            async with (
+                SlotLease(deps.sessionmaker, holder).held(),
+                anyio.create_task_group() as tg,
+            ):
+                tg.start_soon(self._end_with_credential, token, tg.cancel_scope)
+                async with self.sse.connect_sse(scope, receive, response.send) as (r, w):
+                    await lowlevel.run(r, w, lowlevel.create_initialization_options())
+                tg.cancel_scope.cancel()  # the client went away: stop watching
+            await response.end(scope, receive)
 
         self.routes = [
+            # POST only: other methods are a JSON 405 with `Allow: POST`.
             Route(
                 HTTP_PATH,
                 endpoint=BearerGate(StreamableHTTPASGIApp(self.sessions), deps),
-                methods=["GET", "POST", "DELETE"],
+                methods=["POST"],
             ),
             Route(SSE_PATH, endpoint=BearerGate(sse_stream, deps), methods=["GET"]),
             Mount(
@@ -238,11 +262,80 @@ class MountedMCP:
             ),
         ]
 
+    async def _take_stream_place(self, user_id: uuid.UUID) -> uuid.UUID:
+        """One of the user's places for an open stream (every worker counts), or 429."""
+        limit = self.deps.settings.MCP_SERVER_MAX_STREAMS_PER_USER
+        async with self.deps.sessionmaker() as session:
+            return await LimitService(session).take_slot(
+                f"mcp-stream:{user_id}", limit, refusal=f"At most {limit} open MCP SSE streams"
+            )
+
+    async def _end_with_credential(self, token: str, stream: anyio.CancelScope) -> None:
+        """Cancel `stream` when its token expires or is no longer accepted (the account
+        deactivated, its sessions ended): checked every MCP_SERVER_STREAM_RECHECK_SECONDS,
+        and at the token's expiry. A database that does not answer ends nothing: the
+        check is tried again next round."""
+        every = self.deps.settings.MCP_SERVER_STREAM_RECHECK_SECONDS
+        try:
+            expires_at = self.deps.tokens.decode(token, "access").expires_at
+        except InvalidTokenError:  # expired between the gate and here
+            expires_at = datetime.now(UTC)
+        while True:
+            left = (expires_at - datetime.now(UTC)).total_seconds()
+            if left <= 0:
+                reason = "token expired"
+                break
+            await anyio.sleep(min(every, left))
+            if left <= every:
+                continue  # slept until the expiry: the loop's head ends the stream
+            try:
+                with anyio.fail_after(max(every, 10)):  # a hung check must not stop the next
+                    await self.deps.user_id_for(token)
+            except UnauthorizedError:
+                reason = "token no longer accepted"
+                break
+            except Exception:
+                log.warning("mcp_stream_recheck_failed", exc_info=True)
+        log.info("mcp_sse_stream_ended", reason=reason)
+        stream.cancel()
+
     @asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
         """The Streamable HTTP manager's task group, for the app's lifespan."""
         async with self.sessions.run():
             yield
+
+
+class _EndableResponse:
+    """Passes a streaming response's messages on and remembers how far it got, so a
+    stream cancelled from outside can still be ended as a complete HTTP response (the
+    client sees the stream end, not a cut connection)."""
+
+    def __init__(self, send: Send) -> None:
+        self._send = send
+        self.started = False
+        self.complete = False
+
+    async def send(self, message: Message) -> None:
+        await self._send(message)
+        if message["type"] == "http.response.start":
+            self.started = True
+        elif message["type"] == "http.response.body" and not message.get("more_body", False):
+            self.complete = True
+
+    async def end(self, scope: Scope, receive: Receive) -> None:
+        if self.complete:
+            return
+        if not self.started:  # the token lapsed before the stream began
+            refused = JSONResponse(
+                {"detail": "Could not validate credentials"},
+                status_code=401,
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+            await refused(scope, receive, self._send)
+            return
+        with contextlib.suppress(Exception):  # the client may be gone already
+            await self._send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 STDIO_TOKEN_ENV = "TELATEN_ACCESS_TOKEN"  # noqa: S105 - the name of a variable

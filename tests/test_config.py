@@ -133,6 +133,16 @@ def test_production_refuses_unsafe_values(
         assert values["SECRET_KEY"] not in message.replace("SECRET_KEY", "")
 
 
+def test_docs_are_on_in_development_and_off_in_production_unless_set(tmp_path: Path) -> None:
+    production = {"ENV": "production", "DATABASE_URL": PG_URL, "SECRET_KEY": STRONG_KEY}
+    assert settings(tmp_path).docs_enabled
+    assert settings(tmp_path, DOCS_ENABLED="").docs_enabled  # `DOCS_ENABLED=` means unset
+    assert not settings(tmp_path, DOCS_ENABLED="false").docs_enabled
+    assert not settings(tmp_path, **production).docs_enabled
+    assert not settings(tmp_path, **production, DOCS_ENABLED="").docs_enabled
+    assert settings(tmp_path, **production, DOCS_ENABLED="true").docs_enabled
+
+
 def test_production_accepts_safe_values(tmp_path: Path) -> None:
     s = settings(tmp_path, ENV="production", DATABASE_URL=PG_URL, SECRET_KEY=STRONG_KEY)
     assert s.is_production and s.log_json

@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 
 import httpx
 import pytest
+from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 from pydantic import BaseModel
+
+from app.main import create_app
+from tests.conftest import ADMIN_PASSWORD, asgi_client, make_settings
+from tests.helpers.accounts import bearer, login, new_account
+
+DOCS_PATHS = ("/docs", "/docs/oauth2-redirect", "/redoc", "/api/v1/openapi.json")
 
 
 async def test_liveness_and_readiness(client: httpx.AsyncClient) -> None:
@@ -18,11 +26,54 @@ async def test_liveness_and_readiness(client: httpx.AsyncClient) -> None:
     assert r.status_code == 200 and r.json()["database"] == "ok"
 
 
+async def test_readiness_details_are_for_admins_only(
+    client: httpx.AsyncClient, app: FastAPI
+) -> None:
+    """A load balancer sees the status and the database; only an admin's token also gets
+    the MCP servers' names and states."""
+    plain = {"status": "ready", "database": "ok"}
+    user = await new_account(client)
+    for headers in ({}, user.headers, bearer("not-a-jwt"), {"Authorization": "Basic YTpi"}):
+        r = await client.get("/health/ready", headers=headers)
+        assert r.status_code == 200 and r.json() == plain, headers
+    r = await login(client, app.state.settings.FIRST_ADMIN_EMAIL, ADMIN_PASSWORD)
+    admin = bearer(r.json()["access_token"])
+    r = await client.get("/health/ready", headers=admin)
+    assert r.status_code == 200 and r.json() == {**plain, "mcp_servers": {}}
+
+
 async def test_docs_and_openapi_are_served(client: httpx.AsyncClient) -> None:
-    assert (await client.get("/docs")).status_code == 200
+    for path in DOCS_PATHS:
+        assert (await client.get(path)).status_code == 200, path
     spec = (await client.get("/api/v1/openapi.json")).json()
     assert spec["info"]["title"] == "Telaten Backend"
     assert "/health/ready" in spec["paths"]
+
+
+async def test_docs_can_be_turned_off(database_url: str, tmp_path: Path) -> None:
+    app = create_app(make_settings(database_url, tmp_path / "data", DOCS_ENABLED=False))
+    async with LifespanManager(app, startup_timeout=60), asgi_client(app) as c:
+        for path in DOCS_PATHS:
+            r = await c.get(path)
+            assert r.status_code == 404 and r.json()["detail"], path
+        assert (await c.get("/health/ready")).status_code == 200
+
+
+@pytest.mark.postgres_only
+async def test_production_hides_the_docs_and_the_readiness_details(
+    database_url: str, tmp_path: Path
+) -> None:
+    settings = make_settings(database_url, tmp_path / "data", ENV="production", SECRET_KEY="p" * 48)
+    app = create_app(settings)
+    async with LifespanManager(app, startup_timeout=60), asgi_client(app) as c:
+        for path in DOCS_PATHS:
+            r = await c.get(path)
+            assert r.status_code == 404 and r.json()["detail"], path
+        r = await c.get("/health/ready")
+        assert r.status_code == 200 and r.json() == {"status": "ready", "database": "ok"}
+        r = await login(c, settings.FIRST_ADMIN_EMAIL, ADMIN_PASSWORD)
+        r = await c.get("/health/ready", headers=bearer(r.json()["access_token"]))
+        assert r.status_code == 200 and r.json()["mcp_servers"] == {}
 
 
 async def test_request_id_is_echoed_or_created(client: httpx.AsyncClient) -> None:

@@ -136,8 +136,9 @@ async def test_admin_sees_servers_and_reloads(mcp_app: FastAPI, tmp_path: Path) 
         assert servers["box"]["state"] == "up" and "echo" in servers["box"]["tools"]
         assert servers["stuck"]["state"] != "up" and servers["stuck"]["last_error"] == "timed out"
 
-        ready = (await c.get("/health/ready")).json()
+        ready = (await c.get("/health/ready", headers=headers)).json()
         assert ready["mcp_servers"]["box"] == "up"  # reported, and ready regardless of "stuck"
+        assert "mcp_servers" not in (await c.get("/health/ready")).json()  # to admins only
 
         write_config(mcp_app.state.settings.MCP_CONFIG_PATH, {"box": stdio_entry("--name", "box")})
         r = await c.post(f"{API}/admin/mcp/reload", headers=headers)

@@ -58,6 +58,7 @@ def server_env(database_url: str, workdir: Path) -> dict[str, str]:
         SECRET_KEY=SECRET,
         FIRST_ADMIN_PASSWORD=ADMIN_PASSWORD,
         REGISTER_MAX_PER_CLIENT="1000",  # every test account comes from 127.0.0.1
+        MCP_SERVER_STREAM_RECHECK_SECONDS="1",  # open SSE streams re-check their token often
     )
 
 
@@ -331,10 +332,10 @@ def test_stdio_refuses_a_missing_or_bad_token(server: ServerProcess) -> None:
     assert result.stdout == ""  # nothing on the protocol channel
 
 
-# --- our own MCP client, pointed at our own server ----------------------------------------
+# --- our own MCP client, pointed at a Telaten server ---------------------------------------
 
 
-async def test_our_mcp_client_uses_our_own_server_end_to_end(
+async def test_our_mcp_client_refuses_a_telaten_server_in_mcp_json(
     server: ServerProcess,
     api: httpx.AsyncClient,
     database_url: str,
@@ -342,21 +343,28 @@ async def test_our_mcp_client_uses_our_own_server_end_to_end(
     fake_llm: FakeLLMServer,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Another Telaten (the suite's database, the fake LLM) lists the remote owner's
-    tools from mcp.json, and its advisor records a transaction in the remote books."""
+    """mcp.json's servers serve everyone who chats with the advisor, while a Telaten MCP
+    server's tools act on the one account whose token the entry carries: such an entry
+    (over any transport, this deployment's or another's) would give every chatting user
+    that account's books. Our client refuses it by the name the server introduces itself
+    with, does not retry it, and offers the model none of its tools."""
     remote = await owner_with_business(api, "Warung Jarak Jauh")
     monkeypatch.setenv("REMOTE_TELATEN_TOKEN", remote.access_token)
+    auth = {"Authorization": "Bearer ${REMOTE_TELATEN_TOKEN}"}
+    stdio = stdio_params(server, remote.access_token)
     config = tmp_path / "mcp.json"
     config.write_text(
         json.dumps(
             {
                 "mcpServers": {
-                    "remote": {
-                        "url": f"{server.base_url}/mcp",
-                        "transport": "streamable-http",
-                        "headers": {"Authorization": "Bearer ${REMOTE_TELATEN_TOKEN}"},
-                        "prefix": True,
-                    }
+                    "remote": {"url": f"{server.base_url}/mcp", "headers": auth},
+                    "remote-sse": {"url": f"{server.base_url}/mcp/sse", "headers": auth},
+                    "local": {
+                        "command": stdio.command,
+                        "args": stdio.args,
+                        "env": stdio.env,
+                        "cwd": str(stdio.cwd),
+                    },
                 }
             }
         )
@@ -366,27 +374,24 @@ async def test_our_mcp_client_uses_our_own_server_end_to_end(
     )
     app = create_app(settings)
     async with LifespanManager(app, startup_timeout=60, shutdown_timeout=30):
-        (status,) = app.state.mcp.status()
-        assert status["state"] == "up", status
-        assert "record_transaction" in status["tools"]
+        statuses = app.state.mcp.status()
+        assert {s["name"] for s in statuses} == {"remote", "remote-sse", "local"}
+        for status in statuses:
+            assert status["state"] == "down" and status["tools"] == [], status
+            assert "refused" in status["last_error"] and "Telaten" in status["last_error"]
         result = await app.state.mcp.call("remote", "business_summary", {})
-        assert json.loads(result.text)["name"] == "Warung Jarak Jauh"
-
+        assert result.is_error and "Warung" not in result.text
         async with asgi_client(app) as local:
             me = await new_account(local)
-            fake_llm.script(
-                Reply.tool_call(
-                    "remote_record_transaction",
-                    {"type": "income", "amount": 90000, "category": "Penjualan"},
-                ),
-                Reply.of_text("Tercatat di buku yang jauh."),
-            )
-            stream = await chat(local, me.headers, "Catat pemasukan 90 ribu")
-    assert stream.names[-1] == "done", stream.events
-    result = stream.first("tool_result")
-    assert result["name"] == "remote_record_transaction" and not result["is_error"]
+            fake_llm.script(Reply.of_text("Baik."))
+            await chat(local, me.headers, "Halo")
+        offered = {t["function"]["name"] for t in fake_llm.requests[0]["tools"]}
+        assert "get_my_account" in offered  # our own tools, in process, for the caller
+        assert not any(name.startswith(("remote", "local")) for name in offered)
+        await asyncio.sleep(3)  # a retried server would have tried again by now (0.5, 1, 2 s)
+        assert [s["attempts"] for s in app.state.mcp.status()] == [1, 1, 1]
     r = await api.get(f"{API}/finance/transactions", headers=remote.headers)
-    assert [t["amount"] for t in r.json()["items"]] == [90000]
+    assert r.json()["total"] == 0
 
 
 # --- sessions and limits -------------------------------------------------------------------
@@ -424,16 +429,159 @@ async def test_open_sse_streams_are_limited_per_user(
             )
             assert stream.status_code == 200
         r = await api.get("/mcp/sse", headers=owner.headers)
-        assert r.status_code == 429 and r.headers["retry-after"]
+        assert r.status_code == 429 and r.headers["retry-after"] and r.json()["detail"]
         async with api.stream("GET", "/mcp/sse", headers=other.headers) as stream:
             assert stream.status_code == 200  # one user's streams do not lock others out
     # Closed streams give their places back, once the server has seen them close.
-    for _ in range(50):
+    for _ in range(300):
         async with api.stream("GET", "/mcp/sse", headers=owner.headers) as stream:
             if stream.status_code == 200:
                 break
         await asyncio.sleep(0.1)
     assert stream.status_code == 200
+
+
+async def test_open_sse_streams_are_limited_per_user_across_processes(
+    server: ServerProcess, api: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    """Two processes on one database (two workers or hosts) share one user's places."""
+    owner = await owner_with_business(api)
+    other = await owner_with_business(api)
+    env = server.env  # type: ignore[attr-defined]
+    with ServerProcess(env, tmp_path) as twin:
+        async with (
+            httpx.AsyncClient(base_url=twin.base_url, timeout=30) as twin_api,
+            contextlib.AsyncExitStack() as stack,
+        ):
+            for client in (api, api, api, twin_api, twin_api):
+                stream = await stack.enter_async_context(
+                    client.stream("GET", "/mcp/sse", headers=owner.headers)
+                )
+                assert stream.status_code == 200
+            for client in (twin_api, api):
+                async with client.stream("GET", "/mcp/sse", headers=owner.headers) as r:
+                    assert r.status_code == 429  # (a stream would never end: not .get)
+                    body = json.loads(await r.aread())
+                assert int(r.headers["retry-after"]) >= 1 and body["detail"]
+            async with twin_api.stream("GET", "/mcp/sse", headers=other.headers) as stream:
+                assert stream.status_code == 200
+
+
+# --- long-lived streams end with their credential ------------------------------------------
+
+
+async def test_get_on_the_streamable_http_endpoint_is_405_not_an_endless_stream(
+    server: ServerProcess, api: httpx.AsyncClient
+) -> None:
+    """Our tools never call the client back, so /mcp offers no server-initiated stream
+    (the spec's 405); the SDK's client copes (every streamable-http test here uses it)."""
+    owner = await owner_with_business(api)
+    headers = {**owner.headers, "Accept": "text/event-stream"}
+    for who in (headers, {"Accept": "text/event-stream"}):
+        async with asyncio.timeout(30), api.stream("GET", "/mcp", headers=who) as r:
+            assert r.status_code == 405
+            body = json.loads(await r.aread())
+        assert r.headers["allow"] == "POST" and body["detail"]
+    r = await api.delete("/mcp", headers=owner.headers)
+    assert r.status_code == 405 and r.json()["detail"]
+
+
+async def sse_endpoint(lines: AsyncIterator[str]) -> str:
+    """The legacy SSE stream's first event: where to post messages."""
+    async for line in lines:
+        if line.startswith("data: "):
+            return line.removeprefix("data: ")
+    raise AssertionError("the stream ended before its endpoint event")
+
+
+async def ends_cleanly(lines: AsyncIterator[str], within: float = 60) -> bool:
+    """Whether the server ends the stream (a complete HTTP response) within `within`
+    seconds; httpx raises if the connection is cut mid-response instead."""
+    try:
+        async with asyncio.timeout(within):
+            async for _ in lines:
+                pass
+    except TimeoutError:
+        return False
+    return True
+
+
+async def admin_headers(api: httpx.AsyncClient) -> dict[str, str]:
+    r = await api.post(
+        f"{API}/auth/login", json={"email": "admin@telaten.com", "password": ADMIN_PASSWORD}
+    )
+    assert r.status_code == 200, r.text
+    return bearer(r.json()["access_token"])
+
+
+async def test_an_sse_stream_ends_when_its_user_is_deactivated(
+    server: ServerProcess, api: httpx.AsyncClient
+) -> None:
+    owner = await owner_with_business(api)
+    bystander = await owner_with_business(api)
+    admin = await admin_headers(api)
+    async with (
+        api.stream("GET", "/mcp/sse", headers=owner.headers) as stream,
+        api.stream("GET", "/mcp/sse", headers=bystander.headers) as kept,
+    ):
+        assert stream.status_code == 200 and kept.status_code == 200
+        lines, kept_lines = stream.aiter_lines(), kept.aiter_lines()
+        endpoint = await sse_endpoint(lines)
+        await sse_endpoint(kept_lines)
+        r = await api.patch(
+            f"{API}/admin/users/{owner.id}", headers=admin, json={"is_active": False}
+        )
+        assert r.status_code == 200, r.text
+        assert await ends_cleanly(lines)
+        message = {"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}}
+        r = await api.post(endpoint, headers=owner.headers, json=message)
+        assert r.status_code == 401
+        # Another user's stream is not touched.
+        assert not await ends_cleanly(kept_lines, within=3)
+    # The ended stream gave its place back: the reactivated owner may open five again.
+    r = await api.patch(f"{API}/admin/users/{owner.id}", headers=admin, json={"is_active": True})
+    assert r.status_code == 200, r.text
+    r = await api.post(f"{API}/auth/login", json={"email": owner.email, "password": owner.password})
+    fresh = bearer(r.json()["access_token"])
+    async with contextlib.AsyncExitStack() as stack:
+        for _ in range(5):
+            stream = await stack.enter_async_context(api.stream("GET", "/mcp/sse", headers=fresh))
+            assert stream.status_code == 200
+
+
+async def test_an_sse_stream_ends_when_the_users_sessions_are_ended(
+    server: ServerProcess, api: httpx.AsyncClient
+) -> None:
+    """A password change ends every session: tokens issued before it stop working, and so
+    do the streams opened with them."""
+    owner = await owner_with_business(api)
+    async with api.stream("GET", "/mcp/sse", headers=owner.headers) as stream:
+        assert stream.status_code == 200
+        lines = stream.aiter_lines()
+        await sse_endpoint(lines)
+        r = await api.post(
+            f"{API}/auth/me/password",
+            headers=owner.headers,
+            json={"current_password": owner.password, "new_password": "Sandi-Baru-456789"},
+        )
+        assert r.status_code == 200, r.text
+        assert await ends_cleanly(lines)
+
+
+async def test_an_sse_stream_ends_when_its_token_expires(
+    server: ServerProcess, api: httpx.AsyncClient
+) -> None:
+    owner = await owner_with_business(api)
+    codec = TokenCodec(SECRET, timedelta(seconds=4), timedelta(days=1))
+    short = bearer(codec.issue(uuid.UUID(owner.id), "access").token)
+    async with api.stream("GET", "/mcp/sse", headers=short) as stream:
+        assert stream.status_code == 200
+        lines = stream.aiter_lines()
+        await sse_endpoint(lines)
+        assert await ends_cleanly(lines)
+    # The owner's own (long) token still opens a stream: only the expired one ended.
+    async with api.stream("GET", "/mcp/sse", headers=owner.headers) as stream:
+        assert stream.status_code == 200
 
 
 async def test_concurrent_callers_never_see_each_others_identity(

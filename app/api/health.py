@@ -1,12 +1,22 @@
-"""Liveness and readiness probes (no API prefix, no authentication)."""
+"""Liveness and readiness probes (no API prefix; no authentication needed).
+
+What a load balancer needs is public: the status and the database's state, with the
+status code. The MCP servers' names and states are for admins: an admin's bearer token
+adds them to the readiness answer.
+"""
 
 from __future__ import annotations
 
+import asyncio
+from typing import Annotated
+
 import structlog
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
+from app.api.deps import oauth2_scheme
 from app.db.session import Database
+from app.modules.auth.service import AuthService
 
 router = APIRouter(tags=["health"])
 log = structlog.stdlib.get_logger(__name__)
@@ -22,9 +32,14 @@ async def health() -> dict[str, str]:
 @router.get(
     "/health/ready",
     summary="Readiness: the database answers",
+    description="With an admin's bearer token the answer also names the external MCP "
+    "servers and their states (`mcp_servers`); anyone else gets the status and the "
+    "database's state only.",
     responses={503: {"description": "A dependency is unavailable; `detail` says which"}},
 )
-async def ready(request: Request) -> JSONResponse:
+async def ready(
+    request: Request, token: Annotated[str | None, Depends(oauth2_scheme)]
+) -> JSONResponse:
     db: Database = request.app.state.db
     try:
         await db.ping(within=READY_TIMEOUT_SECONDS)
@@ -33,12 +48,27 @@ async def ready(request: Request) -> JSONResponse:
     except Exception as exc:  # any failure to reach the database means "not ready"
         reason = f"database unreachable ({type(exc).__name__})"
     else:
-        # External tool servers are reported, not required: the API works without them.
-        mcp = {s["name"]: s["state"] for s in request.app.state.mcp.status()}
-        return JSONResponse({"status": "ready", "database": "ok", "mcp_servers": mcp})
+        body: dict[str, object] = {"status": "ready", "database": "ok"}
+        if token and await _is_admin(request, token):
+            # External tool servers are reported, not required: the API works without them.
+            body["mcp_servers"] = {s["name"]: s["state"] for s in request.app.state.mcp.status()}
+        return JSONResponse(body)
     log.warning("not_ready", reason=reason)
     return JSONResponse(
         {"detail": {"status": "unavailable", "database": reason}},
         status_code=503,
         headers={"Retry-After": "5"},
     )
+
+
+async def _is_admin(request: Request, token: str) -> bool:
+    """Whether `token` is an access token of an active admin. Anything else (a bad or
+    expired token, another role, a database that does not answer) gets the public view:
+    a probe is never refused for its credentials."""
+    state = request.app.state
+    try:
+        async with asyncio.timeout(READY_TIMEOUT_SECONDS), state.db.sessionmaker() as session:
+            auth = AuthService(session, state.settings, state.hasher, state.tokens)
+            return (await auth.authenticate(token)).is_admin
+    except Exception:
+        return False

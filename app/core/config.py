@@ -85,6 +85,9 @@ class Settings(BaseSettings):
     PROJECT_NAME: str = "Telaten Backend"
     API_V1_STR: str = "/api/v1"
     ENV: Literal["development", "production"] = "development"
+    # Interactive docs (/docs, /redoc) and the schema ({API_V1_STR}/openapi.json); unset
+    # means on in development and off in production.
+    DOCS_ENABLED: bool | None = None
     HOST: str = "127.0.0.1"
     PORT: int = Field(default=8000, ge=1, le=65535)
     WORKERS: int = Field(default=1, ge=1, le=64)
@@ -170,6 +173,12 @@ class Settings(BaseSettings):
     MCP_CONFIG_PATH: Path = Path("mcp.json")
     MCP_PING_INTERVAL_SECONDS: float = Field(default=30.0, gt=0, le=3600)
     MCP_RECONNECT_MAX_SECONDS: float = Field(default=60.0, gt=0, le=3600)
+    # Telaten's own MCP endpoint: legacy SSE streams (/mcp/sse) one user may hold open at
+    # once, across every worker and host; and how often an open stream re-checks its token
+    # and account (it ends when the account is deactivated, its sessions are ended or the
+    # token expires; expiry itself ends it on time).
+    MCP_SERVER_MAX_STREAMS_PER_USER: int = Field(default=5, ge=1, le=100)
+    MCP_SERVER_STREAM_RECHECK_SECONDS: float = Field(default=30.0, gt=0, le=3600)
 
     FIRST_ADMIN_EMAIL: str = "admin@telaten.com"
     FIRST_ADMIN_PASSWORD: SecretStr | None = None
@@ -180,6 +189,7 @@ class Settings(BaseSettings):
         return _split_origins(value)
 
     @field_validator(
+        "DOCS_ENABLED",
         "SECRET_KEY",
         "LLM_API_KEY",
         "FIRST_ADMIN_PASSWORD",
@@ -287,6 +297,10 @@ class Settings(BaseSettings):
     @property
     def is_production(self) -> bool:
         return self.ENV == "production"
+
+    @property
+    def docs_enabled(self) -> bool:
+        return self.DOCS_ENABLED if self.DOCS_ENABLED is not None else not self.is_production
 
     @property
     def is_sqlite(self) -> bool:

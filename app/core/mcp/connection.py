@@ -35,6 +35,15 @@ log = structlog.stdlib.get_logger(__name__)
 State = Literal["connecting", "up", "down", "stopped"]
 MAX_TOOL_PAGES = 100
 CLIENT_INFO = types.Implementation(name="telaten-backend", version="0.1.0")
+# The name Telaten's own MCP server introduces itself with (app/mcp_server.py), at /mcp,
+# /mcp/sse and over stdio, this deployment's or another's. Its tools act on the one account
+# whose token the connection carries, and mcp.json's servers serve every user who chats:
+# such an entry would hand that account's books to all of them, so it is refused.
+TELATEN_SERVER_NAME = "telaten"
+TELATEN_REFUSAL = (
+    "refused: this is a Telaten MCP server, whose tools act on the one account of the "
+    "token in this entry for every user who chats; remove it from mcp.json"
+)
 
 
 @dataclass(frozen=True)
@@ -45,6 +54,10 @@ class ToolCallResult:
 
 class ServerUnavailableError(Exception):
     pass
+
+
+class RefusedServerError(Exception):
+    """A server that must not be used at all; it is not retried."""
 
 
 class ServerConnection:
@@ -87,6 +100,9 @@ class ServerConnection:
             except Exception as exc:  # every failure means: down, try again later
                 if not self._reported:
                     self._mark_down(_describe(exc))
+                if isinstance(_innermost(exc), RefusedServerError):
+                    self.first_attempt_done.set()
+                    await self._stop.wait()  # never retried; a reload or shutdown ends it
             finally:
                 self.first_attempt_done.set()
             if self._stop.is_set():
@@ -152,7 +168,9 @@ class ServerConnection:
             session = await stack.enter_async_context(
                 ClientSession(read, write, client_info=CLIENT_INFO)
             )
-            await session.initialize()
+            init = await session.initialize()
+            if init.server_info.name == TELATEN_SERVER_NAME:
+                raise RefusedServerError(TELATEN_REFUSAL)
             tools = await self._list_all_tools(session)
             self.session = session
             self._set_tools(tools)
@@ -290,11 +308,19 @@ class ServerConnection:
         }
 
 
-def _describe(exc: BaseException) -> str:
-    """A short reason for people: the innermost real error of a task-group failure."""
+def _innermost(exc: BaseException) -> BaseException:
+    """The real error inside (nested) task-group failures."""
     while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
         exc = exc.exceptions[0]
+    return exc
+
+
+def _describe(exc: BaseException) -> str:
+    """A short reason for people: the innermost real error of a task-group failure."""
+    exc = _innermost(exc)
     if isinstance(exc, TimeoutError):
         return "timed out"
+    if isinstance(exc, RefusedServerError):
+        return str(exc)
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     return f"{type(exc).__name__}: {text}"[:300] if text else type(exc).__name__
