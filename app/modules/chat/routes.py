@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
-from app.api.deps import CurrentUser, SessionDep, SettingsDep
+from app.api.deps import CurrentUser, SessionDep, SettingsDep, oauth2_scheme
 from app.core.config import Settings
+from app.core.errors import UnauthorizedError
 from app.core.llm import LLMNotConfiguredError
+from app.core.security import InvalidTokenError, TokenCodec
 from app.core.types import Limit, Offset
 from app.modules.agent.prompt import build_system_prompt, describe_business
 from app.modules.agent.runner import AgentLimits
@@ -110,10 +112,23 @@ async def list_messages(
     )
 
 
+def token_issued_at(
+    request: Request, token: Annotated[str | None, Depends(oauth2_scheme)]
+) -> datetime:
+    """When the caller's access token (already accepted by `CurrentUser`) was issued: the
+    turn's tools refuse once the user's sessions are ended after it."""
+    codec: TokenCodec = request.app.state.tokens
+    try:
+        return codec.decode(token or "", "access").issued_at
+    except InvalidTokenError:  # expired in the instant since it was accepted
+        raise UnauthorizedError() from None
+
+
 async def start_turn(
     body: ChatStreamRequest,
     request: Request,
     user: CurrentUser,
+    issued_at: Annotated[datetime, Depends(token_issued_at)],
     chats: ChatServiceDep,
     settings: SettingsDep,
 ) -> ChatTurn:
@@ -140,6 +155,7 @@ async def start_turn(
         settings=settings,
         scheduler=request.app.state.roadmaps,
         conversation=Conversation(start.session_id, start.user_message.created_at),
+        token_issued_at=issued_at,
     )
     tools = [*domain_tools(context), *external]  # binding the domain tools cannot fail
     return ChatTurn(
