@@ -121,6 +121,10 @@ class Settings(BaseSettings):
     CHAT_HISTORY_MAX_CHARS: int = Field(default=24_000, ge=0)
     CHAT_MAX_TOOL_ROUNDS: int = Field(default=6, ge=1, le=50)
     CHAT_TURN_TIMEOUT_SECONDS: float = Field(default=300.0, gt=0, le=3600)
+    # Per model response: tool calls that run (the rest get an error result the model
+    # reads), and the characters it may stream (reply text and tool-call arguments).
+    CHAT_MAX_TOOL_CALLS_PER_RESPONSE: int = Field(default=8, ge=1, le=64)
+    CHAT_MAX_RESPONSE_CHARS: int = Field(default=100_000, ge=1000, le=10_000_000)
 
     ROADMAP_ATTEMPT_TIMEOUT_SECONDS: float = Field(default=120.0, gt=0, le=1800)
     ROADMAP_MAX_ATTEMPTS: int = Field(default=3, ge=1, le=10)

@@ -168,6 +168,8 @@ async def start_turn(
             max_tool_rounds=settings.CHAT_MAX_TOOL_ROUNDS,
             idle_timeout=settings.LLM_TIMEOUT_SECONDS,
             tool_timeout=settings.LLM_TIMEOUT_SECONDS,
+            max_tool_calls=settings.CHAT_MAX_TOOL_CALLS_PER_RESPONSE,
+            max_response_chars=settings.CHAT_MAX_RESPONSE_CHARS,
         ),
         deadline_seconds=settings.CHAT_TURN_TIMEOUT_SECONDS,
         history_chars=settings.CHAT_HISTORY_MAX_CHARS,
