@@ -1,24 +1,206 @@
-"""Chat under abuse: a model response that calls too many tools or streams too much.
+"""Chat under abuse and faults: per-user limits on parallel streams and on turns, the
+pool exhausted ("busy", not "database unavailable"), a model response that calls too many
+tools or streams too much, and the stream claim of a process that died.
 
-Every test runs the real app over ASGI against the fake OpenAI-compatible server;
-nothing is mocked.
+Every test runs the real app (over ASGI, or a real `telaten serve`) against the fake
+OpenAI-compatible server; nothing is mocked.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import signal
+import threading
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy import text
 
 from tests.conftest import asgi_client
 from tests.fakes.llm_server import FakeLLMServer, Reply, ToolCallSpec
 from tests.helpers.accounts import API, Account, new_account
-from tests.helpers.apps import chat_app, wait_for
+from tests.helpers.apps import calls_with, chat_app, wait_for
+from tests.helpers.server import ServerProcess, served_env
 from tests.helpers.sse import chat
+
+CLIENT_CHAT = "/client/v1/chat/completion"
+BUSY = "The service is busy; please retry shortly."
+
+
+def assert_retry_after(r_headers: httpx.Headers, most: float) -> int:
+    value = int(r_headers["retry-after"])
+    assert 1 <= value <= most
+    return value
+
+
+async def client_chat(client: httpx.AsyncClient, owner: Account, content: str) -> httpx.Response:
+    """The web client's chat call (its answer read whole)."""
+    return await client.post(CLIENT_CHAT, json={"content": content}, headers=owner.headers)
+
+
+# --- item 4: per-user limits; other users keep being served ---------------------------------
+
+
+async def test_a_burst_of_streams_from_one_user_is_limited_and_others_are_served(
+    database_url: str, session_tmp: Path, fake_llm: FakeLLMServer
+) -> None:
+    """One user opens 20 streams at once: 2 run (their replies held open), 18 are a JSON
+    429 with Retry-After before any stream starts. Meanwhile another user's requests and
+    chat turns are answered, with a pool of ONE connection on PostgreSQL: the two open
+    streams hold no pooled connection while they wait on the model."""
+    gate = threading.Event()
+    async with (
+        chat_app(
+            database_url,
+            session_tmp / "data-burst",
+            fake_llm,
+            CHAT_MAX_PARALLEL_STREAMS=2,
+            CHAT_TURNS_PER_WINDOW=1000,
+            DB_POOL_SIZE=1,
+            DB_MAX_OVERFLOW=0,
+            DB_POOL_TIMEOUT=10,
+        ) as app,
+        asgi_client(app) as c,
+        asgi_client(app) as other,
+    ):
+        greedy, bystander = await new_account(c), await new_account(other)
+        fake_llm.script(
+            *(
+                Reply.of_text("jawaban ditahan", stall_after_chunks=2, resume=gate, match="burst-A")
+                for _ in range(20)
+            )
+        )
+        try:
+            burst = [
+                asyncio.create_task(chat(c, greedy.headers, f"burst-A {n}")) for n in range(20)
+            ]
+            # The refusals come back while the admitted streams are held open.
+            await wait_for(lambda: sum(t.done() for t in burst) >= 18, "the refusals")
+            await wait_for(lambda: len(calls_with(fake_llm, "burst-A")) >= 2, "2 streams")
+            refused = [t.result() for t in burst if t.done()]
+            assert len(refused) == 18 and {s.status for s in refused} == {429}
+            for s in refused:
+                assert "at once" in s.body["detail"]
+            # The web client's stream is refused the same way, before it starts.
+            r = await client_chat(c, greedy, "burst-A web")
+            assert r.status_code == 429
+            assert r.headers["content-type"].startswith("application/json")
+            assert r.json()["message"]
+            assert_retry_after(r.headers, 30)
+            assert len(calls_with(fake_llm, "burst-A")) == 2  # nothing else reached it
+
+            # The other user is served meanwhile: plain requests and a whole turn.
+            fake_llm.script(Reply.of_text("Untuk Bu B.", match="bystander-turn"))
+            for path in ("/auth/me", "/chat/sessions", "/gamification/leaderboard"):
+                r = await other.get(API + path, headers=bystander.headers)
+                assert r.status_code == 200, (path, r.status_code, r.text)
+            s = await chat(other, bystander.headers, "bystander-turn")
+            assert s.status == 200 and s.names[-1] == "done" and s.text == "Untuk Bu B."
+        finally:
+            gate.set()
+        admitted = [await t for t in burst if not t.done() or t.result().status == 200]
+        assert len(admitted) == 2
+        assert all(s.names[-1] == "done" for s in admitted)
+        # Their places are free again: the next turn runs.
+        fake_llm.script(Reply.of_text("lagi", match="burst-A again"))
+        s = await chat(c, greedy.headers, "burst-A again")
+        assert s.status == 200 and s.names[-1] == "done"
+
+
+async def test_turns_per_window_are_limited_per_user(
+    database_url: str, session_tmp: Path, fake_llm: FakeLLMServer
+) -> None:
+    """At most CHAT_TURNS_PER_WINDOW turns per user per window, on both chat endpoints,
+    also when they arrive at once; refusals are 429 with Retry-After before the stream,
+    reach no model and save nothing; other users are not affected."""
+    async with (
+        chat_app(
+            database_url,
+            session_tmp / "data-window",
+            fake_llm,
+            CHAT_MAX_PARALLEL_STREAMS=50,
+            CHAT_TURNS_PER_WINDOW=5,
+            CHAT_TURN_WINDOW_SECONDS=3600,
+        ) as app,
+        asgi_client(app) as c,
+    ):
+        owner, other = await new_account(c), await new_account(c)
+        burst = await asyncio.gather(*(chat(c, owner.headers, f"window-A {n}") for n in range(12)))
+        assert {s.status for s in burst} <= {200, 429}
+        ok = sum(s.status == 200 for s in burst)
+        assert 1 <= ok <= 5
+        for s in burst:
+            if s.status == 200:
+                assert s.names[-1] == "done"
+        # Fill the window one turn at a time, on either endpoint, until refused.
+        for n in range(10):
+            if n % 2:
+                r = await client_chat(c, owner, f"window-A more {n}")
+                status, detail = r.status_code, (r.json() if r.status_code != 200 else {})
+            else:
+                s = await chat(c, owner.headers, f"window-A more {n}")
+                status, detail = s.status, s.body
+            if status == 429:
+                break
+            assert status == 200
+            ok += 1
+        assert ok == 5 and status == 429
+        assert "5 messages" in detail["detail"]
+        for refused in (
+            await c.post(
+                f"{API}/chat/stream", json={"content": "window-A no"}, headers=owner.headers
+            ),
+            await client_chat(c, owner, "window-A no"),
+        ):
+            assert refused.status_code == 429
+            assert_retry_after(refused.headers, 3600)
+        assert len(calls_with(fake_llm, "window-A")) == 5
+        sessions = await c.get(f"{API}/chat/sessions", headers=owner.headers)
+        assert sessions.json()["total"] == 5
+        # Another user has a window of their own.
+        s = await chat(c, other.headers, "window-B")
+        assert s.status == 200 and s.names[-1] == "done"
+
+
+@pytest.mark.postgres_only
+async def test_an_exhausted_pool_is_busy_not_database_unavailable(
+    database_url: str, session_tmp: Path, fake_llm: FakeLLMServer
+) -> None:
+    """Every pooled connection in use for longer than DB_POOL_TIMEOUT: 503 "busy" with
+    Retry-After, on the API, the chat stream and the web client's API alike.
+
+    (SQLite's engine has SQLAlchemy's default queue pool, 5 + 10 overflow with a 30 s
+    timeout, which the DB_POOL_* settings do not change: this runs on PostgreSQL.)"""
+    async with (
+        chat_app(
+            database_url,
+            session_tmp / "data-busy",
+            fake_llm,
+            DB_POOL_SIZE=1,
+            DB_MAX_OVERFLOW=0,
+            DB_POOL_TIMEOUT=0.5,
+        ) as app,
+        asgi_client(app) as c,
+    ):
+        owner = await new_account(c)
+        async with app.state.db.engine.connect() as held:  # the pool's only connection
+            await held.execute(text("SELECT 1"))
+            answers = [
+                await c.get(f"{API}/auth/me", headers=owner.headers),
+                await c.post(f"{API}/chat/stream", json={"content": "halo"}, headers=owner.headers),
+                await c.get("/client/v1/auth/me", headers=owner.headers),
+            ]
+        for r in answers:
+            assert r.status_code == 503, r.text
+            assert r.json()["detail"] == BUSY
+            assert_retry_after(r.headers, 30)
+        assert answers[2].json()["message"] == BUSY
+        assert (await c.get(f"{API}/auth/me", headers=owner.headers)).status_code == 200
+
 
 # --- item 14: tool calls per response, and the size a response may stream --------------------
 
@@ -138,3 +320,87 @@ async def test_a_reply_text_past_the_limit_ends_the_turn_and_keeps_the_part_sent
         )
     ).json()["items"]
     assert items[-1]["status"] == "partial" and items[-1]["content"] == s.text
+
+
+# --- item 16: the stream claim is renewed while the turn runs, and lapses after a crash ------
+
+
+async def test_a_killed_servers_stream_claim_lapses_soon_and_a_long_turn_keeps_its_claim(
+    fake_llm: FakeLLMServer, database_url: str, workdir: Path
+) -> None:
+    """Server A streams a turn whose reply the model holds open for longer than the
+    claim's time to live: server B (same database) still answers 409 for that session
+    late in the turn. Then A is killed (SIGKILL, no cleanup): B answers the session's next
+    turn with 200 within about half a minute, not after the old 390 s."""
+    env = served_env(
+        database_url,
+        workdir,
+        fake_llm.base_url,
+        LLM_TIMEOUT_SECONDS="300",
+        REGISTER_MAX_PER_CLIENT="1000",
+    )
+    held = threading.Event()
+    a, b = ServerProcess(env, workdir), ServerProcess(env, workdir)
+    try:
+        await asyncio.gather(*(asyncio.to_thread(s.wait_ready, 120) for s in (a, b)))
+        async with (
+            httpx.AsyncClient(base_url=a.base_url, timeout=60) as ca,
+            httpx.AsyncClient(base_url=b.base_url, timeout=60) as cb,
+        ):
+            owner = await new_account(ca)
+            fake_llm.script(Reply.of_text("Pertama."))
+            first = await chat(ca, owner.headers, "Halo")
+            session_id = first.first("session")["session_id"]
+            fake_llm.script(
+                Reply.of_text("jawaban yang lama sekali", stall_after_chunks=2, resume=held)
+            )
+            lines: list[str] = []
+
+            async def long_turn() -> None:
+                body = {"session_id": session_id, "content": "long-turn"}
+                async with ca.stream(
+                    "POST", f"{API}/chat/stream", json=body, headers=owner.headers
+                ) as r:
+                    assert r.status_code == 200
+                    async for line in r.aiter_lines():
+                        lines.append(line)
+
+            turn = asyncio.create_task(long_turn())
+            await wait_for(lambda: calls_with(fake_llm, "long-turn"), "the long turn")
+            claimed = time.monotonic()
+            # Well past the claim's 30 s time to live: still held (renewed), on B too.
+            await asyncio.sleep(45)
+            busy = await chat(cb, owner.headers, "parallel", session_id)
+            assert busy.status == 409, busy.body
+            r = await cb.delete(f"{API}/chat/sessions/{session_id}", headers=owner.headers)
+            assert r.status_code == 409
+            assert not turn.done()
+            assert any(line.startswith("event: delta") for line in lines)
+
+            a.proc.send_signal(signal.SIGKILL)
+            killed = time.monotonic()
+            await asyncio.to_thread(a.proc.wait, 30)
+            with pytest.raises(httpx.HTTPError):
+                await turn
+            fake_llm.script(Reply.of_text("Sudah kembali.", match="after-kill"))
+            while True:
+                s = await chat(cb, owner.headers, "after-kill", session_id)
+                if s.status != 409:
+                    break
+                assert time.monotonic() - killed < 90, "the dead stream's claim never lapsed"
+                await asyncio.sleep(1)
+            waited = time.monotonic() - killed
+            print(f"claim lapsed {waited:.1f} s after the kill ({killed - claimed:.0f} s in)")
+            assert s.status == 200 and s.names[-1] == "done" and s.text == "Sudah kembali."
+            items = (
+                await cb.get(f"{API}/chat/sessions/{session_id}/messages", headers=owner.headers)
+            ).json()["items"]
+            assert [m["content"] for m in items if m["role"] == "user"] == [
+                "Halo",
+                "long-turn",
+                "after-kill",
+            ]
+    finally:
+        held.set()
+        for server in (a, b):
+            server.stop()

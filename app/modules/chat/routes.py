@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
 from app.api.deps import CurrentUser, SessionDep, SettingsDep, oauth2_scheme
-from app.core.config import Settings
 from app.core.errors import UnauthorizedError
 from app.core.llm import LLMNotConfiguredError
 from app.core.security import InvalidTokenError, TokenCodec
@@ -29,7 +28,7 @@ from app.modules.chat.schemas import (
     SessionPublic,
     SessionRename,
 )
-from app.modules.chat.service import ChatService
+from app.modules.chat.service import STREAM_CLAIM_TTL, ChatService, TurnQuota
 from app.modules.chat.turn import ChatTurn
 
 router = APIRouter(
@@ -43,11 +42,6 @@ def get_chat_service(session: SessionDep) -> ChatService:
 
 
 ChatServiceDep = Annotated[ChatService, Depends(get_chat_service)]
-
-
-def stream_ttl(settings: Settings) -> timedelta:
-    """How long a streaming claim holds: the longest a turn may run, plus a margin."""
-    return timedelta(seconds=settings.CHAT_TURN_TIMEOUT_SECONDS + settings.LLM_TIMEOUT_SECONDS + 30)
 
 
 @router.get("/sessions", response_model=SessionPage)
@@ -87,10 +81,10 @@ async def rename_session(
     responses={**_404, 409: {"description": "The session is streaming"}},
 )
 async def delete_session(
-    session_id: uuid.UUID, user: CurrentUser, chats: ChatServiceDep, settings: SettingsDep
+    session_id: uuid.UUID, user: CurrentUser, chats: ChatServiceDep
 ) -> Response:
     """Delete the session with all its messages."""
-    await chats.delete(user.id, session_id, stream_ttl(settings))
+    await chats.delete(user.id, session_id, STREAM_CLAIM_TTL)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -133,24 +127,39 @@ async def start_turn(
     settings: SettingsDep,
 ) -> ChatTurn:
     """Everything that can refuse the turn, before the stream starts (so refusals are
-    plain JSON errors): no LLM 503, someone else's session 404, busy session 409."""
+    plain JSON errors): no LLM 503, the user's limits 429, someone else's session 404,
+    busy session 409."""
     llm = request.app.state.llm
     if llm is None:
         raise LLMNotConfiguredError()
+    sessionmaker = request.app.state.db.sessionmaker
     # Everything that can fail comes before the session is claimed and the message saved.
     external = external_tools(request.app.state.mcp)
     business = await BusinessService(chats.session).mine(user.id)
     prompt = build_system_prompt(user.name, business_context=describe_business(business))
-    start = await chats.begin_turn(
-        user.id,
-        body.session_id,
-        body.content,
-        history_size=settings.CHAT_HISTORY_MESSAGES,
-        stream_ttl=stream_ttl(settings),
+    quota = TurnQuota(
+        parallel_streams=settings.CHAT_MAX_PARALLEL_STREAMS,
+        turns=settings.CHAT_TURNS_PER_WINDOW,
+        window_seconds=settings.CHAT_TURN_WINDOW_SECONDS,
     )
+    admission = await chats.admit(user.id, quota, sessionmaker)
+    try:
+        start = await chats.begin_turn(
+            user.id,
+            body.session_id,
+            body.content,
+            history_size=settings.CHAT_HISTORY_MESSAGES,
+            stream_ttl=STREAM_CLAIM_TTL,
+        )
+    except BaseException:
+        await chats.withdraw(admission)
+        raise
+    # The request's session lives until the response ends (a yield dependency): close
+    # it, so the stream holds no pooled connection while it waits on the model.
+    await chats.session.close()
     context = ToolContext(
         user_id=user.id,
-        sessionmaker=request.app.state.db.sessionmaker,
+        sessionmaker=sessionmaker,
         hasher=request.app.state.hasher,
         settings=settings,
         scheduler=request.app.state.roadmaps,
@@ -163,7 +172,7 @@ async def start_turn(
         llm=llm,
         tools=tools,
         system_prompt=prompt,
-        sessionmaker=request.app.state.db.sessionmaker,
+        sessionmaker=sessionmaker,
         limits=AgentLimits(
             max_tool_rounds=settings.CHAT_MAX_TOOL_ROUNDS,
             idle_timeout=settings.LLM_TIMEOUT_SECONDS,
@@ -173,6 +182,7 @@ async def start_turn(
         ),
         deadline_seconds=settings.CHAT_TURN_TIMEOUT_SECONDS,
         history_chars=settings.CHAT_HISTORY_MAX_CHARS,
+        lease=admission.lease,
     )
 
 
@@ -185,7 +195,8 @@ async def start_turn(
             "description": "Events: session, delta, tool_call, tool_result, message, error, done"
         },
         409: {"description": "The session is already streaming"},
-        503: {"description": "No LLM configured"},
+        429: {"description": "Too many answers streaming at once, or messages per window"},
+        503: {"description": "No LLM configured, or the service is busy"},
     },
 )
 async def stream(turn: Annotated[ChatTurn, Depends(start_turn)]) -> AsyncIterator[ServerSentEvent]:
