@@ -53,6 +53,7 @@ GENERATION_DONE = {"succeeded", "failed", "skipped"}
 ROADMAP_POLLS = 600  # x ROADMAP_POLL_PAUSE: a bound, never an assertion on speed
 ROADMAP_POLL_PAUSE = 0.025
 FINAL_TEXT = "Sudah, Bu."
+CALLS_PER_REPLY = 8  # CHAT_MAX_TOOL_CALLS_PER_RESPONSE: more in one reply are not run
 
 
 # --- accounts, business and roadmap ---------------------------------------------------------
@@ -177,9 +178,14 @@ async def call_tools(
     *calls: Call,
     session_id: str | None = None,
 ) -> tuple[list[dict[str, Any]], str]:
-    """One turn in which the model makes `calls` (in one reply); their tool_result
-    events in order, and the chat session's id."""
-    stream = await turn(client, fake, owner, Reply.tool_calls_of(*calls), session_id=session_id)
+    """One turn in which the model makes `calls` (in one reply, or in as many replies of
+    CHAT_MAX_TOOL_CALLS_PER_RESPONSE calls as they need); their tool_result events in
+    order, and the chat session's id."""
+    replies = [
+        Reply.tool_calls_of(*calls[i : i + CALLS_PER_REPLY])
+        for i in range(0, len(calls), CALLS_PER_REPLY)
+    ]
+    stream = await turn(client, fake, owner, *replies, session_id=session_id)
     results = stream.all("tool_result")
     assert [r["name"] for r in results] == [name for name, _ in calls], stream.events
     return results, stream.first("session")["session_id"]

@@ -109,7 +109,11 @@ def client_frame(event: ServerSentEvent) -> ServerSentEvent | None:
             "tool_end, error; the end of the answer closes the connection"
         },
         409: {"model": ClientError, "description": "The session is already answering"},
-        503: {"model": ClientError, "description": "No AI model configured"},
+        429: {
+            "model": ClientError,
+            "description": "Too many answers streaming at once, or messages per window",
+        },
+        503: {"model": ClientError, "description": "No AI model configured, or busy"},
     },
 )
 async def client_chat_completion(

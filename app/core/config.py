@@ -136,6 +136,15 @@ class Settings(BaseSettings):
     CHAT_HISTORY_MAX_CHARS: int = Field(default=24_000, ge=0)
     CHAT_MAX_TOOL_ROUNDS: int = Field(default=6, ge=1, le=50)
     CHAT_TURN_TIMEOUT_SECONDS: float = Field(default=300.0, gt=0, le=3600)
+    # Per user: answers streaming at once (over both chat endpoints), and turns (each
+    # one to seven model calls) per sliding window.
+    CHAT_MAX_PARALLEL_STREAMS: int = Field(default=2, ge=1, le=100)
+    CHAT_TURNS_PER_WINDOW: int = Field(default=60, ge=1, le=100_000)
+    CHAT_TURN_WINDOW_SECONDS: int = Field(default=3600, ge=1, le=7 * 24 * 3600)
+    # Per model response: tool calls that run (the rest get an error result the model
+    # reads), and the characters it may stream (reply text and tool-call arguments).
+    CHAT_MAX_TOOL_CALLS_PER_RESPONSE: int = Field(default=8, ge=1, le=64)
+    CHAT_MAX_RESPONSE_CHARS: int = Field(default=100_000, ge=1000, le=10_000_000)
 
     ROADMAP_ATTEMPT_TIMEOUT_SECONDS: float = Field(default=120.0, gt=0, le=1800)
     ROADMAP_MAX_ATTEMPTS: int = Field(default=3, ge=1, le=10)
@@ -316,7 +325,12 @@ class Settings(BaseSettings):
     def longest_rate_window_seconds(self) -> float:
         """How long counted attempts must be kept: the longest window of any rate limit
         (housekeeping deletes older ones). A new window setting belongs in this list."""
-        return max(self.LOGIN_THROTTLE_WINDOW_SECONDS, self.EMAIL_CHANGE_WINDOW_SECONDS, 24 * 3600)
+        return max(
+            self.LOGIN_THROTTLE_WINDOW_SECONDS,
+            self.EMAIL_CHANGE_WINDOW_SECONDS,
+            self.CHAT_TURN_WINDOW_SECONDS,
+            24 * 3600,
+        )
 
     @property
     def log_json(self) -> bool:

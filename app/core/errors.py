@@ -2,7 +2,8 @@
 
 Unexpected exceptions are answered by RequestContextMiddleware (500 with the request id);
 these handlers cover the expected ones: HTTP errors, validation errors, and a database
-that is unreachable (503, so clients retry instead of reporting a bug).
+that is unreachable or a connection pool with no connection free in time (503, so
+clients retry instead of reporting a bug).
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ CHANGED_MEANWHILE_DETAIL = (
     "The item was changed or deleted by another request meanwhile; reload it and retry."
 )
 DB_RETRY_AFTER_SECONDS = "5"
+SERVICE_BUSY_DETAIL = "The service is busy; please retry shortly."
+BUSY_RETRY_AFTER_SECONDS = "2"
 
 
 class DomainError(Exception):
@@ -130,6 +133,12 @@ def is_db_unavailable(exc: BaseException) -> bool:
     return isinstance(exc, ConnectionError | TimeoutError)
 
 
+def is_pool_exhausted(exc: BaseException) -> bool:
+    """True when no pooled connection came free within DB_POOL_TIMEOUT: the database is
+    up, this process is busy (SQLAlchemy raises its own TimeoutError only there)."""
+    return isinstance(exc, sa_exc.TimeoutError)
+
+
 def install_exception_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -171,6 +180,13 @@ def install_exception_handlers(app: FastAPI) -> None:
     async def db_unavailable(request: Request, exc: Exception) -> JSONResponse:
         if not is_db_unavailable(exc):
             raise exc  # a genuine bug: RequestContextMiddleware logs it and answers 500
+        if is_pool_exhausted(exc):
+            log.warning("database_pool_exhausted", path=request.url.path)
+            return JSONResponse(
+                {"detail": SERVICE_BUSY_DETAIL},
+                status_code=503,
+                headers={"Retry-After": BUSY_RETRY_AFTER_SECONDS},
+            )
         log.warning("database_unavailable", error=type(exc).__name__, path=request.url.path)
         return JSONResponse(
             {"detail": DB_UNAVAILABLE_DETAIL},

@@ -17,6 +17,7 @@ import json
 import threading
 import time
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,6 +46,9 @@ class Reply:
     chunk_size: int = 8  # characters per streamed delta
     chunk_delay: float = 0.0  # seconds between streamed chunks
     stall_after_chunks: int | None = None  # stop sending (keep open) after N chunks
+    # With stall_after_chunks: go on once this event is set (a test's "now continue").
+    resume: threading.Event | None = None
+    args_chunk_size: int = 16  # characters of tool-call arguments per streamed chunk
     die_after_chunks: int | None = None  # close the connection abruptly after N chunks
     raw_stream: bytes | None = None  # send exactly these bytes as the streamed body
     # Serve only a request whose JSON contains this text (e.g. one business's name), so
@@ -286,43 +290,30 @@ class FakeLLMServer:
             }
             return f"data: {json.dumps(body)}\n\n".encode()
 
-        pieces: list[bytes] = [chunk({"role": "assistant", "content": ""})]
-        text = reply.text
-        for i in range(0, len(text), max(1, reply.chunk_size)):
-            pieces.append(chunk({"content": text[i : i + reply.chunk_size]}))
-        for index, call in enumerate(reply.tool_calls):
-            call_id = call.id or f"call_{next(self._ids)}"
-            pieces.append(
-                chunk(
-                    {
-                        "tool_calls": [
-                            {
-                                "index": index,
-                                "id": call_id,
-                                "type": "function",
-                                "function": {"name": call.name, "arguments": ""},
-                            }
-                        ]
-                    }
-                )
-            )
-            args = call.arguments
-            for i in range(0, len(args), 16):
-                pieces.append(
-                    chunk(
-                        {
-                            "tool_calls": [
-                                {"index": index, "function": {"arguments": args[i : i + 16]}}
-                            ]
-                        }
-                    )
-                )
-        pieces.append(chunk({}, "tool_calls" if reply.tool_calls else "stop"))
-        pieces.append(b"data: [DONE]\n\n")
+        def pieces() -> Iterator[bytes]:
+            """The stream's chunks, made as they are sent (a reply of megabytes is
+            millions of chunks; building them all first would stall the stream)."""
+            yield chunk({"role": "assistant", "content": ""})
+            text = reply.text
+            for i in range(0, len(text), max(1, reply.chunk_size)):
+                yield chunk({"content": text[i : i + reply.chunk_size]})
+            for index, call in enumerate(reply.tool_calls):
+                call_id = call.id or f"call_{next(self._ids)}"
+                function = {"name": call.name, "arguments": ""}
+                start = {"index": index, "id": call_id, "type": "function", "function": function}
+                yield chunk({"tool_calls": [start]})
+                args = call.arguments
+                size = max(1, reply.args_chunk_size)
+                for i in range(0, len(args), size):
+                    part = {"index": index, "function": {"arguments": args[i : i + size]}}
+                    yield chunk({"tool_calls": [part]})
+            yield chunk({}, "tool_calls" if reply.tool_calls else "stop")
+            yield b"data: [DONE]\n\n"
+
         try:
-            for n, piece in enumerate(pieces):
+            for n, piece in enumerate(pieces()):
                 if reply.stall_after_chunks is not None and n == reply.stall_after_chunks:
-                    await asyncio.sleep(3600)
+                    await _stall(reply.resume)
                 if reply.die_after_chunks is not None and n == reply.die_after_chunks:
                     raise ConnectionResetError("scripted death")
                 if reply.chunk_delay and n:
@@ -330,6 +321,13 @@ class FakeLLMServer:
                 yield piece
         finally:
             record.finished = time.perf_counter()
+
+
+async def _stall(resume: threading.Event | None) -> None:
+    """Send nothing (the connection stays open) for an hour, or until `resume` is set."""
+    deadline = time.monotonic() + 3600
+    while time.monotonic() < deadline and not (resume is not None and resume.is_set()):
+        await asyncio.sleep(0.02)
 
 
 def _last_user(body: dict[str, Any]) -> str:

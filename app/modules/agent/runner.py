@@ -9,7 +9,12 @@ each step maps one-to-one onto the chat stream's events and every failure has a 
   times out, is unknown, or gets arguments its schema rejects becomes an error *result*
   the LLM sees and can recover from;
 - an LLM that times out, stalls, rate-limits, fails, or sends tool-call arguments that are
-  not JSON ends the turn with `AgentError(code, message)`.
+  not JSON ends the turn with `AgentError(code, message)`;
+- a response is bounded as it streams: past `max_response_chars` characters (text and
+  tool-call arguments) or far past `max_tool_calls` calls it ends the turn, before the
+  client library's per-chunk rebuilding of the whole response (quadratic in its size and
+  in its number of calls) costs more; of the calls a complete response makes, those
+  beyond `max_tool_calls` are not run and get an error result the model reads.
 """
 
 from __future__ import annotations
@@ -76,11 +81,22 @@ class TurnFinished:
 AgentEvent = TextDelta | ToolCallStarted | ToolCallFinished | TurnFinished
 
 
+# A response that streams this many times more calls than may run is cut off as it
+# streams (a model gone wrong, or a hostile endpoint), not answered call by call.
+STREAMED_TOOL_CALLS_FACTOR = 4
+
+
 @dataclass
 class AgentLimits:
     max_tool_rounds: int = 6
     idle_timeout: float = 60.0  # longest silence inside a streamed reply
     tool_timeout: float = 60.0
+    max_tool_calls: int = 8  # calls of one response that run; the rest get an error result
+    max_response_chars: int = 100_000  # text + tool-call arguments one response may stream
+
+    @property
+    def max_streamed_tool_calls(self) -> int:
+        return STREAMED_TOOL_CALLS_FACTOR * self.max_tool_calls
 
 
 @dataclass
@@ -105,7 +121,14 @@ async def run_agent(
     for _round in range(limits.max_tool_rounds + 1):
         response: ChatResponse | None = None
         offer_tools = list(tools) if _round < limits.max_tool_rounds else []
-        async for item in stream_llm(llm, offer_tools, conversation, limits.idle_timeout):
+        async for item in stream_llm(
+            llm,
+            offer_tools,
+            conversation,
+            limits.idle_timeout,
+            max_chars=limits.max_response_chars,
+            max_tool_calls=limits.max_streamed_tool_calls,
+        ):
             if isinstance(item, TextDelta):
                 yield item
             else:
@@ -117,9 +140,13 @@ async def run_agent(
             yield TurnFinished(response.message.content or "")
             return
         conversation.append(response.message)
-        for call in calls:
+        for index, call in enumerate(calls):
             yield ToolCallStarted(call.id, call.name, call.arguments)
-            output, is_error = await _run_tool(by_name.get(call.name), call, limits.tool_timeout)
+            if index < limits.max_tool_calls:
+                tool = by_name.get(call.name)
+                output, is_error = await _run_tool(tool, call, limits.tool_timeout)
+            else:  # every call needs its result, so the model learns which ones did not run
+                output, is_error = _not_run(limits.max_tool_calls), True
             yield ToolCallFinished(call.id, call.name, call.arguments, output, is_error)
             conversation.append(
                 ChatMessage(
@@ -131,6 +158,57 @@ async def run_agent(
     raise AgentError("too_many_tool_rounds", "The AI model kept calling tools without answering.")
 
 
+def _not_run(limit: int) -> str:
+    return (
+        f"Error: not run: at most {limit} tool calls are run per response. Make the "
+        "remaining calls in your next response."
+    )
+
+
+class _ResponseBudget:
+    """What one streamed response may cost, counted from the raw chunks as they arrive
+    (`ChatResponse.raw`, an OpenAI chat-completion chunk): characters of text, reasoning
+    and tool calls, and the number of tool calls."""
+
+    def __init__(self, max_chars: int | None, max_tool_calls: int | None) -> None:
+        self.max_chars = max_chars
+        self.max_tool_calls = max_tool_calls
+        self.chars = 0
+        self.calls: set[object] = set()
+
+    def take(self, chunk: Any) -> None:
+        for choice in getattr(chunk, "choices", None) or ():
+            delta = getattr(choice, "delta", None)
+            if delta is None:
+                continue
+            self.chars += _text_len(getattr(delta, "content", None))
+            for key in ("reasoning_content", "reasoning"):
+                self.chars += _text_len((getattr(delta, "model_extra", None) or {}).get(key))
+            for call in getattr(delta, "tool_calls", None) or ():
+                index = getattr(call, "index", None)
+                self.calls.add(index if index is not None else getattr(call, "id", None))
+                function = getattr(call, "function", None)
+                if function is not None:
+                    self.chars += _text_len(getattr(function, "arguments", None))
+                    self.chars += _text_len(getattr(function, "name", None))
+        if self.max_chars is not None and self.chars > self.max_chars:
+            log.warning("llm_response_too_large", chars=self.chars)
+            raise AgentError(
+                "llm_response_too_large",
+                f"The AI model's answer grew past {self.max_chars} characters and was stopped.",
+            )
+        if self.max_tool_calls is not None and len(self.calls) > self.max_tool_calls:
+            log.warning("llm_too_many_tool_calls", calls=len(self.calls))
+            raise AgentError(
+                "llm_too_many_tool_calls",
+                "The AI model tried to use far too many tools at once and was stopped.",
+            )
+
+
+def _text_len(value: Any) -> int:
+    return len(value) if isinstance(value, str) else 0
+
+
 async def stream_llm(
     llm: FunctionCallingLLM,
     tools: Sequence[AsyncBaseTool],
@@ -138,9 +216,14 @@ async def stream_llm(
     idle_timeout: float,
     *,
     tool_required: bool = False,
+    max_chars: int | None = None,
+    max_tool_calls: int | None = None,
 ) -> AsyncIterator[TextDelta | ChatResponse]:
     """Yield text deltas, then the complete response; map provider failures to codes.
-    `tool_required` makes the model answer with a tool call (structured output)."""
+    `tool_required` makes the model answer with a tool call (structured output).
+    `max_chars` and `max_tool_calls` bound the response as it streams (`AgentError`)."""
+    budget = _ResponseBudget(max_chars, max_tool_calls)
+    iterator: Any = None
     try:
         if tools:
             stream = await llm.astream_chat_with_tools(
@@ -159,10 +242,14 @@ async def stream_llm(
                     last = await iterator.__anext__()
             except StopAsyncIteration:
                 break
+            budget.take(last.raw)
             if last.delta:
                 yield TextDelta(last.delta)
         if last is not None:
             yield last
+    except AgentError:  # over budget: hang up on the provider rather than read on
+        await _hang_up(iterator)
+        raise
     except TimeoutError:
         raise AgentError(
             "llm_timeout", "The AI model stopped responding. Please try again."
@@ -198,6 +285,25 @@ async def stream_llm(
         raise AgentError(
             "llm_bad_response", "The AI model sent a response that could not be read."
         ) from None
+
+
+async def _hang_up(iterator: Any, reads: int = 1000) -> None:
+    """Close the provider's stream now. Closing the client library's generator would not
+    do it: its inner generators, and the HTTP response, would wait for the garbage
+    collector. A read cancelled where it waits runs every cleanup down to the response;
+    chunks already buffered come back without waiting and are dropped (a 64 KB read holds
+    a few hundred)."""
+    if iterator is None:
+        return
+    for _ in range(reads):
+        try:
+            async with asyncio.timeout(0):  # fires as soon as the read waits
+                await iterator.__anext__()
+        except (TimeoutError, StopAsyncIteration):
+            return
+        except Exception:  # the stream broke by itself: nothing left open
+            return
+    log.warning("llm_stream_not_closed")  # left to the garbage collector
 
 
 def tool_calls(response: ChatResponse) -> list[ToolCall]:

@@ -5,6 +5,10 @@ parameters, and an async `run(ctx, params)` that calls the domain's service) and
 to each consumer: the advisor's agent here, the MCP server elsewhere. The `ToolContext`
 is bound to one authenticated user, so whatever ids the model passes, a tool reaches
 only that user's business.
+
+`run_spec` is the one door for both: it checks at every call that the account may still
+act (a chat turn outlives its authentication by minutes), and turns an unexpected failure
+into a fixed message with the request id, the details going to the log only.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import structlog
 from llama_index.core.tools import FunctionTool, ToolOutput
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -27,10 +32,17 @@ from app.core.security import PasswordHasher
 from app.modules.business.models import BusinessProfile
 from app.modules.business.service import BusinessService
 from app.modules.milestone.service import RoadmapScheduler
+from app.modules.users.service import UserService
+
+log = structlog.stdlib.get_logger(__name__)
 
 NO_BUSINESS = (
     "The owner has no business profile yet. Ask them to create it in the Telaten app "
     "first (name, category, stage)."
+)
+ACCOUNT_REVOKED = (
+    "Error: this account was deactivated or signed out after this conversation began, so "
+    "the tool was not run. Do not call more tools; tell the owner to sign in again."
 )
 
 
@@ -59,6 +71,10 @@ class ToolContext:
     # The chat the tools serve; None only for callers without one (rules that need the
     # conversation, like the delete confirmation, then rely on the client's own).
     conversation: Conversation | None
+    # When the access token that authorised the caller was issued: a session-ending event
+    # after it (password change, deactivation) stops the tools, as it stops the token.
+    # None where every call is authenticated afresh anyway (the MCP server's requests).
+    token_issued_at: datetime | None = None
 
     @asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:
@@ -97,18 +113,49 @@ def tool_result_text(result: Any) -> str:
 
 async def run_spec(spec: ToolSpec, ctx: ToolContext, arguments: dict[str, Any]) -> tuple[str, bool]:
     """(output text, is_error): a refusal or a rule the service enforces is an error
-    result the model can read, never a crash."""
+    result the model can read, never a crash; an unexpected failure (a database error, a
+    bug) is a fixed message naming the request id, with the details in the log only."""
     try:
         params = spec.params.model_validate(arguments)
     except ValidationError as exc:
         problems = validation_problems(exc)
         return f"Error: invalid arguments for '{spec.name}': {problems}", True
     try:
+        if not await _may_act(ctx):
+            log.warning("tool_refused_revoked_account", tool=spec.name)
+            return ACCOUNT_REVOKED, True
         return tool_result_text(await spec.run(ctx, params)), False
     except ToolError as exc:
         return f"Error: {exc}", True
     except DomainError as exc:
         return f"Error: {exc.detail}", True
+    except Exception:
+        log.exception("tool_crashed", tool=spec.name)
+        return tool_failure_text(), True
+
+
+def tool_failure_text() -> str:
+    """What a caller (the model, an MCP client) learns of an unexpected failure: that it
+    happened, and the request id to find it in the log. Never the exception: its text can
+    carry SQL, table names or values."""
+    request_id = structlog.contextvars.get_contextvars().get("request_id")
+    ref = f" (request id {request_id})" if request_id else ""
+    return (
+        f"Error: the tool failed on our side{ref}; it may not have been done. Tell the "
+        "owner it did not work this time and to try again later."
+    )
+
+
+async def _may_act(ctx: ToolContext) -> bool:
+    """The account is still active, and its sessions were not ended since the token
+    that authorised this caller was issued (the check `AuthService.authenticate` makes)."""
+    async with ctx.session() as session:
+        user = await UserService(session, ctx.hasher).get(ctx.user_id)
+    if user is None or not user.is_active:
+        return False
+    cutoff = user.tokens_valid_after
+    issued = ctx.token_issued_at
+    return issued is None or cutoff is None or issued >= cutoff
 
 
 def function_tool(spec: ToolSpec, ctx: ToolContext) -> FunctionTool:

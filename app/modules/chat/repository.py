@@ -166,3 +166,15 @@ class ChatRepository:
             .where(ChatSession.id == session_id)
             .values(streaming_since=None, updated_at=updated_at)
         )
+
+    async def renew_stream(
+        self, session_id: uuid.UUID, claimed_at: datetime, now: datetime
+    ) -> bool:
+        """Move a live claim's time on; False if it is no longer the one taken at
+        `claimed_at` (released, lapsed and taken by another turn, or deleted)."""
+        result = await self.session.execute(
+            update(ChatSession)
+            .where(ChatSession.id == session_id, ChatSession.streaming_since == claimed_at)
+            .values(streaming_since=now)
+        )
+        return result.rowcount == 1  # type: ignore[attr-defined]

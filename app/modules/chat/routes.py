@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
-from app.api.deps import CurrentUser, SessionDep, SettingsDep
-from app.core.config import Settings
+from app.api.deps import CurrentUser, SessionDep, SettingsDep, oauth2_scheme
+from app.core.errors import UnauthorizedError
 from app.core.llm import LLMNotConfiguredError
+from app.core.security import InvalidTokenError, TokenCodec
 from app.core.types import Limit, Offset
 from app.modules.agent.prompt import build_system_prompt, describe_business
 from app.modules.agent.runner import AgentLimits
@@ -27,7 +28,7 @@ from app.modules.chat.schemas import (
     SessionPublic,
     SessionRename,
 )
-from app.modules.chat.service import ChatService
+from app.modules.chat.service import STREAM_CLAIM_TTL, ChatService, TurnQuota
 from app.modules.chat.turn import ChatTurn
 
 router = APIRouter(
@@ -41,11 +42,6 @@ def get_chat_service(session: SessionDep) -> ChatService:
 
 
 ChatServiceDep = Annotated[ChatService, Depends(get_chat_service)]
-
-
-def stream_ttl(settings: Settings) -> timedelta:
-    """How long a streaming claim holds: the longest a turn may run, plus a margin."""
-    return timedelta(seconds=settings.CHAT_TURN_TIMEOUT_SECONDS + settings.LLM_TIMEOUT_SECONDS + 30)
 
 
 @router.get("/sessions", response_model=SessionPage)
@@ -85,10 +81,10 @@ async def rename_session(
     responses={**_404, 409: {"description": "The session is streaming"}},
 )
 async def delete_session(
-    session_id: uuid.UUID, user: CurrentUser, chats: ChatServiceDep, settings: SettingsDep
+    session_id: uuid.UUID, user: CurrentUser, chats: ChatServiceDep
 ) -> Response:
     """Delete the session with all its messages."""
-    await chats.delete(user.id, session_id, stream_ttl(settings))
+    await chats.delete(user.id, session_id, STREAM_CLAIM_TTL)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -110,36 +106,65 @@ async def list_messages(
     )
 
 
+def token_issued_at(
+    request: Request, token: Annotated[str | None, Depends(oauth2_scheme)]
+) -> datetime:
+    """When the caller's access token (already accepted by `CurrentUser`) was issued: the
+    turn's tools refuse once the user's sessions are ended after it."""
+    codec: TokenCodec = request.app.state.tokens
+    try:
+        return codec.decode(token or "", "access").issued_at
+    except InvalidTokenError:  # expired in the instant since it was accepted
+        raise UnauthorizedError() from None
+
+
 async def start_turn(
     body: ChatStreamRequest,
     request: Request,
     user: CurrentUser,
+    issued_at: Annotated[datetime, Depends(token_issued_at)],
     chats: ChatServiceDep,
     settings: SettingsDep,
 ) -> ChatTurn:
     """Everything that can refuse the turn, before the stream starts (so refusals are
-    plain JSON errors): no LLM 503, someone else's session 404, busy session 409."""
+    plain JSON errors): no LLM 503, the user's limits 429, someone else's session 404,
+    busy session 409."""
     llm = request.app.state.llm
     if llm is None:
         raise LLMNotConfiguredError()
+    sessionmaker = request.app.state.db.sessionmaker
     # Everything that can fail comes before the session is claimed and the message saved.
     external = external_tools(request.app.state.mcp)
     business = await BusinessService(chats.session).mine(user.id)
     prompt = build_system_prompt(user.name, business_context=describe_business(business))
-    start = await chats.begin_turn(
-        user.id,
-        body.session_id,
-        body.content,
-        history_size=settings.CHAT_HISTORY_MESSAGES,
-        stream_ttl=stream_ttl(settings),
+    quota = TurnQuota(
+        parallel_streams=settings.CHAT_MAX_PARALLEL_STREAMS,
+        turns=settings.CHAT_TURNS_PER_WINDOW,
+        window_seconds=settings.CHAT_TURN_WINDOW_SECONDS,
     )
+    admission = await chats.admit(user.id, quota, sessionmaker)
+    try:
+        start = await chats.begin_turn(
+            user.id,
+            body.session_id,
+            body.content,
+            history_size=settings.CHAT_HISTORY_MESSAGES,
+            stream_ttl=STREAM_CLAIM_TTL,
+        )
+    except BaseException:
+        await chats.withdraw(admission)
+        raise
+    # The request's session lives until the response ends (a yield dependency): close
+    # it, so the stream holds no pooled connection while it waits on the model.
+    await chats.session.close()
     context = ToolContext(
         user_id=user.id,
-        sessionmaker=request.app.state.db.sessionmaker,
+        sessionmaker=sessionmaker,
         hasher=request.app.state.hasher,
         settings=settings,
         scheduler=request.app.state.roadmaps,
         conversation=Conversation(start.session_id, start.user_message.created_at),
+        token_issued_at=issued_at,
     )
     tools = [*domain_tools(context), *external]  # binding the domain tools cannot fail
     return ChatTurn(
@@ -147,14 +172,17 @@ async def start_turn(
         llm=llm,
         tools=tools,
         system_prompt=prompt,
-        sessionmaker=request.app.state.db.sessionmaker,
+        sessionmaker=sessionmaker,
         limits=AgentLimits(
             max_tool_rounds=settings.CHAT_MAX_TOOL_ROUNDS,
             idle_timeout=settings.LLM_TIMEOUT_SECONDS,
             tool_timeout=settings.LLM_TIMEOUT_SECONDS,
+            max_tool_calls=settings.CHAT_MAX_TOOL_CALLS_PER_RESPONSE,
+            max_response_chars=settings.CHAT_MAX_RESPONSE_CHARS,
         ),
         deadline_seconds=settings.CHAT_TURN_TIMEOUT_SECONDS,
         history_chars=settings.CHAT_HISTORY_MAX_CHARS,
+        lease=admission.lease,
     )
 
 
@@ -167,7 +195,8 @@ async def start_turn(
             "description": "Events: session, delta, tool_call, tool_result, message, error, done"
         },
         409: {"description": "The session is already streaming"},
-        503: {"description": "No LLM configured"},
+        429: {"description": "Too many answers streaming at once, or messages per window"},
+        503: {"description": "No LLM configured, or the service is busy"},
     },
 )
 async def stream(turn: Annotated[ChatTurn, Depends(start_turn)]) -> AsyncIterator[ServerSentEvent]:

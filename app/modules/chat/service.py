@@ -1,24 +1,50 @@
-"""Chat rules: sessions belong to one user, one stream per session at a time, and the
-user's message is saved before the LLM is called."""
+"""Chat rules: sessions belong to one user, one stream per session at a time, a few
+streams and a bounded number of turns per user, and the user's message is saved before
+the LLM is called."""
 
 from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
-from sqlalchemy.ext.asyncio import AsyncSession
+import structlog
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.errors import ConflictError, NotFoundError
 from app.db.helpers import commit_or_conflict
 from app.db.types import utcnow
 from app.modules.chat.models import ChatMessage, ChatSession, MessageRole
 from app.modules.chat.repository import ChatRepository
+from app.modules.limits.service import LimitService, SlotLease, Window
+
+log = structlog.stdlib.get_logger(__name__)
 
 TITLE_CHARS = 60
 STREAM_BUSY = "This chat session is already answering a message; wait for it to finish."
 SESSION_NOT_FOUND = "Chat session not found"
 SESSION_CHANGED = "The chat session was changed meanwhile; reload it and retry"
+# A session's streaming claim: renewed every STREAM_RENEW_SECONDS while its turn runs,
+# so it lapses this long after the process running the turn died (a crash, SIGKILL).
+STREAM_CLAIM_TTL = timedelta(seconds=30)
+STREAM_RENEW_SECONDS = STREAM_CLAIM_TTL.total_seconds() / 3
+
+
+@dataclass(frozen=True)
+class TurnQuota:
+    """A user's chat limits: streams at once, and turns per sliding window."""
+
+    parallel_streams: int
+    turns: int
+    window_seconds: int
+
+
+@dataclass(frozen=True)
+class Admission:
+    """A turn let through the user's limits: a stream place held, the turn counted."""
+
+    lease: SlotLease
+    counted: list[uuid.UUID]
 
 
 @dataclass(frozen=True)
@@ -30,6 +56,7 @@ class TurnStart:
     created: bool
     history: list[ChatMessage]
     user_message: ChatMessage
+    claimed_at: datetime  # the claim's `streaming_since`, which its heartbeat renews
 
 
 def title_from(content: str) -> str:
@@ -126,4 +153,54 @@ class ChatService:
         self.session.add(message)
         chat_id, title = chat.id, chat.title
         await self.session.commit()
-        return TurnStart(chat_id, title, created, history, message)
+        return TurnStart(chat_id, title, created, history, message, now)
+
+    async def admit(
+        self,
+        user_id: uuid.UUID,
+        quota: TurnQuota,
+        sessionmaker: async_sessionmaker[AsyncSession],
+    ) -> Admission:
+        """Let a turn through the user's limits, or 429 with Retry-After: one of their
+        `parallel_streams` places (held by the returned lease while the answer streams,
+        lapsing 30 s after a crash), and one of `turns` per window (each turn costs model
+        calls). Both are counted in the database, so every worker agrees."""
+        limits = LimitService(self.session)
+        holder = await limits.take_slot(
+            f"chat:{user_id}",
+            quota.parallel_streams,
+            refusal=f"You already have {quota.parallel_streams} answers streaming at once; "
+            "wait for one to finish.",
+        )
+        lease = SlotLease(sessionmaker, holder)
+        try:
+            counted = await limits.reserve(
+                Window(f"chat-turn:{user_id}", quota.turns, quota.window_seconds),
+                refusal=f"You can send at most {quota.turns} messages to the advisor in "
+                f"{_span(quota.window_seconds)}; please try again later.",
+            )
+        except BaseException:
+            await lease.release()
+            raise
+        return Admission(lease, counted)
+
+    async def withdraw(self, admission: Admission) -> None:
+        """A turn admitted but refused afterwards (404, 409): free its place and do not
+        count it. Never raises, so the refusal is what the caller sees (if the database
+        is away, the place lapses by itself and the turn stays counted)."""
+        await admission.lease.release()
+        try:
+            await self.session.rollback()
+            await LimitService(self.session).forget(admission.counted)
+            await self.session.commit()
+        except Exception:
+            log.warning("chat_turn_not_uncounted", exc_info=True)
+
+
+def _span(seconds: int) -> str:
+    if seconds % 3600 == 0:
+        hours = seconds // 3600
+        return "an hour" if hours == 1 else f"{hours} hours"
+    if seconds % 60 == 0:
+        return f"{seconds // 60} minutes"
+    return f"{seconds} seconds"

@@ -4,7 +4,8 @@ Runs inside the response stream, so it holds no database session of its own betw
 writes: it opens a short one to save the outcome. Whatever ends the turn — the answer,
 an LLM failure, the turn deadline, or the client going away — the assistant's message
 is saved (complete, partial or error) together with the tool messages, and the
-session's streaming claim is released.
+session's streaming claim is released. While the turn runs, a heartbeat renews the claim
+(and the lease keeps the user's stream place), so both lapse soon after a crash.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
+from contextlib import aclosing, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -26,6 +28,7 @@ from llama_index.core.llms.function_calling import FunctionCallingLLM
 from llama_index.core.tools import AsyncBaseTool
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.core.background import repeating
 from app.db.types import utcnow
 from app.modules.agent.runner import (
     AgentError,
@@ -37,7 +40,8 @@ from app.modules.agent.runner import (
 )
 from app.modules.chat.models import ChatMessage, MessageRole, MessageStatus
 from app.modules.chat.repository import ChatRepository
-from app.modules.chat.service import TurnStart
+from app.modules.chat.service import STREAM_RENEW_SECONDS, TurnStart
+from app.modules.limits.service import SlotLease
 
 log = structlog.stdlib.get_logger(__name__)
 
@@ -58,9 +62,12 @@ class ChatTurn:
     limits: AgentLimits
     deadline_seconds: float
     history_chars: int = 24_000
+    # The user's stream place (`ChatService.admit`), held while the turn streams.
+    lease: SlotLease | None = None
     _text: list[str] = field(default_factory=list)
     _calls: list[tuple[ToolCallFinished, datetime]] = field(default_factory=list)
     _saved: bool = False
+    _claimed_at: datetime | None = None
 
     def _llm_messages(self) -> list[LLMMessage]:
         """System prompt, as much recent history as `history_chars` allows (newest kept),
@@ -79,6 +86,29 @@ class ChatTurn:
         ]
 
     async def events(self) -> AsyncIterator[ServerSentEvent]:
+        """The turn's events; the stream place and the session's claim are kept alive
+        (renewed in short sessions of their own) until it ends."""
+        async with (
+            self.lease.held() if self.lease is not None else nullcontext(),
+            repeating(STREAM_RENEW_SECONDS, self._renew_claim, name="chat-stream-claim"),
+            aclosing(self._events()) as events,
+        ):
+            async for event in events:
+                yield event
+
+    async def _renew_claim(self) -> None:
+        now = utcnow()
+        async with self.sessionmaker() as session:
+            renewed = await ChatRepository(session).renew_stream(
+                self.start.session_id, self._claimed_at or self.start.claimed_at, now
+            )
+            await session.commit()
+        if renewed:
+            self._claimed_at = now
+        elif not self._saved:
+            log.warning("chat_stream_claim_lost", session_id=str(self.start.session_id))
+
+    async def _events(self) -> AsyncIterator[ServerSentEvent]:
         start = self.start
         yield sse(
             "session",
