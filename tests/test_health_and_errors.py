@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -200,3 +202,107 @@ async def test_oversized_chunked_body_is_413_json(client: httpx.AsyncClient) -> 
     )
     assert r.status_code == 413
     assert "limit" in r.json()["detail"]
+
+
+# --- contention is "busy", not "database unavailable" --------------------------------
+
+
+def _contention_app(database_url: str) -> tuple[FastAPI, Any]:
+    """A bare app with the service's error handlers and routes that lose to each other
+    on a real database: a lock held too long, a deadlock, a statement timeout."""
+    from sqlalchemy import text
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from app.core.errors import install_exception_handlers
+
+    sqlite = database_url.startswith("sqlite")
+    engine = create_async_engine(
+        database_url, connect_args={"timeout": 0.2} if sqlite else {}, pool_size=5
+    )
+    bare = FastAPI()
+    install_exception_handlers(bare)
+    turns = asyncio.Barrier(2)
+
+    @bare.post("/hold")
+    async def hold() -> dict[str, str]:  # holds the write lock (SQLite) for a while
+        async with engine.connect() as conn:
+            await conn.exec_driver_sql("BEGIN IMMEDIATE")
+            await conn.execute(text("INSERT INTO contention (id) VALUES (1)"))
+            await asyncio.sleep(2)
+            await conn.rollback()
+        return {}
+
+    @bare.post("/write")
+    async def write() -> dict[str, str]:
+        async with engine.begin() as conn:
+            await conn.execute(text("INSERT INTO contention (id) VALUES (2)"))
+        return {}
+
+    @bare.post("/deadlock/{first}/{second}")
+    async def deadlock(first: int, second: int) -> dict[str, str]:
+        async with engine.begin() as conn:
+            await conn.execute(text("UPDATE contention SET n = n + 1 WHERE id = :i"), {"i": first})
+            await turns.wait()  # both hold their first row now
+            await conn.execute(text("UPDATE contention SET n = n + 1 WHERE id = :i"), {"i": second})
+        return {}
+
+    @bare.get("/slow")
+    async def slow() -> dict[str, str]:
+        async with engine.begin() as conn:
+            await conn.execute(text("SET LOCAL statement_timeout = 100"))
+            await conn.execute(text("SELECT pg_sleep(5)"))
+        return {}
+
+    return bare, engine
+
+
+async def _make_contention_table(engine: Any, rows: int) -> None:
+    from sqlalchemy import text
+
+    async with engine.begin() as conn:
+        await conn.execute(text("DROP TABLE IF EXISTS contention"))
+        await conn.execute(text("CREATE TABLE contention (id INTEGER PRIMARY KEY, n INTEGER)"))
+        for i in range(10, 10 + rows):
+            await conn.execute(text("INSERT INTO contention (id, n) VALUES (:i, 0)"), {"i": i})
+
+
+def _busy(r: httpx.Response) -> bool:
+    return (
+        r.status_code == 503
+        and "busy" in r.json()["detail"]
+        and "unavailable" not in r.json()["detail"]
+        and r.headers["Retry-After"].isdigit()
+    )
+
+
+async def test_a_write_that_waits_out_the_sqlite_lock_is_busy(database_url: str) -> None:
+    if not database_url.startswith("sqlite"):
+        pytest.skip("SQLite's write lock")
+    bare, engine = _contention_app(database_url)
+    try:
+        await _make_contention_table(engine, 0)
+        async with asgi_client(bare) as c:
+            holding = asyncio.create_task(c.post("/hold"))
+            await asyncio.sleep(0.5)
+            r = await c.post("/write")
+            assert _busy(r), r.text
+            assert (await holding).status_code == 200
+    finally:
+        await engine.dispose()
+
+
+@pytest.mark.postgres_only
+async def test_deadlocks_and_statement_timeouts_are_busy(database_url: str) -> None:
+    bare, engine = _contention_app(database_url)
+    try:
+        await _make_contention_table(engine, 2)
+        async with asgi_client(bare) as c:
+            a, b = await asyncio.gather(c.post("/deadlock/10/11"), c.post("/deadlock/11/10"))
+            statuses = sorted([a.status_code, b.status_code])
+            assert statuses == [200, 503], (a.text, b.text)
+            assert _busy(a if a.status_code == 503 else b)
+            r = await c.get("/slow")
+            assert _busy(r), r.text
+            assert "pg_sleep" not in r.text and "SQL" not in r.text
+    finally:
+        await engine.dispose()

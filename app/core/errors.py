@@ -139,6 +139,34 @@ def is_pool_exhausted(exc: BaseException) -> bool:
     return isinstance(exc, sa_exc.TimeoutError)
 
 
+# PostgreSQL's answers to contention, which a retry gets past: a serialization failure,
+# a deadlock, a lock or statement timeout.
+_CONTENTION_SQLSTATES = frozenset({"40001", "40P01", "55P03", "57014"})
+# SQLite's: another connection held the write lock longer than busy_timeout.
+_SQLITE_LOCKED = ("database is locked", "database table is locked")
+
+
+def is_contention(exc: BaseException) -> bool:
+    """True when the database is up but too busy to answer this request now: the pool
+    had no free connection, or the request lost a lock or timed out against others."""
+    if is_pool_exhausted(exc):
+        return True
+    if not isinstance(exc, sa_exc.DBAPIError):
+        return False
+    if getattr(exc.orig, "sqlstate", None) in _CONTENTION_SQLSTATES:
+        return True
+    return isinstance(exc, sa_exc.OperationalError) and any(
+        text in str(exc.orig) for text in _SQLITE_LOCKED
+    )
+
+
+def _db_error_name(exc: BaseException) -> str:
+    """The error's kind for the log, never its text (which may quote SQL or values)."""
+    orig = getattr(exc, "orig", None)
+    state = getattr(orig, "sqlstate", None)
+    return f"{type(exc).__name__}({state})" if state else type(exc).__name__
+
+
 def install_exception_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -178,15 +206,16 @@ def install_exception_handlers(app: FastAPI) -> None:
         return JSONResponse({"detail": CHANGED_MEANWHILE_DETAIL}, status_code=409)
 
     async def db_unavailable(request: Request, exc: Exception) -> JSONResponse:
-        if not is_db_unavailable(exc):
-            raise exc  # a genuine bug: RequestContextMiddleware logs it and answers 500
-        if is_pool_exhausted(exc):
-            log.warning("database_pool_exhausted", path=request.url.path)
+        if is_contention(exc):
+            # Not "unavailable": the database answers, this request lost to others.
+            log.warning("database_busy", error=_db_error_name(exc), path=request.url.path)
             return JSONResponse(
                 {"detail": SERVICE_BUSY_DETAIL},
                 status_code=503,
                 headers={"Retry-After": BUSY_RETRY_AFTER_SECONDS},
             )
+        if not is_db_unavailable(exc):
+            raise exc  # a genuine bug: RequestContextMiddleware logs it and answers 500
         log.warning("database_unavailable", error=type(exc).__name__, path=request.url.path)
         return JSONResponse(
             {"detail": DB_UNAVAILABLE_DETAIL},
