@@ -105,6 +105,8 @@ class Settings(BaseSettings):
     LOGIN_MAX_FAILURES_PER_CLIENT: int = Field(default=50, ge=1)
     LOGIN_THROTTLE_WINDOW_SECONDS: int = Field(default=900, ge=1)
     REGISTER_MAX_PER_CLIENT: int = Field(default=20, ge=1)
+    # CSV exports one user may stream at the same time (429 with Retry-After beyond).
+    EXPORT_MAX_PARALLEL_PER_USER: int = Field(default=2, ge=1, le=100)
 
     LLM_PROVIDER: (
         Literal["groq", "together", "deepseek", "openai", "openrouter", "ollama"] | None
