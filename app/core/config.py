@@ -120,6 +120,8 @@ class Settings(BaseSettings):
     # Changes of the login email one account may attempt per window (429 beyond).
     EMAIL_CHANGES_PER_WINDOW: int = Field(default=5, ge=1)
     EMAIL_CHANGE_WINDOW_SECONDS: int = Field(default=3600, ge=1)
+    # CSV exports one user may stream at the same time (429 with Retry-After beyond).
+    EXPORT_MAX_PARALLEL_PER_USER: int = Field(default=2, ge=1, le=100)
 
     LLM_PROVIDER: (
         Literal["groq", "together", "deepseek", "openai", "openrouter", "ollama"] | None

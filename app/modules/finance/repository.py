@@ -3,15 +3,25 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import Date, cast, delete, func, or_, select
+from sqlalchemy import Date, Table, cast, delete, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.helpers import escape_like
 from app.modules.finance.models import FinanceCategory, Transaction
+
+
+class ExportRow(NamedTuple):
+    occurred_at: datetime
+    type: str
+    amount: int
+    category: str
+    note: str
+    id: uuid.UUID
 
 
 @dataclass
@@ -139,14 +149,45 @@ class FinanceRepository:
         ).first()
         return (row[0], row[1]) if row else None
 
-    async def export(
-        self, business_id: uuid.UUID, start: datetime, end: datetime, limit: int
-    ) -> list[tuple[Transaction, str]]:
-        stmt = self._filtered(business_id, TransactionFilters(start=start, end=end))
-        rows = await self.session.execute(
-            stmt.order_by(Transaction.occurred_at, Transaction.id).limit(limit)
+    async def count_in_range(
+        self, business_id: uuid.UUID, start: datetime, end: datetime, at_most: int
+    ) -> int:
+        """How many transactions the range holds, counting no further than `at_most`
+        (an index range scan that stops there)."""
+        rows = select(Transaction.id).where(self._in_range(business_id, start, end)).limit(at_most)
+        return await self.session.scalar(select(func.count()).select_from(rows.subquery())) or 0
+
+    async def export_batch(
+        self,
+        business_id: uuid.UUID,
+        start: datetime,
+        end: datetime,
+        after: tuple[datetime, uuid.UUID] | None,
+        limit: int,
+        part_rows: int,
+    ) -> AsyncIterator[Sequence[ExportRow]]:
+        """The next `limit` rows of the range in (occurred_at, id) order after the key
+        `after` (keyset pagination: each batch starts where the previous ended, with no
+        OFFSET to skip), in parts of `part_rows`.
+
+        A Core query of plain columns: no ORM objects, and each part's values are
+        converted (text to datetime and UUID on SQLite) only when the caller takes it,
+        so the caller can let the event loop run other work between parts."""
+        transactions: Table = Transaction.__table__  # type: ignore[attr-defined]
+        categories: Table = FinanceCategory.__table__  # type: ignore[attr-defined]
+        t, c = transactions.c, categories.c
+        stmt = (
+            select(t.occurred_at, t.type, t.amount, c.name, t.note, t.id)
+            .select_from(transactions.join(categories, c.id == t.category_id))
+            .where(t.business_id == business_id, t.occurred_at >= start, t.occurred_at < end)
         )
-        return [(t, name) for t, name in rows.all()]
+        if after is not None:
+            at, last_id = after
+            # Written so the (business_id, occurred_at) index bounds the scan.
+            stmt = stmt.where(t.occurred_at >= at, or_(t.occurred_at > at, t.id > last_id))
+        result = await self.session.execute(stmt.order_by(t.occurred_at, t.id).limit(limit))
+        for part in result.partitions(part_rows):
+            yield part  # type: ignore[misc]  # Rows are tuples
 
     # --- summary ------------------------------------------------------------------------
 

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
+from collections.abc import AsyncGenerator
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Response, status
+from fastapi import APIRouter, Query, Request, Response, status
+from fastapi.responses import StreamingResponse
+from starlette.types import Message, Receive, Scope, Send
 
-from app.api.deps import CurrentBusiness, SessionDep, SettingsDep
+from app.api.deps import CurrentBusiness, CurrentUser, SessionDep, SettingsDep
 from app.core.errors import UNPROCESSABLE_RESPONSE
 from app.core.types import Limit, Offset, SearchText
 from app.modules.finance.models import EntryType, FinanceCategory, Transaction
@@ -25,7 +28,8 @@ from app.modules.finance.schemas import (
     TransactionPublic,
     TransactionUpdate,
 )
-from app.modules.finance.service import FinanceService
+from app.modules.finance.service import FinanceService, csv_chunks
+from app.modules.limits.service import LimitService, SlotLease
 
 router = APIRouter(
     prefix="/finance",
@@ -143,28 +147,83 @@ async def list_transactions(
     )
 
 
+class _LeasedStream(StreamingResponse):
+    """A streamed response that holds a usage place while it is sent: renewed in the
+    background, freed just before the last (empty) chunk, so a client that has read the
+    whole file may start the next export at once, or when the client goes away."""
+
+    def __init__(
+        self, content: AsyncGenerator[bytes, None], lease: SlotLease, **kwargs: Any
+    ) -> None:
+        super().__init__(content, **kwargs)
+        self.chunks = content
+        self.lease = lease
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def release_before_the_end(message: Message) -> None:
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                await self.lease.release()
+            await send(message)
+
+        try:
+            async with self.lease.held():
+                await super().__call__(scope, receive, release_before_the_end)
+        finally:
+            await self.chunks.aclose()  # here, not whenever the garbage collector runs
+
+
 @router.get(
     "/transactions/export",
-    response_class=Response,
-    responses={200: {"content": {"text/csv": {}}, "description": "CSV of the range"}},
+    response_class=StreamingResponse,
+    responses={
+        200: {"content": {"text/csv": {}}, "description": "CSV of the range"},
+        429: {"description": "Too many exports of this user running at once"},
+    },
 )
 async def export_transactions(
+    request: Request,
+    user: CurrentUser,
     business: CurrentBusiness,
     session: SessionDep,
+    settings: SettingsDep,
     start: Annotated[BoundedDate, Query(description="First day, YYYY-MM-DD")],
     end: Annotated[
         BoundedDate, Query(description="Last day (inclusive), at most 366 days after start")
     ],
-) -> Response:
-    body, truncated = await FinanceService(session).export_csv(business, start, end)
+) -> StreamingResponse:
+    """CSV (UTF-8 with a byte-order mark) of the range, streamed in batches, at most
+    100,000 rows. `X-Export-Truncated: true`: the range holds more, ask for a shorter one.
+    At most EXPORT_MAX_PARALLEL_PER_USER exports of one user run at once."""
+    service = FinanceService(session)
+    export = service.csv_export(business, start, end)
+    sessionmaker = request.app.state.db.sessionmaker
+    holder = await LimitService(session).take_slot(
+        f"export:{user.id}",
+        settings.EXPORT_MAX_PARALLEL_PER_USER,
+        refusal=(
+            f"At most {settings.EXPORT_MAX_PARALLEL_PER_USER} exports may run at once; "
+            "wait for one to finish"
+        ),
+    )
+    lease = SlotLease(sessionmaker, holder)
+    try:
+        export = await service.count_export(export)
+    except BaseException:
+        await lease.release()
+        raise
+    finally:
+        # The stream reads in short sessions of its own: give this request's connection
+        # back now, not when the last byte has been sent.
+        await session.close()
     filename = f"telaten-transactions-{start.isoformat()}-{end.isoformat()}.csv"
-    return Response(
-        body,
+    return _LeasedStream(
+        csv_chunks(sessionmaker, export),
+        lease,
         media_type="text/csv; charset=utf-8",
         headers={
             "Content-Disposition": f'attachment; filename="{filename}"',
             # More rows than one export holds: ask for a shorter range.
-            "X-Export-Truncated": "true" if truncated else "false",
+            "X-Export-Truncated": "true" if export.truncated else "false",
         },
     )
 

@@ -8,17 +8,23 @@ in the same database transaction as the entry itself.
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
+import re
 import uuid
+import weakref
 from collections import defaultdict
-from dataclasses import dataclass
+from collections.abc import AsyncGenerator, Sequence
+from contextlib import aclosing
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time, timedelta
+from time import perf_counter as time_now
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm.exc import StaleDataError
 
 from app.core.errors import ConflictError, DomainError, NotFoundError, PermissionDeniedError
@@ -26,7 +32,7 @@ from app.db.helpers import commit_or_conflict
 from app.db.types import utcnow
 from app.modules.business.models import BusinessProfile
 from app.modules.finance.models import FinanceCategory, Transaction
-from app.modules.finance.repository import FinanceRepository, TransactionFilters
+from app.modules.finance.repository import ExportRow, FinanceRepository, TransactionFilters
 from app.modules.finance.schemas import (
     CategoryCreate,
     CategoryUpdate,
@@ -45,10 +51,14 @@ EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
 MAX_FUTURE = timedelta(days=1)
 DAY_BUCKETS_UP_TO = 92  # longer ranges are charted by month
 MAX_RANGE_DAYS = 3660
-EXPORT_MAX_ROWS = 100_000
 CATEGORY_NOT_FOUND = "Category not found"
 CATEGORY_IN_USE = "The category is in use; move its transactions to another category first"
 NO_SUCH_CATEGORY = "category_id: no such category (use GET /finance/categories)"
+EXPORT_MAX_ROWS = 100_000  # one export holds at most this many rows
+EXPORT_MAX_DAYS = 366
+EXPORT_BATCH_ROWS = 500  # rows read per short transaction, and sent as one chunk
+EXPORT_STEP_ROWS = 100  # rows formatted between two looks at the event loop's other work
+EXPORT_COLUMNS = ("occurred_at", "type", "amount", "category", "note", "id")
 
 
 def _invalid(detail: str) -> DomainError:
@@ -389,35 +399,117 @@ class FinanceService:
             ],
         }
 
-    async def export_csv(
-        self, business: BusinessProfile, start: date, end: date
-    ) -> tuple[str, bool]:
-        """(CSV text, whether it stopped at EXPORT_MAX_ROWS). The text starts with a
-        UTF-8 byte-order mark, which spreadsheet programs need to read non-ASCII text
-        (category names, notes) correctly."""
+    # --- CSV export ---------------------------------------------------------------------
+
+    def csv_export(
+        self, business: BusinessProfile, start: date, end: date, max_rows: int = EXPORT_MAX_ROWS
+    ) -> CsvExport:
+        """The export of a date range (422 for a bad or too long one), not yet counted."""
         span = period_range("custom", start, start, end)
-        if (span.end - span.start).days > 366:
-            raise _invalid("export at most 366 days at a time")
-        tz = ZoneInfo(business.timezone)
-        begin, finish = span.utc_bounds(tz)
-        rows = await self.repo.export(business.id, begin, finish, EXPORT_MAX_ROWS + 1)
-        truncated = len(rows) > EXPORT_MAX_ROWS
-        out = io.StringIO()
-        out.write("\ufeff")
-        writer = csv.writer(out)
-        writer.writerow(["occurred_at", "type", "amount", "category", "note", "id"])
-        for entry, category in rows[:EXPORT_MAX_ROWS]:
-            writer.writerow(
-                [
-                    entry.occurred_at.astimezone(tz).isoformat(),
-                    entry.type,
-                    entry.amount,
-                    _cell(category),
-                    _cell(entry.note),
-                    entry.id,
-                ]
-            )
-        return out.getvalue(), truncated
+        if (span.end - span.start).days > EXPORT_MAX_DAYS:
+            raise _invalid(f"export at most {EXPORT_MAX_DAYS} days at a time")
+        begin, finish = span.utc_bounds(ZoneInfo(business.timezone))
+        return CsvExport(business.id, business.timezone, begin, finish, max_rows)
+
+    async def count_export(self, export: CsvExport) -> CsvExport:
+        """Count the range's rows (up to one past the cap) before anything is streamed,
+        so the response's headers can say whether the file will be cut short."""
+        count = await self.repo.count_in_range(
+            export.business_id, export.begin, export.finish, export.max_rows + 1
+        )
+        return replace(export, truncated=count > export.max_rows)
+
+
+@dataclass(frozen=True)
+class CsvExport:
+    """One business's transactions in a date range, to stream as CSV."""
+
+    business_id: uuid.UUID
+    timezone: str
+    begin: datetime  # UTC, inclusive
+    finish: datetime  # UTC, exclusive
+    max_rows: int
+    truncated: bool = False  # the range held more than max_rows when it was counted
+
+
+async def csv_chunks(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    export: CsvExport,
+    *,
+    batch_rows: int = EXPORT_BATCH_ROWS,
+) -> AsyncGenerator[bytes, None]:
+    """The export as UTF-8 chunks: a byte-order mark (spreadsheet programs need it to
+    read non-ASCII text such as category names and notes correctly) and the header,
+    then one chunk per batch of rows in time order.
+
+    Each batch is read in a short transaction of its own, on a connection that goes back
+    to the pool before the chunk is yielded: a stream that waits for a slow client holds
+    no connection, and memory holds one batch. Batches follow each other by keyset on
+    (occurred_at, id), so a row that exists for the whole export is in it exactly once;
+    one recorded or deleted meanwhile is in it or not depending on where the export was.
+
+    Reading and formatting rows is CPU work on the event loop: the exports of a process
+    take turns (one batch at a time), and a batch is formatted in small steps with the
+    loop's other work in between, so requests of other users wait for one step at most.
+    """
+    yield ("\ufeff" + ",".join(EXPORT_COLUMNS) + "\r\n").encode()
+    tz = ZoneInfo(export.timezone)
+    after: tuple[datetime, uuid.UUID] | None = None
+    left = export.max_rows
+    while left > 0:
+        size = min(batch_rows, left)
+        async with _export_turn():
+            began = time_now()
+            parts, count, last = [], 0, None
+            async with (
+                sessionmaker() as session,
+                aclosing(
+                    FinanceRepository(session).export_batch(
+                        export.business_id,
+                        export.begin,
+                        export.finish,
+                        after,
+                        size,
+                        EXPORT_STEP_ROWS,
+                    )
+                ) as batch,
+            ):
+                async for rows in batch:
+                    parts.append(_csv_lines(rows, tz))
+                    count, last = count + len(rows), rows[-1]
+                    await asyncio.sleep(0)  # the event loop's other work between two steps
+            # Then as long again for everything else: the exports of a process never
+            # take more than about half of its time, however many run.
+            await asyncio.sleep(time_now() - began)
+        if parts:
+            yield "".join(parts).encode()
+        if count < size or last is None:
+            return
+        left -= count
+        after = (last[0], last[5])
+
+
+_turns: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _export_turn() -> asyncio.Lock:
+    """The lock the exports running on this event loop take turns with."""
+    loop = asyncio.get_running_loop()
+    lock = _turns.get(loop)
+    if lock is None:
+        lock = _turns[loop] = asyncio.Lock()
+    return lock
+
+
+def _csv_lines(rows: Sequence[ExportRow], tz: ZoneInfo) -> str:
+    out = io.StringIO()
+    csv.writer(out).writerows(
+        (at.astimezone(tz).isoformat(), kind, amount, safe_cell(category), safe_cell(note), id_)
+        for at, kind, amount, category, note, id_ in rows
+    )
+    return out.getvalue()
 
 
 def _buckets(span: DateRange, by_month: bool) -> list[date]:
@@ -434,6 +526,24 @@ def _buckets(span: DateRange, by_month: bool) -> list[date]:
     return out
 
 
-def _cell(text: str) -> str:
-    """Spreadsheet-safe: a cell starting with = + - @ would run as a formula."""
-    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+# A cell that starts with one of these is a formula to a spreadsheet program; some fold
+# the full-width forms to ASCII first.
+_FORMULA_START = "=+\\-@\t\r\uff1d\uff0b\uff0d\uff20"
+# Where a spreadsheet program may start a new cell or line when it reads our file with
+# another list separator than the comma (Indonesian Excel splits on ";"), or ignores the
+# quoting: whatever follows one of these, after spaces and quotes, starts a cell too.
+_CELL_SPLIT = ";,|\t\r\n"
+_MAY_START_FORMULA = re.compile(f"[{_FORMULA_START}]")
+_FORMULA_AT_CELL_START = re.compile(
+    f'(?:^|(?<=[{_CELL_SPLIT}]))(?:[^\\S\\t\\r\\n]|")*(?=[{_FORMULA_START}])'
+)
+
+
+def safe_cell(text: str) -> str:
+    """Text no spreadsheet program runs as a formula, whichever separator it splits the
+    line on: a quote before each formula character that could start a cell (the start
+    of the text, or after a separator, spaces and quotes). The text stays readable:
+    `x;=HYPERLINK(...)` becomes `x;'=HYPERLINK(...)`."""
+    if not _MAY_START_FORMULA.search(text):  # most text: nothing to do
+        return text
+    return _FORMULA_AT_CELL_START.sub(lambda m: m.group(0) + "'", text)
