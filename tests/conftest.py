@@ -117,7 +117,9 @@ def llm_settings(fake: FakeLLMServer) -> dict[str, object]:
         "LLM_BASE_URL": fake.base_url,
         "LLM_MODEL_NAME": "fake-model",
         "LLM_API_KEY": "sk-fake-key-for-tests",
-        "LLM_TIMEOUT_SECONDS": 1.5,
+        # Generous: a busy machine may take seconds to answer; the tests of the timeout
+        # itself use an app of their own (`quick_timeout_client`).
+        "LLM_TIMEOUT_SECONDS": 30,
         "LLM_MAX_RETRIES": 0,
     }
 
@@ -137,6 +139,31 @@ async def ai_app(
 @pytest.fixture
 async def ai_client(ai_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     async with asgi_client(ai_app) as c:
+        yield c
+
+
+QUICK_LLM_TIMEOUT_SECONDS = 1.5
+
+
+@pytest.fixture(scope="session")
+async def quick_timeout_app(
+    database_url: str, session_tmp: Path, fake_llm_server: FakeLLMServer
+) -> AsyncIterator[FastAPI]:
+    """`ai_app` that gives up on a silent model after 1.5 s, for the tests of that: their
+    model stalls far longer, so the timeout fires however slow the machine is."""
+    settings = make_settings(
+        database_url,
+        session_tmp / "data",
+        **{**llm_settings(fake_llm_server), "LLM_TIMEOUT_SECONDS": QUICK_LLM_TIMEOUT_SECONDS},
+    )
+    application = create_app(settings)
+    async with LifespanManager(application, startup_timeout=60, shutdown_timeout=30):
+        yield application
+
+
+@pytest.fixture
+async def quick_timeout_client(quick_timeout_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    async with asgi_client(quick_timeout_app) as c:
         yield c
 
 

@@ -180,13 +180,14 @@ async def test_a_tool_that_raises_is_an_error_result_and_the_agent_goes_on(
         (Reply.error(500), "llm_unavailable"),
         (Reply.error(503), "llm_unavailable"),
         (Reply.error(401), "llm_auth_failed"),
-        (Reply.stall(3), "llm_timeout"),
+        (Reply.stall(60), "llm_timeout"),  # the app gives up after 1.5 s
         (Reply.tool_call("get_my_account", '{"broken": '), "llm_bad_tool_call"),
     ],
 )
 async def test_llm_failures_end_with_an_error_event(
-    ai_client: httpx.AsyncClient, fake_llm: FakeLLMServer, reply: Reply, code: str
+    quick_timeout_client: httpx.AsyncClient, fake_llm: FakeLLMServer, reply: Reply, code: str
 ) -> None:
+    ai_client = quick_timeout_client
     owner = await new_account(ai_client)
     fake_llm.script(reply)
     s = await chat(ai_client, owner.headers, "Halo")
@@ -206,8 +207,9 @@ async def test_llm_failures_end_with_an_error_event(
 
 
 async def test_stall_mid_stream_saves_the_partial_reply(
-    ai_client: httpx.AsyncClient, fake_llm: FakeLLMServer
+    quick_timeout_client: httpx.AsyncClient, fake_llm: FakeLLMServer
 ) -> None:
+    ai_client = quick_timeout_client
     owner = await new_account(ai_client)
     fake_llm.script(
         Reply.of_text(

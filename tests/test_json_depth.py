@@ -35,7 +35,13 @@ async def patient_ai_app(
 ) -> AsyncIterator[FastAPI]:
     """The app with the fake LLM, on the suite's database, with a generous LLM timeout:
     these tests are about what a turn does, not how fast a busy machine answers."""
-    llm = {**llm_settings(fake_llm_server), "LLM_TIMEOUT_SECONDS": 30}
+    llm = {
+        **llm_settings(fake_llm_server),
+        "LLM_TIMEOUT_SECONDS": 30,
+        # A 20,000-level argument is also over the response size cap, which would end the
+        # turn before its depth is looked at: these tests are about the depth.
+        "CHAT_MAX_RESPONSE_CHARS": 1_000_000,
+    }
     application = create_app(make_settings(database_url, session_tmp / "data", **llm))
     async with LifespanManager(application, startup_timeout=60, shutdown_timeout=30):
         yield application

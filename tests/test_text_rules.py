@@ -9,12 +9,17 @@ skin tones, ZWJ sequences and flag tag sequences) stay accepted.
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 
 import httpx
 import pytest
+from asgi_lifespan import LifespanManager
 
 from app.core.types import drop_invisible, looks_blank, text_problem
+from app.main import create_app
+from tests.conftest import asgi_client, make_settings
 from tests.helpers.accounts import API, new_account, register
+from tests.helpers.databases import fresh_database_url
 
 ZWJ = "\u200d"
 SCOTLAND = "\U0001f3f4\U000e0067\U000e0062\U000e0073\U000e0063\U000e0074\U000e007f"
@@ -256,18 +261,23 @@ async def test_business_category_and_free_text(client: httpx.AsyncClient) -> Non
     assert r.status_code == 422, r.text
 
 
-async def test_leaderboard_shows_only_clean_names(client: httpx.AsyncClient) -> None:
-    viewer = await new_account(client)
-    tag = uuid.uuid4().hex[:6]
-    clean = f"Warung {tag} 👨{ZWJ}👩{ZWJ}👧"
-    for name in (f"Warung {tag}\u200b", f"\u3164{tag}", f"\u202e{tag}", clean):
-        owner = await new_account(client)
-        await client.post(
-            f"{API}/business", headers=owner.headers, json={"name": name, "category": "x"}
-        )
-    board = (
-        await client.get(f"{API}/gamification/leaderboard?limit=100", headers=viewer.headers)
-    ).json()
+async def test_leaderboard_shows_only_clean_names(tmp_path: Path) -> None:
+    # A database of its own: on the suite's, other tests' businesses fill the top 100.
+    async with fresh_database_url(tmp_path, "board") as url:
+        application = create_app(make_settings(url, tmp_path / "data"))
+        async with LifespanManager(application), asgi_client(application) as client:
+            viewer = await new_account(client)
+            tag = uuid.uuid4().hex[:6]
+            clean = f"Warung {tag} 👨{ZWJ}👩{ZWJ}👧"
+            for name in (f"Warung {tag}\u200b", f"\u3164{tag}", f"\u202e{tag}", clean):
+                owner = await new_account(client)
+                await client.post(
+                    f"{API}/business", headers=owner.headers, json={"name": name, "category": "x"}
+                )
+            r = await client.get(
+                f"{API}/gamification/leaderboard?limit=100", headers=viewer.headers
+            )
+            board = r.json()
     ours = [e["business_name"] for e in board["entries"] if tag in e["business_name"]]
     assert ours == [clean]
     for entry in board["entries"]:

@@ -34,7 +34,13 @@ async def patient_ai_app(
 ) -> AsyncIterator[FastAPI]:
     """The app with the fake LLM, on the suite's database, with a generous LLM timeout:
     these tests are about what a turn does, not how fast a busy machine answers."""
-    llm = {**llm_settings(fake_llm_server), "LLM_TIMEOUT_SECONDS": 30}
+    llm = {
+        **llm_settings(fake_llm_server),
+        "LLM_TIMEOUT_SECONDS": 30,
+        # One owner races PAIRS turns at once: the per-user chat limits are not the subject.
+        "CHAT_MAX_PARALLEL_STREAMS": 100,
+        "CHAT_TURNS_PER_WINDOW": 1000,
+    }
     application = create_app(make_settings(database_url, session_tmp / "data", **llm))
     async with LifespanManager(application, startup_timeout=60, shutdown_timeout=30):
         yield application
