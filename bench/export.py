@@ -30,7 +30,6 @@ import asyncio
 import contextlib
 import multiprocessing
 import os
-import random
 import statistics
 import sys
 import tempfile
@@ -38,13 +37,12 @@ import time
 import uuid
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _driver import REPO, Server, free_port, memory_kib
+from _driver import REPO, Server, free_port, insert_transactions, memory_kib
 from load import create_database, drop_database, machine
 
 sys.path.insert(0, str(REPO))
@@ -97,16 +95,12 @@ async def seed(database_url: str, owners: list[Owner], rows: int) -> float:
     """`rows` transactions in 2026 for each owner's business, in bulk; seconds taken. The
     first owner's are made here; the others get copies of them (new ids), by one
     INSERT ... SELECT each."""
-    from sqlalchemy import Uuid, bindparam, insert, text
+    from sqlalchemy import Uuid, bindparam, text
 
     from app.core.config import Settings
     from app.db.session import Database
-    from app.modules.finance.models import Transaction
 
     db = Database(Settings(_env_file=None, DATABASE_URL=database_url))
-    rng = random.Random(1)
-    start = datetime(2026, 1, 1, tzinfo=UTC)
-    categories = owners[0].categories  # the defaults: every business sees the same
     postgres = db.engine.dialect.name == "postgresql"
     new_id = "gen_random_uuid()" if postgres else "lower(hex(randomblob(16)))"
     columns = (
@@ -119,23 +113,10 @@ async def seed(database_url: str, owners: list[Owner], rows: int) -> float:
     began = time.perf_counter()
     try:
         async with db.engine.begin() as conn:
-            for offset in range(0, rows, 5000):
-                batch = []
-                for _ in range(min(5000, rows - offset)):
-                    cat = rng.choice(categories)
-                    batch.append(
-                        {
-                            "id": uuid.uuid4(),
-                            "business_id": uuid.UUID(owners[0].business_id),
-                            "type": cat["type"],
-                            "amount": rng.randrange(1000, 5_000_000, 500),
-                            "category_id": uuid.UUID(cat["id"]),
-                            "note": rng.choice(NOTES),
-                            "occurred_at": start + timedelta(seconds=rng.randint(0, 364 * 86400)),
-                            "created_at": start,
-                        }
-                    )
-                await conn.execute(insert(Transaction), batch)
+            # The defaults: every business sees the same categories.
+            await insert_transactions(
+                conn, owners[0].business_id, owners[0].categories, rows, notes=NOTES
+            )
             for owner in owners[1:]:
                 await conn.execute(
                     copy,

@@ -18,19 +18,17 @@ import argparse
 import asyncio
 import os
 import platform
-import random
 import statistics
 import sys
 import tempfile
 import time
 import uuid
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _driver import REPO, drive, hello_and_app
+from _driver import REPO, drive, hello_and_app, insert_transactions
 
 sys.path.insert(0, str(REPO))
 
@@ -56,35 +54,14 @@ async def setup(base_url: str) -> tuple[dict[str, str], str, list[dict[str, str]
 async def bulk_insert(
     database_url: str, business_id: str, cats: list[dict[str, str]], rows: int
 ) -> float:
-    from sqlalchemy import insert
-
     from app.core.config import Settings
     from app.db.session import Database
-    from app.modules.finance.models import Transaction
 
     db = Database(Settings(_env_file=None, DATABASE_URL=database_url))
-    rng = random.Random(1)
-    start = datetime(2026, 1, 1, tzinfo=UTC)
     began = time.perf_counter()
     try:
         async with db.engine.begin() as conn:
-            for offset in range(0, rows, 5000):
-                batch = []
-                for _ in range(min(5000, rows - offset)):
-                    cat = rng.choice(cats)
-                    batch.append(
-                        {
-                            "id": uuid.uuid4(),
-                            "business_id": uuid.UUID(business_id),
-                            "type": cat["type"],
-                            "amount": rng.randint(1000, 5_000_000),
-                            "category_id": uuid.UUID(cat["id"]),
-                            "note": "",
-                            "occurred_at": start + timedelta(seconds=rng.randint(0, 364 * 86400)),
-                            "created_at": start,
-                        }
-                    )
-                await conn.execute(insert(Transaction), batch)
+            await insert_transactions(conn, business_id, cats, rows)
             if db.engine.dialect.name == "postgresql":
                 await conn.exec_driver_sql("ANALYZE transactions")
     finally:

@@ -21,7 +21,6 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
 from zoneinfo import ZoneInfo
 
 import httpx
@@ -34,7 +33,8 @@ from app.db.session import Database
 from app.modules.business.service import BusinessService
 from app.modules.finance.models import Transaction
 from app.modules.finance.service import FinanceService, csv_chunks, safe_cell
-from tests.helpers.accounts import API, Account, new_account
+from tests.helpers.accounts import API, Account
+from tests.helpers.business import category_id, owner_with_business, record
 from tests.helpers.databases import fresh_database_url
 from tests.helpers.server import ServerProcess, clean_env
 
@@ -48,24 +48,6 @@ TRIGGERS = ("=", "+", "-", "@", "\t", "\r", "\uff1d", "\uff0b", "\uff0d", "\uff2
 SEPARATORS = (";", ",", "\t", "|")
 # Skipped before a trigger: spaces (some readers trim them) and the quotes of a field.
 PADDING = "".join(c for c in map(chr, range(0x3001)) if c.isspace() and c not in "\t\r\n") + '"'
-
-
-async def owner_with_business(client: httpx.AsyncClient) -> Account:
-    owner = await new_account(client)
-    r = await client.post(
-        f"{API}/business", headers=owner.headers, json={"name": "Toko Bu Ani", "category": "Retail"}
-    )
-    assert r.status_code == 201, r.text
-    return owner
-
-
-async def category_id(client: httpx.AsyncClient, owner: Account, type_: str, name: str) -> str:
-    r = await client.get(f"{API}/finance/categories", headers=owner.headers, params={"type": type_})
-    return next(c["id"] for c in r.json() if c["name"] == name)
-
-
-async def record(client: httpx.AsyncClient, owner: Account, **body: Any) -> httpx.Response:
-    return await client.post(f"{API}/finance/transactions", headers=owner.headers, json=body)
 
 
 def csv_rows(body: bytes) -> list[list[str]]:

@@ -23,30 +23,9 @@ from sqlalchemy import select
 from app.core.config import Settings
 from tests.conftest import ADMIN_PASSWORD, asgi_client
 from tests.helpers.accounts import API, Account, bearer, login, new_account
+from tests.helpers.business import category_id, owner_with_business, record
 
 JAKARTA = ZoneInfo("Asia/Jakarta")
-
-
-async def owner_with_business(
-    client: httpx.AsyncClient, name: str = "Warung Bu Sari", **extra: Any
-) -> Account:
-    owner = await new_account(client)
-    r = await client.post(
-        f"{API}/business",
-        headers=owner.headers,
-        json={"name": name, "category": "Kuliner", "stage": "startup", **extra},
-    )
-    assert r.status_code == 201, r.text
-    return owner
-
-
-async def category_id(client: httpx.AsyncClient, owner: Account, type_: str, name: str) -> str:
-    r = await client.get(f"{API}/finance/categories", headers=owner.headers, params={"type": type_})
-    return next(c["id"] for c in r.json() if c["name"] == name)
-
-
-async def record(client: httpx.AsyncClient, owner: Account, **body: Any) -> httpx.Response:
-    return await client.post(f"{API}/finance/transactions", headers=owner.headers, json=body)
 
 
 # --- business profile -------------------------------------------------------------------

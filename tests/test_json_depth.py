@@ -15,17 +15,17 @@ from typing import Any
 
 import httpx
 import pytest
-from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 from sqlalchemy import select, update
 
 from app.core.jsonlimits import MAX_JSON_DEPTH, TOO_DEEP_MARKER, json_depth
-from app.main import create_app
 from app.modules.business.models import BusinessProfile
 from app.modules.chat.models import ChatMessage, MessageRole
-from tests.conftest import asgi_client, llm_settings, make_settings
+from tests.conftest import asgi_client
 from tests.fakes.llm_server import FakeLLMServer, Reply
 from tests.helpers.accounts import API, Account, new_account
+from tests.helpers.apps import chat_app
+from tests.helpers.business import owner_with_business
 from tests.helpers.sse import chat
 
 
@@ -33,17 +33,12 @@ from tests.helpers.sse import chat
 async def patient_ai_app(
     database_url: str, session_tmp: Path, fake_llm_server: FakeLLMServer
 ) -> AsyncIterator[FastAPI]:
-    """The app with the fake LLM, on the suite's database, with a generous LLM timeout:
-    these tests are about what a turn does, not how fast a busy machine answers."""
-    llm = {
-        **llm_settings(fake_llm_server),
-        "LLM_TIMEOUT_SECONDS": 30,
-        # A 20,000-level argument is also over the response size cap, which would end the
-        # turn before its depth is looked at: these tests are about the depth.
-        "CHAT_MAX_RESPONSE_CHARS": 1_000_000,
-    }
-    application = create_app(make_settings(database_url, session_tmp / "data", **llm))
-    async with LifespanManager(application, startup_timeout=60, shutdown_timeout=30):
+    """The app with the fake LLM on the suite's database. A 20,000-level argument is also
+    over the response size cap, which would end the turn before its depth is looked at:
+    these tests are about the depth."""
+    async with chat_app(
+        database_url, session_tmp / "data", fake_llm_server, CHAT_MAX_RESPONSE_CHARS=1_000_000
+    ) as application:
         yield application
 
 
@@ -64,17 +59,6 @@ def nested(depth: int, leaf: Any = "dasar") -> dict[str, Any]:
 def nested_text(depth: int) -> str:
     """The same as JSON text, built without recursion (json.dumps would hit Python's)."""
     return '{"lapis":' * depth + '"dasar"' + "}" * depth
-
-
-async def owner_with_business(client: httpx.AsyncClient) -> Account:
-    owner = await new_account(client)
-    r = await client.post(
-        f"{API}/business",
-        headers=owner.headers,
-        json={"name": f"Warung {uuid.uuid4().hex[:6]}", "category": "Kuliner"},
-    )
-    assert r.status_code == 201, r.text
-    return owner
 
 
 async def store_ai_context(app: FastAPI, owner: Account, value: dict[str, Any]) -> None:

@@ -28,6 +28,7 @@ from app.modules.gamification.models import PointEvent
 from app.modules.milestone.models import Milestone, MilestoneTask
 from tests.conftest import asgi_client, make_settings
 from tests.helpers.accounts import API, Account, new_account
+from tests.helpers.business import owner_with_business
 from tests.helpers.databases import suite_backend
 
 MILESTONES = f"{API}/milestones"
@@ -38,15 +39,6 @@ ON_POSTGRES = suite_backend() == "postgresql"
 
 
 # --- helpers ----------------------------------------------------------------------------
-
-
-async def owner_with_business(client: httpx.AsyncClient, name: str = "Warung Bu Sari") -> Account:
-    owner = await new_account(client)
-    r = await client.post(
-        f"{API}/business", headers=owner.headers, json={"name": name, "category": "Kuliner"}
-    )
-    assert r.status_code == 201, r.text
-    return owner
 
 
 async def create_milestone(

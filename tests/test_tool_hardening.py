@@ -21,8 +21,9 @@ from sqlalchemy import text
 
 from tests.conftest import ADMIN_PASSWORD, asgi_client
 from tests.fakes.llm_server import FakeLLMServer, Reply
-from tests.helpers.accounts import API, Account, bearer, login, new_account
+from tests.helpers.accounts import API, Account, bearer, login
 from tests.helpers.apps import calls_with, chat_app, wait_for
+from tests.helpers.business import owner_with_business
 from tests.helpers.databases import fresh_database_url
 from tests.helpers.sse import chat
 
@@ -41,15 +42,6 @@ LEAKS = (
     "UndefinedColumn",
     "Traceback",
 )
-
-
-async def owner_with_business(client: httpx.AsyncClient) -> Account:
-    owner = await new_account(client)
-    r = await client.post(
-        f"{API}/business", headers=owner.headers, json={"name": "Warung Uji", "category": "K"}
-    )
-    assert r.status_code == 201, r.text
-    return owner
 
 
 def assert_no_leak(output: str) -> None:

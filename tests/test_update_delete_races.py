@@ -19,9 +19,10 @@ from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 
 from app.main import create_app
-from tests.conftest import ADMIN_PASSWORD, asgi_client, llm_settings, make_settings
+from tests.conftest import ADMIN_PASSWORD, asgi_client, make_settings
 from tests.fakes.llm_server import FakeLLMServer
 from tests.helpers.accounts import API, Account, bearer, login, new_account
+from tests.helpers.apps import chat_app
 from tests.helpers.databases import fresh_database_url
 from tests.helpers.sse import chat
 
@@ -32,17 +33,15 @@ PAIRS = 30
 async def patient_ai_app(
     database_url: str, session_tmp: Path, fake_llm_server: FakeLLMServer
 ) -> AsyncIterator[FastAPI]:
-    """The app with the fake LLM, on the suite's database, with a generous LLM timeout:
-    these tests are about what a turn does, not how fast a busy machine answers."""
-    llm = {
-        **llm_settings(fake_llm_server),
-        "LLM_TIMEOUT_SECONDS": 30,
-        # One owner races PAIRS turns at once: the per-user chat limits are not the subject.
-        "CHAT_MAX_PARALLEL_STREAMS": 100,
-        "CHAT_TURNS_PER_WINDOW": 1000,
-    }
-    application = create_app(make_settings(database_url, session_tmp / "data", **llm))
-    async with LifespanManager(application, startup_timeout=60, shutdown_timeout=30):
+    """The app with the fake LLM on the suite's database, where one owner may race PAIRS
+    turns at once: the per-user chat limits are not what these tests are about."""
+    async with chat_app(
+        database_url,
+        session_tmp / "data",
+        fake_llm_server,
+        CHAT_MAX_PARALLEL_STREAMS=100,
+        CHAT_TURNS_PER_WINDOW=1000,
+    ) as application:
         yield application
 
 
