@@ -51,6 +51,17 @@ async def patient_client(patient_ai_app: FastAPI) -> AsyncIterator[httpx.AsyncCl
         yield c
 
 
+async def _owner_with_sessions(client: httpx.AsyncClient) -> tuple[Account, list[str]]:
+    """A new owner with PAIRS chat sessions of one finished turn each."""
+    owner = await new_account(client)
+    sessions = []
+    for i in range(PAIRS):
+        s = await chat(client, owner.headers, f"Pertanyaan {i}")
+        assert s.status == 200
+        sessions.append(s.first("session")["session_id"])
+    return owner, sessions
+
+
 def _texts(responses: list[httpx.Response]) -> list[str]:
     return [f"{r.request.method} {r.status_code} {r.text[:200]}" for r in responses]
 
@@ -182,12 +193,7 @@ async def test_category_delete_vs_delete(client: httpx.AsyncClient) -> None:
 async def test_chat_session_rename_vs_delete(
     patient_client: httpx.AsyncClient, fake_llm: FakeLLMServer
 ) -> None:
-    owner = await new_account(patient_client)
-    sessions = []
-    for i in range(PAIRS):
-        s = await chat(patient_client, owner.headers, f"Pertanyaan {i}")
-        assert s.status == 200
-        sessions.append(s.first("session")["session_id"])
+    owner, sessions = await _owner_with_sessions(patient_client)
     results = await asyncio.gather(
         *(
             request
@@ -218,12 +224,7 @@ async def test_chat_turn_vs_session_delete(
 ) -> None:
     """A turn that claimed its session keeps it (the delete is 409); a delete that came
     first makes the turn a 404. Never a turn writing into a deleted session."""
-    owner = await new_account(patient_client)
-    sessions = []
-    for i in range(PAIRS):
-        s = await chat(patient_client, owner.headers, f"Pertanyaan {i}")
-        assert s.status == 200
-        sessions.append(s.first("session")["session_id"])
+    owner, sessions = await _owner_with_sessions(patient_client)
     outcomes = await asyncio.gather(
         *(
             step
