@@ -20,6 +20,7 @@ from sqlalchemy import delete, select, update
 
 from app.core.security import ALGORITHM
 from app.modules.auth.models import RefreshToken
+from app.modules.auth.service import AuthService
 from app.modules.limits.models import RateEvent, UsageSlot
 from app.modules.users.models import User
 from tests.conftest import asgi_client
@@ -424,7 +425,6 @@ async def test_throttling_is_shared_by_app_instances_on_one_database(
 
 
 async def test_expired_rows_are_cleaned_up(app: FastAPI, client: httpx.AsyncClient) -> None:
-    from app.modules.auth.service import AuthService
     from app.modules.limits.service import LimitService
 
     a = await new_account(client)
@@ -786,8 +786,6 @@ async def _app_with(app: FastAPI, **overrides: object) -> AsyncIterator[FastAPI]
 
 
 async def _login_delay(app: FastAPI, email: str) -> float:
-    from app.modules.auth.service import AuthService
-
     async with app.state.db.sessionmaker() as session:
         service = AuthService(session, app.state.settings, app.state.hasher, app.state.tokens)
         return await service.login_delay(email)
@@ -846,6 +844,61 @@ async def test_many_addresses_together_meet_a_higher_limit_per_account(app: Fast
         # Another account is not affected.
         async with asgi_client(other, client_ip="127.66.2.9") as fresh:
             assert (await login(fresh, unique_email(), "wrong-guess-1")).status_code == 401
+
+
+async def test_guessing_from_many_addresses_cannot_lock_the_owner_out_where_they_log_in(
+    app: FastAPI,
+) -> None:
+    """Guessers on enough addresses reach the account-wide limit; the owner, at an
+    address they logged in from before, still logs in (without waiting), while a new
+    address meets the limit."""
+    async with _app_with(
+        app,
+        LOGIN_MAX_FAILURES_PER_ACCOUNT=4,
+        LOGIN_DELAY_AFTER_FAILURES=1,
+        LOGIN_DELAY_MAX_SECONDS=30.0,
+    ) as other:
+        async with asgi_client(other, client_ip="127.66.5.1") as home:
+            a = await new_account(home)  # registers and logs in from home
+        for n in range(4):
+            async with asgi_client(other, client_ip=f"127.66.6.{n + 1}") as c:
+                r = await login(c, a.email, "wrong-guess-1")
+                assert r.status_code in (401, 429)
+        async with asgi_client(other, client_ip="127.66.6.9") as stranger:
+            assert (await login(stranger, a.email, a.password)).status_code == 429
+        async with other.state.db.sessionmaker() as session:
+            settings, hasher, tokens = other.state.settings, other.state.hasher, other.state.tokens
+            service = AuthService(session, settings, hasher, tokens)
+            assert await service._known_address(a.email, "127.66.5.1")
+            assert not await service._known_address(a.email, "127.66.6.9")
+        async with asgi_client(other, client_ip="127.66.5.1") as home:
+            r = await asyncio.wait_for(login(home, a.email, a.password), 25)  # no 30 s delay
+            assert r.status_code == 200
+            # At home only the per-address limit applies (LOGIN_MAX_FAILURES, 5).
+            for _ in range(5):
+                assert (await login(home, a.email, "wrong-guess-1")).status_code == 401
+            assert (await login(home, a.email, a.password)).status_code == 429
+
+
+async def test_known_addresses_are_forgotten_after_their_days(app: FastAPI) -> None:
+    from app.modules.auth.service import known_address_key
+    from app.modules.limits.service import LimitService
+
+    async with asgi_client(app, client_ip="127.66.7.1") as c:
+        a = await new_account(c)
+    key = known_address_key(a.email, "127.66.7.1")
+    old = datetime.now(UTC) - timedelta(days=31)
+    async with app.state.db.sessionmaker() as session:
+        # Housekeeping of attempts leaves a remembered address alone ...
+        await session.execute(update(RateEvent).where(RateEvent.key == key).values(created_at=old))
+        await session.commit()
+        await LimitService(session).purge(datetime.now(UTC))
+        assert (await session.execute(select(RateEvent).where(RateEvent.key == key))).first()
+        # ... the auth service forgets it after LOGIN_KNOWN_ADDRESS_DAYS (30).
+        service = AuthService(session, app.state.settings, app.state.hasher, app.state.tokens)
+        await service.purge_expired()
+        assert not (await session.execute(select(RateEvent).where(RateEvent.key == key))).first()
+        assert not await service._known_address(a.email, "127.66.7.1")
 
 
 async def test_attempts_on_an_account_under_attack_wait_longer_and_longer(

@@ -116,6 +116,10 @@ class Settings(BaseSettings):
     # 0 = never) before its password is checked.
     LOGIN_DELAY_AFTER_FAILURES: int = Field(default=10, ge=1)
     LOGIN_DELAY_MAX_SECONDS: float = Field(default=10.0, ge=0, le=60)
+    # Addresses an account logged in from within this many days stay exempt from the
+    # account-wide limit and delay (a guesser elsewhere cannot lock the owner out at their
+    # usual places); 0 turns the exemption off.
+    LOGIN_KNOWN_ADDRESS_DAYS: int = Field(default=30, ge=0, le=365)
     REGISTER_MAX_PER_CLIENT: int = Field(default=20, ge=1)
     # Changes of the login email one account may attempt per window (429 beyond).
     EMAIL_CHANGES_PER_WINDOW: int = Field(default=5, ge=1)

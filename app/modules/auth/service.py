@@ -35,7 +35,7 @@ from app.db.helpers import commit_or_conflict
 from app.db.types import utcnow
 from app.modules.auth.models import RefreshToken
 from app.modules.auth.repository import RefreshTokenRepository
-from app.modules.limits.service import LimitService, Window
+from app.modules.limits.service import REMEMBERED, LimitService, Window
 from app.modules.users.models import User
 from app.modules.users.schemas import UserRegister, UserUpdateMe
 from app.modules.users.service import EMAIL_UNAVAILABLE, UserService
@@ -102,13 +102,19 @@ class AuthService:
         """
         settings = self.settings
         here = address_key(email, client)
-        attempt = await self._reserve_attempt(
+        limits = [
             (here, settings.LOGIN_MAX_FAILURES),
             (client_key(client), settings.LOGIN_MAX_FAILURES_PER_CLIENT),
-            (account_key(email), settings.LOGIN_MAX_FAILURES_PER_ACCOUNT),
-        )
+        ]
+        # An address the owner logged in from lately is theirs: guessing spread over
+        # other addresses neither stops nor slows them there (OWASP's device cookies, by
+        # address). Elsewhere the account-wide limit and the growing delay apply.
+        known = await self._known_address(email, client)
+        if not known:
+            limits.append((account_key(email), settings.LOGIN_MAX_FAILURES_PER_ACCOUNT))
+        attempt = await self._reserve_attempt(*limits)
         # Failures on the account before this attempt, from every address.
-        delay = self.delay_after(await self._account_failures(email) - 1)
+        delay = 0.0 if known else self.delay_after(await self._account_failures(email) - 1)
         user = await self.users.get_by_email(email)
         await self.session.commit()  # release the connection while waiting and during bcrypt
         if delay:
@@ -128,6 +134,9 @@ class AuthService:
         # must keep slowing and stopping a guesser spread over many addresses.
         await self.limits.forget(attempt)
         await self.limits.clear(here)
+        if settings.LOGIN_KNOWN_ADDRESS_DAYS:
+            await self.limits.clear(known_address_key(email, client))  # one row, the newest
+            self.limits.record(known_address_key(email, client))
         pair = self._issue_pair(user, family_id=uuid.uuid4())
         await self.session.commit()
         log.info("login", user_id=str(user.id), rehashed=bool(new_hash))
@@ -153,6 +162,13 @@ class AuthService:
         if cap <= 0 or over < 0:
             return 0.0
         return min(cap, LOGIN_DELAY_BASE_SECONDS * 2 ** min(over, 32))
+
+    async def _known_address(self, email: str, client: str) -> bool:
+        """Whether the account logged in from `client` within LOGIN_KNOWN_ADDRESS_DAYS."""
+        days = self.settings.LOGIN_KNOWN_ADDRESS_DAYS
+        return bool(days) and await self.limits.seen_since(
+            known_address_key(email, client), days * 86400
+        )
 
     async def _account_failures(self, email: str) -> int:
         return await self.limits.count(
@@ -331,8 +347,12 @@ class AuthService:
     # --- housekeeping ------------------------------------------------------------------
 
     async def purge_expired(self) -> int:
-        """Delete refresh tokens past expiry (and the grace that spots reuse)."""
-        tokens = await self.tokens.delete_expired(utcnow() - EXPIRED_TOKEN_GRACE)
+        """Delete refresh tokens past expiry (and the grace that spots reuse), and the
+        addresses logins came from longer than LOGIN_KNOWN_ADDRESS_DAYS ago."""
+        now = utcnow()
+        tokens = await self.tokens.delete_expired(now - EXPIRED_TOKEN_GRACE)
+        known_for = timedelta(days=self.settings.LOGIN_KNOWN_ADDRESS_DAYS)
+        await self.limits.forget_remembered(KNOWN_ADDRESS, now - known_for)
         await self.session.commit()
         return tokens
 
@@ -350,6 +370,14 @@ def account_key(email: str) -> str:
 def address_key(email: str, client: str) -> str:
     """Throttle key of failed logins on an account from one client address."""
     return f"login:{_digest(email)}:{client}"
+
+
+KNOWN_ADDRESS = "known-login:"
+
+
+def known_address_key(email: str, client: str) -> str:
+    """Key of the last successful login to an account from one client address."""
+    return f"{REMEMBERED}{KNOWN_ADDRESS}{_digest(email)}:{client}"
 
 
 def client_key(client: str) -> str:

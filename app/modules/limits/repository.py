@@ -38,8 +38,17 @@ class RateEventRepository:
     async def clear(self, key: str) -> None:
         await self.session.execute(delete(RateEvent).where(RateEvent.key == key))
 
-    async def delete_older_than(self, before: datetime) -> int:
-        result = await self.session.execute(delete(RateEvent).where(RateEvent.created_at < before))
+    async def delete_older_than(
+        self, before: datetime, *, prefix: str | None = None, sparing: str | None = None
+    ) -> int:
+        """Delete events older than `before`: only the keys starting with `prefix`, or
+        all but those starting with `sparing`."""
+        query = delete(RateEvent).where(RateEvent.created_at < before)
+        if prefix is not None:
+            query = query.where(RateEvent.key.startswith(prefix, autoescape=True))  # type: ignore[attr-defined]
+        if sparing is not None:
+            query = query.where(~RateEvent.key.startswith(sparing, autoescape=True))  # type: ignore[attr-defined]
+        result = await self.session.execute(query)
         return result.rowcount or 0  # type: ignore[attr-defined]
 
 

@@ -33,6 +33,10 @@ log = structlog.stdlib.get_logger(__name__)
 # A held place lapses this long after its holder last renewed it; holders renew three
 # times as often, so a live stream never loses its place to a slow renewal.
 SLOT_TTL = timedelta(seconds=30)
+# Keys under this namespace are not attempts but what a domain remembers for longer than
+# any window (an address the owner logged in from): housekeeping leaves them to their
+# owner's own `forget_remembered`.
+REMEMBERED = "remembered:"
 RENEW_EVERY_SECONDS = SLOT_TTL.total_seconds() / 3
 _RELEASE_TIMEOUT_SECONDS = 5
 
@@ -85,6 +89,19 @@ class LimitService:
         since = utcnow() - timedelta(seconds=seconds)
         return len(await self.events.recent(key, since, at_most))
 
+    def record(self, key: str) -> uuid.UUID:
+        """Record an event under `key` now, without counting (no commit)."""
+        return self.events.add(key, utcnow())
+
+    async def seen_since(self, key: str, seconds: float) -> bool:
+        """Whether `key` has an event in the last `seconds`."""
+        return await self.count(key, seconds, 1) > 0
+
+    async def forget_remembered(self, prefix: str, before: datetime) -> int:
+        """Delete remembered events (keys under REMEMBERED + `prefix`) older than
+        `before` (no commit)."""
+        return await self.events.delete_older_than(before, prefix=REMEMBERED + prefix)
+
     async def forget(self, ids: list[uuid.UUID]) -> None:
         """Uncount attempts (no commit: the caller's transaction decides)."""
         await self.events.delete_ids(ids)
@@ -115,8 +132,9 @@ class LimitService:
     # --- housekeeping -------------------------------------------------------------------
 
     async def purge(self, events_before: datetime) -> tuple[int, int]:
-        """Delete attempts older than `events_before` and lapsed places; commits."""
-        events = await self.events.delete_older_than(events_before)
+        """Delete attempts older than `events_before` (remembered events are their
+        owners' to delete) and lapsed places; commits."""
+        events = await self.events.delete_older_than(events_before, sparing=REMEMBERED)
         slots = await self.slots.delete_lapsed(utcnow())
         await self.session.commit()
         return events, slots
