@@ -15,6 +15,9 @@ import pytest
 from app.core.mcp import MCPManager
 from tests.helpers.mcp import HttpToolbox, hang_entry, stdio_entry, write_config
 
+# The MCP client manager holds nothing in the database.
+pytestmark = pytest.mark.once
+
 
 def manager(config: Path, tmp_path: Path, **kw: object) -> MCPManager:
     return MCPManager(

@@ -11,6 +11,9 @@ from pydantic import ValidationError
 from app.core.mcp import load_mcp_config, sanitize_tool_name
 from app.core.mcp.schema import model_from_schema
 
+# Reading mcp.json touches no database.
+pytestmark = pytest.mark.once
+
 
 def write(tmp_path: Path, document: object) -> Path:
     path = tmp_path / "mcp.json"

@@ -151,6 +151,10 @@ class Settings(BaseSettings):
     # reads), and the characters it may stream (reply text and tool-call arguments).
     CHAT_MAX_TOOL_CALLS_PER_RESPONSE: int = Field(default=8, ge=1, le=64)
     CHAT_MAX_RESPONSE_CHARS: int = Field(default=100_000, ge=1000, le=10_000_000)
+    # A session's streaming claim (one answer at a time per session) holds this long
+    # unrenewed; a running turn renews it every third of it, so after a crash the
+    # session is free again within this many seconds.
+    CHAT_STREAM_CLAIM_SECONDS: float = Field(default=30.0, ge=3, le=600)
 
     ROADMAP_ATTEMPT_TIMEOUT_SECONDS: float = Field(default=120.0, gt=0, le=1800)
     ROADMAP_MAX_ATTEMPTS: int = Field(default=3, ge=1, le=10)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
 from app.api.deps import CurrentUser, SessionDep, SettingsDep, oauth2_scheme
+from app.core.config import Settings
 from app.core.errors import UnauthorizedError
 from app.core.llm import LLMNotConfiguredError
 from app.core.security import InvalidTokenError, TokenCodec
@@ -28,7 +29,7 @@ from app.modules.chat.schemas import (
     SessionPublic,
     SessionRename,
 )
-from app.modules.chat.service import STREAM_CLAIM_TTL, ChatService, TurnQuota
+from app.modules.chat.service import ChatService, TurnQuota
 from app.modules.chat.turn import ChatTurn
 
 router = APIRouter(
@@ -42,6 +43,12 @@ def get_chat_service(session: SessionDep) -> ChatService:
 
 
 ChatServiceDep = Annotated[ChatService, Depends(get_chat_service)]
+
+
+def stream_claim(settings: Settings) -> timedelta:
+    """How long a session's streaming claim holds unrenewed: a running turn renews it
+    every third of that, so it lapses that long after its process died."""
+    return timedelta(seconds=settings.CHAT_STREAM_CLAIM_SECONDS)
 
 
 @router.get("/sessions", response_model=SessionPage)
@@ -81,10 +88,10 @@ async def rename_session(
     responses={**_404, 409: {"description": "The session is streaming"}},
 )
 async def delete_session(
-    session_id: uuid.UUID, user: CurrentUser, chats: ChatServiceDep
+    session_id: uuid.UUID, user: CurrentUser, chats: ChatServiceDep, settings: SettingsDep
 ) -> Response:
     """Delete the session with all its messages."""
-    await chats.delete(user.id, session_id, STREAM_CLAIM_TTL)
+    await chats.delete(user.id, session_id, stream_claim(settings))
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -149,7 +156,7 @@ async def start_turn(
             body.session_id,
             body.content,
             history_size=settings.CHAT_HISTORY_MESSAGES,
-            stream_ttl=STREAM_CLAIM_TTL,
+            stream_ttl=stream_claim(settings),
         )
     except BaseException:
         await chats.withdraw(admission)
@@ -183,6 +190,7 @@ async def start_turn(
         deadline_seconds=settings.CHAT_TURN_TIMEOUT_SECONDS,
         history_chars=settings.CHAT_HISTORY_MAX_CHARS,
         lease=admission.lease,
+        claim_renew_seconds=settings.CHAT_STREAM_CLAIM_SECONDS / 3,
     )
 
 

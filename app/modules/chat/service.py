@@ -24,10 +24,6 @@ TITLE_CHARS = 60
 STREAM_BUSY = "This chat session is already answering a message; wait for it to finish."
 SESSION_NOT_FOUND = "Chat session not found"
 SESSION_CHANGED = "The chat session was changed meanwhile; reload it and retry"
-# A session's streaming claim: renewed every STREAM_RENEW_SECONDS while its turn runs,
-# so it lapses this long after the process running the turn died (a crash, SIGKILL).
-STREAM_CLAIM_TTL = timedelta(seconds=30)
-STREAM_RENEW_SECONDS = STREAM_CLAIM_TTL.total_seconds() / 3
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,7 @@ from app.modules.agent.runner import (
 )
 from app.modules.chat.models import ChatMessage, MessageRole, MessageStatus
 from app.modules.chat.repository import ChatRepository
-from app.modules.chat.service import STREAM_RENEW_SECONDS, TurnStart
+from app.modules.chat.service import TurnStart
 from app.modules.limits.service import SlotLease
 
 log = structlog.stdlib.get_logger(__name__)
@@ -64,6 +64,9 @@ class ChatTurn:
     history_chars: int = 24_000
     # The user's stream place (`ChatService.admit`), held while the turn streams.
     lease: SlotLease | None = None
+    # How often the session's streaming claim is renewed: a third of its time to live
+    # (CHAT_STREAM_CLAIM_SECONDS), so a live turn never loses it to one slow renewal.
+    claim_renew_seconds: float = 10.0
     _text: list[str] = field(default_factory=list)
     _calls: list[tuple[ToolCallFinished, datetime]] = field(default_factory=list)
     _saved: bool = False
@@ -90,7 +93,7 @@ class ChatTurn:
         (renewed in short sessions of their own) until it ends."""
         async with (
             self.lease.held() if self.lease is not None else nullcontext(),
-            repeating(STREAM_RENEW_SECONDS, self._renew_claim, name="chat-stream-claim"),
+            repeating(self.claim_renew_seconds, self._renew_claim, name="chat-stream-claim"),
             aclosing(self._events()) as events,
         ):
             async for event in events:
