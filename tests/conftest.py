@@ -19,6 +19,7 @@ from app.core.config import Settings
 from app.main import create_app
 from tests.fakes.llm_server import FakeLLMServer
 from tests.helpers.databases import fresh_database_url, suite_backend
+from tests.helpers.llama_server import configured as real_llm_configured
 
 # Hermetic settings: nothing from the developer's shell or .env leaks into tests.
 for _key in list(os.environ):
@@ -49,6 +50,11 @@ def pytest_report_header() -> str:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    if not real_llm_configured():
+        real = pytest.mark.skip(reason="needs a local model: run scripts/test-real-llm.sh")
+        for item in items:
+            if "real_llm" in item.keywords:
+                item.add_marker(real)
     if suite_backend() == "postgresql":
         # What does not depend on the database kind runs once, in the SQLite pass.
         once = pytest.mark.skip(reason="does not depend on the database: run on SQLite")

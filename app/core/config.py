@@ -137,6 +137,11 @@ class Settings(BaseSettings):
     LLM_TIMEOUT_SECONDS: float = Field(default=60.0, gt=0, le=600)
     LLM_MAX_RETRIES: int = Field(default=2, ge=0, le=10)
     LLM_CONTEXT_WINDOW: int = Field(default=32_768, ge=1024)
+    # Most tokens one model response may use (unset: the provider's own limit).
+    LLM_MAX_TOKENS: int | None = Field(default=None, ge=1, le=1_000_000)
+    # Ask for token usage at the end of each stream (`stream_options.include_usage`).
+    # A server that refuses it is asked again without, once per process.
+    LLM_STREAM_USAGE: bool = True
 
     CHAT_HISTORY_MESSAGES: int = Field(default=20, ge=0, le=200)
     CHAT_HISTORY_MAX_CHARS: int = Field(default=24_000, ge=0)
@@ -243,6 +248,12 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return value.strip().lower() or None
         return value
+
+    @field_validator("LLM_MAX_TOKENS", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: Any) -> Any:
+        """`LLM_MAX_TOKENS=` (as in .env.example) means no limit of ours."""
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("LOG_LEVEL", mode="before")
     @classmethod

@@ -17,7 +17,7 @@ import json
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -75,6 +75,13 @@ class Reply:
         return cls.tool_call(ROADMAP_TOOL, roadmap_arguments(size, title), match=match)
 
     @classmethod
+    def of_chunks(cls, *chunks: dict[str, Any] | str, done: bool = True, **kw: Any) -> Reply:
+        """A stream of exactly these chunks, as a provider documents its format: a dict
+        is sent as one `data:` event (the `choices` list given in full), a string as is
+        (an SSE comment such as `: keep-alive`, or a malformed line)."""
+        return cls(raw_stream=sse_body(*chunks, done=done), **kw)
+
+    @classmethod
     def error(cls, status: int) -> Reply:
         return cls(status=status)
 
@@ -84,6 +91,23 @@ class Reply:
 
 
 ROADMAP_TOOL = "save_roadmap"
+
+USAGE = {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}
+
+
+def sse_body(*chunks: dict[str, Any] | str, done: bool = True) -> bytes:
+    """Server-sent events of chat-completion chunks (see `Reply.of_chunks`)."""
+    events = []
+    for chunk in chunks:
+        if isinstance(chunk, str):
+            events.append(chunk if chunk.endswith("\n\n") else chunk + "\n\n")
+        else:
+            body = {"id": "chatcmpl-raw", "object": "chat.completion.chunk", "created": 0}
+            body["model"] = "fake-model"
+            events.append(f"data: {json.dumps({**body, **chunk})}\n\n")
+    if done:
+        events.append("data: [DONE]\n\n")
+    return "".join(events).encode()
 
 
 def roadmap_arguments(size: int, title: str = "Langkah") -> dict[str, Any]:
@@ -138,6 +162,16 @@ class FakeLLMServer:
         self.calls: list[Recorded] = []
         self.roadmap_calls: list[Recorded] = []
         self._ids = itertools.count(1)
+        # How the server refuses `tool_choice`: None accepts every choice;
+        # "broken_stream" answers "required" with a 200 stream that sends a keep-alive
+        # comment and breaks (llama.cpp's server raises inside its stream; it takes a
+        # tool named in the choice); "http_400" answers 400 to any choice but "auto"
+        # and "none" (servers without forced calls).
+        self.refuse_tool_choice: str | None = None
+        # Whether streams end with a usage chunk when the request asks for one, and
+        # whether asking is refused (400, as servers that predate the option answer).
+        self.send_usage = True
+        self.refuse_stream_options = False
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self.port = 0
@@ -158,6 +192,9 @@ class FakeLLMServer:
             self.calls.clear()
             self._roadmap_script.clear()
             self.roadmap_calls.clear()
+            self.refuse_tool_choice = None
+            self.send_usage = True
+            self.refuse_stream_options = False
 
     @property
     def requests(self) -> list[dict[str, Any]]:
@@ -226,6 +263,16 @@ class FakeLLMServer:
             roadmap = _offers_tool(record.body, ROADMAP_TOOL)
             (self.roadmap_calls if roadmap else self.calls).append(record)
             reply = self._next(record.body)
+        if self.refuse_stream_options and "stream_options" in record.body:
+            record.finished = time.perf_counter()
+            message = "Unrecognized request argument supplied: stream_options"
+            return JSONResponse({"error": {"message": message, "code": 400}}, 400)
+        if self._refuses(record.body):
+            record.finished = time.perf_counter()
+            if self.refuse_tool_choice == "http_400":
+                message = "tool_choice must be 'auto' or 'none'"
+                return JSONResponse({"error": {"message": message, "code": 400}}, 400)
+            return StreamingResponse(_broken_stream(), media_type="text/event-stream")
         if reply.stall_seconds:
             await asyncio.sleep(reply.stall_seconds)
         if reply.status != 200:
@@ -246,6 +293,12 @@ class FakeLLMServer:
             record.finished = time.perf_counter()
             return JSONResponse(self._completion(reply, model))
         return StreamingResponse(self._chunks(reply, model, record), media_type="text/event-stream")
+
+    def _refuses(self, body: dict[str, Any]) -> bool:
+        choice = body.get("tool_choice")
+        if self.refuse_tool_choice == "broken_stream":
+            return bool(body.get("stream")) and choice == "required"
+        return bool(self.refuse_tool_choice) and choice not in (None, "auto", "none")
 
     def _completion(self, reply: Reply, model: str) -> dict[str, Any]:
         message: dict[str, Any] = {"role": "assistant", "content": reply.text or None}
@@ -270,7 +323,7 @@ class FakeLLMServer:
                     "finish_reason": "tool_calls" if reply.tool_calls else "stop",
                 }
             ],
-            "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
+            "usage": USAGE,
         }
 
     async def _chunks(self, reply: Reply, model: str, record: Recorded):  # type: ignore[no-untyped-def]
@@ -308,6 +361,9 @@ class FakeLLMServer:
                     part = {"index": index, "function": {"arguments": args[i : i + size]}}
                     yield chunk({"tool_calls": [part]})
             yield chunk({}, "tool_calls" if reply.tool_calls else "stop")
+            if self.send_usage and (record.body.get("stream_options") or {}).get("include_usage"):
+                body = {"id": cid, "object": "chat.completion.chunk", "choices": []}
+                yield f"data: {json.dumps({**body, 'usage': USAGE})}\n\n".encode()
             yield b"data: [DONE]\n\n"
 
         try:
@@ -321,6 +377,13 @@ class FakeLLMServer:
                 yield piece
         finally:
             record.finished = time.perf_counter()
+
+
+async def _broken_stream() -> AsyncIterator[bytes]:
+    """A keep-alive comment, then the connection breaks (no chunk, no end of body)."""
+    yield b": ping\n\n"
+    await asyncio.sleep(0.05)
+    raise ConnectionResetError("scripted refusal inside the stream")
 
 
 async def _stall(resume: threading.Event | None) -> None:

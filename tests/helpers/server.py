@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import httpx
 
@@ -37,19 +37,19 @@ def served_env(
 ) -> dict[str, str]:
     """The environment of a `telaten serve` under test: its database and data directory,
     bcrypt at its cheapest, no MCP servers, quiet logs, and the (fake) LLM at
-    `llm_base_url`; `overrides` on top."""
-    return clean_env(
-        DATABASE_URL=database_url,
-        DATA_DIR=str(workdir / "data"),
-        BCRYPT_ROUNDS="4",
-        MCP_CONFIG_PATH=str(workdir / "no-mcp.json"),
-        LLM_BASE_URL=llm_base_url,
-        LLM_MODEL_NAME="fake-model",
-        LLM_API_KEY="sk-fake-key-for-tests",
-        LLM_MAX_RETRIES="0",
-        LOG_LEVEL="WARNING",
-        **overrides,
-    )
+    `llm_base_url`; `overrides` on top (any of these included)."""
+    settings = {
+        "DATABASE_URL": database_url,
+        "DATA_DIR": str(workdir / "data"),
+        "BCRYPT_ROUNDS": "4",
+        "MCP_CONFIG_PATH": str(workdir / "no-mcp.json"),
+        "LLM_BASE_URL": llm_base_url,
+        "LLM_MODEL_NAME": "fake-model",
+        "LLM_API_KEY": "sk-fake-key-for-tests",
+        "LLM_MAX_RETRIES": "0",
+        "LOG_LEVEL": "WARNING",
+    }
+    return clean_env(**{**settings, **overrides})
 
 
 def telaten(
@@ -67,21 +67,19 @@ def telaten(
     )
 
 
-class ServerProcess:
-    """`telaten serve` on a free loopback port; stderr (the logs) kept in a file."""
+class ChildServer:
+    """An HTTP server in a child process on a free loopback port, its output kept in a
+    file; ready once `ready_path` answers 200 (a bounded wait, never a speed test)."""
 
-    def __init__(self, env: dict[str, str], cwd: Path, *extra_args: str) -> None:
-        self.port = free_port()
-        self.base_url = f"http://127.0.0.1:{self.port}"
+    ready_path = "/health"
+    name = "server"
+
+    def __init__(self, args: list[str], env: dict[str, str] | None, cwd: Path) -> None:
         self.cwd = cwd
-        self.log_path = cwd / f"server-{self.port}.log"
+        self.log_path = cwd / f"{self.name}-{self.port}.log"
         self._log = self.log_path.open("w")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "app.cli", "serve", "--port", str(self.port), *extra_args],
-            env={**env, "PYTHONPATH": str(REPO_ROOT)},
-            cwd=cwd,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
+            args, env=env, cwd=cwd, stdout=self._log, stderr=subprocess.STDOUT
         )
 
     def wait_ready(self, timeout: float = 120) -> None:
@@ -90,22 +88,31 @@ class ServerProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.logs()}")
+                raise RuntimeError(
+                    f"{self.name} exited with {self.proc.returncode}:\n{self.logs()}"
+                )
             try:
-                if httpx.get(f"{self.base_url}/health", timeout=1).status_code == 200:
+                if httpx.get(self.ready_url, timeout=2).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass
             time.sleep(0.1)
-        raise TimeoutError(f"server not ready in {timeout}s:\n{self.logs()}")
+        raise TimeoutError(f"{self.name} not ready in {timeout}s:\n{self.logs()}")
+
+    @property
+    def ready_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}{self.ready_path}"
 
     def logs(self) -> str:
         if not self._log.closed:
             self._log.flush()
-        return self.log_path.read_text()
+        return self.log_path.read_text(errors="replace")
 
-    def json_lines(self) -> list[dict[str, Any]]:
-        return [json.loads(line) for line in self.logs().splitlines() if line.strip()]
+    def kill(self) -> None:
+        """SIGKILL: the process dies mid-work, as a crash or an OOM kill would."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
 
     def stop(self) -> int:
         if self.proc.poll() is None:
@@ -113,12 +120,11 @@ class ServerProcess:
             try:
                 self.proc.wait(timeout=15)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+                self.kill()
         self._log.close()
         return self.proc.returncode
 
-    def __enter__(self) -> ServerProcess:
+    def __enter__(self) -> Self:
         try:
             self.wait_ready()
         except BaseException:
@@ -128,3 +134,19 @@ class ServerProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class ServerProcess(ChildServer):
+    """`telaten serve` on a free loopback port; stderr (the logs) kept in a file."""
+
+    def __init__(self, env: dict[str, str], cwd: Path, *extra_args: str) -> None:
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        super().__init__(
+            [sys.executable, "-m", "app.cli", "serve", "--port", str(self.port), *extra_args],
+            {**env, "PYTHONPATH": str(REPO_ROOT)},
+            cwd,
+        )
+
+    def json_lines(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.logs().splitlines() if line.strip()]

@@ -37,6 +37,8 @@ from pydantic import ValidationError
 
 from app.core.errors import validation_problems
 from app.core.jsonlimits import TOO_DEEP_MESSAGE, cap_json_depth, too_deep
+from app.core.llm import USAGE_KEY
+from app.core.llm_stream import TokenUsage
 
 log = structlog.stdlib.get_logger(__name__)
 
@@ -78,7 +80,14 @@ class TurnFinished:
     text: str
 
 
-AgentEvent = TextDelta | ToolCallStarted | ToolCallFinished | TurnFinished
+@dataclass(frozen=True)
+class UsageReported:
+    """Tokens one model response used, as the server counted them."""
+
+    usage: TokenUsage
+
+
+AgentEvent = TextDelta | ToolCallStarted | ToolCallFinished | TurnFinished | UsageReported
 
 
 # A response that streams this many times more calls than may run is cut off as it
@@ -135,9 +144,15 @@ async def run_agent(
                 response = item
         if response is None:
             raise AgentError("llm_empty_response", "The AI model returned nothing.")
+        usage = response.additional_kwargs.get(USAGE_KEY)
+        if isinstance(usage, TokenUsage):
+            yield UsageReported(usage)
         calls = tool_calls(response)
         if not calls:
-            yield TurnFinished(response.message.content or "")
+            text = response.message.content or ""
+            if not text.strip():
+                raise AgentError("llm_empty_response", "The AI model returned an empty answer.")
+            yield TurnFinished(text)
             return
         conversation.append(response.message)
         for index, call in enumerate(calls):
@@ -275,6 +290,11 @@ async def stream_llm(
         raise AgentError(
             "llm_unreachable", "The connection to the AI model failed. Please try again."
         ) from None
+    except openai.APIError as exc:
+        # Includes an error object sent inside a 200 stream: the provider's own words go
+        # to the log, so the cause is known; the client gets the code.
+        log.warning("llm_error", error=type(exc).__name__, detail=str(exc.message)[:300])
+        raise AgentError("llm_error", "The AI model failed to answer. Please try again.") from None
     except openai.OpenAIError as exc:
         log.warning("llm_error", error=type(exc).__name__)
         raise AgentError("llm_error", "The AI model failed to answer. Please try again.") from None

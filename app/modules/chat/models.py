@@ -7,10 +7,13 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import CheckConstraint, Column, ForeignKey, Index, String, Text, Uuid
+from sqlalchemy import CheckConstraint, Column, ForeignKey, Index, Integer, String, Text, Uuid
 from sqlmodel import Field, SQLModel
 
 from app.db.types import JSONDocument, UTCDateTime, utcnow
+
+# The most tokens a message's count holds (an INTEGER column); a turn's sum is capped.
+MAX_TOKEN_COUNT = 2**31 - 1
 
 
 class MessageRole(StrEnum):
@@ -51,6 +54,8 @@ class ChatMessage(SQLModel, table=True):
     __tablename__ = "chat_messages"
     __table_args__ = (
         Index("ix_chat_messages_session_created", "session_id", "created_at"),
+        # The admins' token usage per day reads a range of days across all sessions.
+        Index("ix_chat_messages_created_at", "created_at"),
         CheckConstraint("role IN ('user', 'assistant', 'tool')", name="ck_chat_messages_role"),
         CheckConstraint(
             "status IN ('complete', 'partial', 'error')", name="ck_chat_messages_status"
@@ -69,6 +74,10 @@ class ChatMessage(SQLModel, table=True):
         default=MessageStatus.COMPLETE, sa_column=Column(String(16), nullable=False)
     )
     error_code: str | None = Field(default=None, sa_column=Column(String(64), nullable=True))
+    # assistant: the tokens the turn's model responses used, summed, as the server counted
+    # them (failed and partial turns included); None when the server reported no usage.
+    prompt_tokens: int | None = Field(default=None, sa_column=Column(Integer(), nullable=True))
+    completion_tokens: int | None = Field(default=None, sa_column=Column(Integer(), nullable=True))
     created_at: datetime = Field(
         default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False)
     )

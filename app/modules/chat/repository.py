@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import Select, delete, func, or_, select, update
+from sqlalchemy import Date, Select, cast, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.modules.chat.models import ChatMessage, ChatSession, MessageRole, MessageStatus
+from app.modules.users.models import User
+
+# (UTC day, user id, email, prompt tokens, completion tokens, turns)
+UsageRow = tuple[date, uuid.UUID, str, int, int, int]
 
 
 class ChatRepository:
@@ -178,3 +182,81 @@ class ChatRepository:
             .values(streaming_since=now)
         )
         return result.rowcount == 1  # type: ignore[attr-defined]
+
+    # --- token usage (admins) -----------------------------------------------------------
+
+    async def usage_by_day(
+        self,
+        since: datetime,
+        until: datetime,
+        user_id: uuid.UUID | None,
+        limit: int,
+        offset: int,
+    ) -> tuple[list[UsageRow], int]:
+        """Tokens of the turns in [since, until) that reported usage, summed per UTC day
+        and user: newest day first, then the biggest spender; and how many such rows."""
+        day = self._utc_day().label("day")
+        prompt = func.sum(ChatMessage.prompt_tokens)
+        completion = func.sum(func.coalesce(ChatMessage.completion_tokens, 0))
+        grouped = (
+            select(day, ChatSession.user_id, User.email, prompt, completion, func.count())
+            .select_from(ChatMessage)
+            .join(ChatSession, ChatSession.id == ChatMessage.session_id)
+            .join(User, User.id == ChatSession.user_id)  # type: ignore[arg-type]
+            .where(*self._usage_filter(since, until, user_id))
+            .group_by(day, ChatSession.user_id, User.email)
+        )
+        total = await self.session.scalar(select(func.count()).select_from(grouped.subquery()))
+        rows = await self.session.execute(
+            grouped.order_by(day.desc(), (prompt + completion).desc(), ChatSession.user_id)
+            .limit(limit)
+            .offset(offset)
+        )
+        out: list[UsageRow] = []
+        for bucket, owner, email, prompt_sum, completion_sum, turns in rows.all():
+            key = bucket if isinstance(bucket, date) else date.fromisoformat(str(bucket)[:10])
+            out.append(
+                (key, owner, email, int(prompt_sum or 0), int(completion_sum or 0), int(turns))
+            )
+        return out, total or 0
+
+    async def usage_total(
+        self, since: datetime, until: datetime, user_id: uuid.UUID | None
+    ) -> tuple[int, int, int]:
+        """(prompt tokens, completion tokens, turns) of the turns in [since, until) that
+        reported usage."""
+        row = (
+            await self.session.execute(
+                select(
+                    func.sum(ChatMessage.prompt_tokens),
+                    func.sum(func.coalesce(ChatMessage.completion_tokens, 0)),
+                    func.count(),
+                )
+                .select_from(ChatMessage)
+                .join(ChatSession, ChatSession.id == ChatMessage.session_id)
+                .where(*self._usage_filter(since, until, user_id))
+            )
+        ).one()
+        return int(row[0] or 0), int(row[1] or 0), int(row[2])
+
+    @staticmethod
+    def _usage_filter(since: datetime, until: datetime, user_id: uuid.UUID | None) -> list[Any]:
+        """Assistant messages with reported usage, written in [since, until)."""
+        where = [
+            ChatMessage.role == MessageRole.ASSISTANT,
+            ChatMessage.prompt_tokens.is_not(None),  # type: ignore[union-attr]
+            ChatMessage.created_at >= since,  # type: ignore[operator]
+            ChatMessage.created_at < until,  # type: ignore[operator]
+        ]
+        if user_id is not None:
+            where.append(ChatSession.user_id == user_id)
+        return where
+
+    def _utc_day(self) -> Any:
+        """The UTC calendar day of a message's `created_at`, computed in the database."""
+        column = ChatMessage.created_at
+        if self.session.get_bind().dialect.name == "postgresql":
+            return cast(func.timezone("UTC", column), Date)
+        # SQLite keeps UTC text; cut to whole seconds first, so no rounding of fractions
+        # can move 23:59:59.9999 to the next day.
+        return func.date(func.strftime("%Y-%m-%d %H:%M:%S", column))

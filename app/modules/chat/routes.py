@@ -1,4 +1,5 @@
-"""`/chat`: my sessions and their messages, and the streaming turn (DESIGN.md section 5)."""
+"""`/chat`: my sessions and their messages, and the streaming turn (DESIGN.md section 5);
+`/admin/llm-usage`: the model's tokens per user and day, for admins."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
-from app.api.deps import CurrentUser, SessionDep, SettingsDep, oauth2_scheme
+from app.api.deps import AdminUser, CurrentUser, SessionDep, SettingsDep, oauth2_scheme
 from app.core.config import Settings
 from app.core.errors import UnauthorizedError
 from app.core.llm import LLMNotConfiguredError
@@ -23,17 +24,26 @@ from app.modules.agent.tools import domain_tools, external_tools
 from app.modules.business.service import BusinessService
 from app.modules.chat.schemas import (
     ChatStreamRequest,
+    DailyUsagePublic,
     MessagePage,
     MessagePublic,
     SessionPage,
     SessionPublic,
     SessionRename,
+    UsageCounts,
+    UsageDays,
+    UsageReportPublic,
 )
 from app.modules.chat.service import ChatService, TurnQuota
 from app.modules.chat.turn import ChatTurn
 
 router = APIRouter(
     prefix="/chat", tags=["chat"], responses={401: {"description": "Not authenticated"}}
+)
+admin_router = APIRouter(
+    prefix="/admin/llm-usage",
+    tags=["admin"],
+    responses={401: {"description": "Not authenticated"}, 403: {"description": "Not an admin"}},
 )
 _404 = {404: {"description": "No such session of yours"}}
 
@@ -216,3 +226,30 @@ async def stream(turn: Annotated[ChatTurn, Depends(start_turn)]) -> AsyncIterato
     """
     async for event in turn.events():
         yield event
+
+
+# --- administration ---------------------------------------------------------------------
+
+
+@admin_router.get("", response_model=UsageReportPublic)
+async def llm_usage(
+    _admin: AdminUser,
+    chats: ChatServiceDep,
+    days: Annotated[UsageDays, Query()] = 7,
+    user_id: Annotated[uuid.UUID | None, Query(description="Only this user")] = None,
+    limit: Annotated[Limit, Query()] = 100,
+    offset: Annotated[Offset, Query()] = 0,
+) -> UsageReportPublic:
+    """The model's tokens per user and UTC day over the last `days` days (today
+    included), from the usage the model's server reported with each chat turn (turns
+    without it are not counted), and the sums over the whole range."""
+    report = await chats.usage_report(days, user_id=user_id, limit=limit, offset=offset)
+    return UsageReportPublic(
+        start=report.start,
+        end=report.end,
+        totals=UsageCounts.model_validate(report.totals),
+        items=[DailyUsagePublic.model_validate(row) for row in report.items],
+        total=report.total,
+        limit=limit,
+        offset=offset,
+    )

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from app.core.jsonlimits import MAX_JSON_DEPTH, cap_json_depth
 from app.core.types import multi_line, single_line
 from app.modules.chat.models import MessageRole, MessageStatus
+from app.modules.chat.service import MAX_USAGE_DAYS
 
 MAX_MESSAGE_CHARS = 8000
 
@@ -63,11 +65,62 @@ class MessagePublic(BaseModel):
     tool_calls: Annotated[Any | None, AfterValidator(_readable_tool_calls)]
     status: MessageStatus
     error_code: str | None
+    # assistant: the tokens the turn used; null when the model's server reported none
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
     created_at: datetime
 
 
 class MessagePage(BaseModel):
     items: list[MessagePublic]
     total: int
+    limit: int
+    offset: int
+
+
+# --- token usage (admins) ---------------------------------------------------------------
+
+UsageDays = Annotated[
+    int,
+    Field(
+        ge=1, le=MAX_USAGE_DAYS, description=f"UTC days back, today included (1-{MAX_USAGE_DAYS})"
+    ),
+]
+
+
+class UsageCounts(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    turns: int = Field(description="Chat turns whose model server reported token usage")
+
+
+class DailyUsagePublic(BaseModel):
+    """One user's tokens on one UTC day."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    date: dt.date = Field(description="UTC day")
+    user_id: uuid.UUID
+    email: str
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    turns: int = Field(description="Chat turns whose model server reported token usage")
+
+
+class UsageReportPublic(BaseModel):
+    """Tokens per UTC day and user (newest day first, then the biggest spender), a page
+    of them, and the sums over the whole range."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    start: dt.date = Field(description="First UTC day included")
+    end: dt.date = Field(description="Last UTC day included (today)")
+    totals: UsageCounts
+    items: list[DailyUsagePublic]
+    total: int = Field(description="Rows (user-days) in the range")
     limit: int
     offset: int

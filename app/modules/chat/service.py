@@ -1,12 +1,13 @@
 """Chat rules: sessions belong to one user, one stream per session at a time, a few
 streams and a bounded number of turns per user, and the user's message is saved before
-the LLM is called."""
+the LLM is called. Admins see the model's token usage per user and UTC day."""
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -24,6 +25,7 @@ TITLE_CHARS = 60
 STREAM_BUSY = "This chat session is already answering a message; wait for it to finish."
 SESSION_NOT_FOUND = "Chat session not found"
 SESSION_CHANGED = "The chat session was changed meanwhile; reload it and retry"
+MAX_USAGE_DAYS = 90
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,38 @@ class TurnStart:
     history: list[ChatMessage]
     user_message: ChatMessage
     claimed_at: datetime  # the claim's `streaming_since`, which its heartbeat renews
+
+
+@dataclass(frozen=True)
+class UsageTotal:
+    prompt_tokens: int
+    completion_tokens: int
+    turns: int
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(frozen=True, kw_only=True)
+class DailyUsage(UsageTotal):
+    """One user's tokens on one UTC day, over their turns that reported usage."""
+
+    date: dt.date
+    user_id: uuid.UUID
+    email: str
+
+
+@dataclass(frozen=True)
+class UsageReport:
+    """A page of `DailyUsage` rows for the UTC days `start`..`end` (both included), and
+    the sums over all of them."""
+
+    start: dt.date
+    end: dt.date
+    totals: UsageTotal
+    items: list[DailyUsage]
+    total: int
 
 
 def title_from(content: str) -> str:
@@ -112,6 +146,44 @@ class ChatService:
         rows left out): the conversation as the owner saw it."""
         chat = await self.get_session(user_id, session_id)
         return await self.repo.last_exchanges(chat.id, limit)
+
+    async def usage_report(
+        self,
+        days: int,
+        *,
+        user_id: uuid.UUID | None = None,
+        limit: int = 100,
+        offset: int = 0,
+        today: dt.date | None = None,
+    ) -> UsageReport:
+        """The model's tokens per user and UTC day over the last `days` days (today
+        included), for admins. Only turns whose server reported usage count: a turn
+        without it has no tokens to add, and is not counted in `turns` either."""
+        if not 1 <= days <= MAX_USAGE_DAYS:
+            raise ValueError(f"days must be 1 to {MAX_USAGE_DAYS}")
+        end = today or utcnow().date()
+        start = end - timedelta(days=days - 1)
+        since = datetime.combine(start, dt.time(), UTC)
+        until = datetime.combine(end + timedelta(days=1), dt.time(), UTC)
+        rows, total = await self.repo.usage_by_day(since, until, user_id, limit, offset)
+        prompt, completion, turns = await self.repo.usage_total(since, until, user_id)
+        return UsageReport(
+            start=start,
+            end=end,
+            totals=UsageTotal(prompt, completion, turns),
+            items=[
+                DailyUsage(
+                    date=day,
+                    user_id=owner,
+                    email=email,
+                    prompt_tokens=prompt_tokens,
+                    completion_tokens=completion_tokens,
+                    turns=count,
+                )
+                for day, owner, email, prompt_tokens, completion_tokens, count in rows
+            ],
+            total=total,
+        )
 
     async def begin_turn(
         self,

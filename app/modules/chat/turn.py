@@ -3,9 +3,11 @@
 Runs inside the response stream, so it holds no database session of its own between
 writes: it opens a short one to save the outcome. Whatever ends the turn — the answer,
 an LLM failure, the turn deadline, or the client going away — the assistant's message
-is saved (complete, partial or error) together with the tool messages, and the
-session's streaming claim is released. While the turn runs, a heartbeat renews the claim
-(and the lease keeps the user's stream place), so both lapse soon after a crash.
+is saved (complete, partial or error) together with the tool messages and the tokens
+the turn's model responses used (where the server reported them; spent tokens are
+spent, so failed turns keep theirs too), and the session's streaming claim is released.
+While the turn runs, a heartbeat renews the claim (and the lease keeps the user's
+stream place), so both lapse soon after a crash.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from llama_index.core.tools import AsyncBaseTool
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.background import repeating
+from app.core.llm_stream import TokenUsage
 from app.db.types import utcnow
 from app.modules.agent.runner import (
     AgentError,
@@ -36,9 +39,10 @@ from app.modules.agent.runner import (
     TextDelta,
     ToolCallFinished,
     ToolCallStarted,
+    UsageReported,
     run_agent,
 )
-from app.modules.chat.models import ChatMessage, MessageRole, MessageStatus
+from app.modules.chat.models import MAX_TOKEN_COUNT, ChatMessage, MessageRole, MessageStatus
 from app.modules.chat.repository import ChatRepository
 from app.modules.chat.service import TurnStart
 from app.modules.limits.service import SlotLease
@@ -69,6 +73,8 @@ class ChatTurn:
     claim_renew_seconds: float = 10.0
     _text: list[str] = field(default_factory=list)
     _calls: list[tuple[ToolCallFinished, datetime]] = field(default_factory=list)
+    # The tokens of the turn's model responses so far; None while no server reported any.
+    _usage: TokenUsage | None = None
     _saved: bool = False
     _claimed_at: datetime | None = None
 
@@ -142,6 +148,10 @@ class ChatTurn:
                                 "is_error": event.is_error,
                             },
                         )
+                    elif isinstance(event, UsageReported):
+                        self._usage = (
+                            event.usage if self._usage is None else self._usage + event.usage
+                        )
                     if time.monotonic() > deadline:
                         raise AgentError(
                             "turn_timeout",
@@ -195,6 +205,7 @@ class ChatTurn:
             return None
         self._saved = True
         now = utcnow()
+        usage = self._usage
         assistant = ChatMessage(
             session_id=self.start.session_id,
             role=MessageRole.ASSISTANT,
@@ -205,6 +216,10 @@ class ChatTurn:
             or None,
             status=status,
             error_code=error_code,
+            prompt_tokens=None if usage is None else min(usage.prompt_tokens, MAX_TOKEN_COUNT),
+            completion_tokens=(
+                None if usage is None else min(usage.completion_tokens, MAX_TOKEN_COUNT)
+            ),
             created_at=now,
         )
         tool_rows = [
