@@ -79,6 +79,7 @@ async def test_configured_admin_password_is_used_and_not_logged(
         assert ADMIN_PASSWORD not in capsys.readouterr().err
 
 
+@pytest.mark.slow
 async def test_bootstrap_is_idempotent_and_safe_with_concurrent_workers(tmp_path: Path) -> None:
     """Three workers (real processes) start on one empty database at the same moment."""
     async with fresh_database_url(tmp_path, "boot3") as url:
@@ -103,6 +104,7 @@ async def test_bootstrap_is_idempotent_and_safe_with_concurrent_workers(tmp_path
                 assert (await login(c, "admin@telaten.com", password)).status_code == 200
 
 
+@pytest.mark.slow
 async def test_cli_create_admin(tmp_path: Path) -> None:
     async with fresh_database_url(tmp_path, "cli") as url:
         env = clean_env(DATABASE_URL=url, DATA_DIR=str(tmp_path / "data"), BCRYPT_ROUNDS="4")

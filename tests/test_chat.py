@@ -371,6 +371,7 @@ async def test_without_llm_chat_is_503_and_the_rest_works(client: httpx.AsyncCli
     assert (await client.get("/health/ready")).status_code == 200
 
 
+@pytest.mark.slow
 async def test_client_disconnect_saves_partial_and_stops_the_llm_call(
     fake_llm: FakeLLMServer, database_url: str, workdir: Path
 ) -> None:

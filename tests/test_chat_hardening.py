@@ -328,6 +328,7 @@ async def test_a_reply_text_past_the_limit_ends_the_turn_and_keeps_the_part_sent
 CLAIM_SECONDS = 12
 
 
+@pytest.mark.slow
 async def test_a_killed_servers_stream_claim_lapses_soon_and_a_long_turn_keeps_its_claim(
     fake_llm: FakeLLMServer, database_url: str, workdir: Path
 ) -> None:

@@ -7,8 +7,12 @@ import stat
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.helpers.server import ServerProcess, clean_env, telaten
+
+# Each test runs the real command in a subprocess.
+pytestmark = pytest.mark.slow
 
 
 def test_serve_with_no_env_file_uses_sqlite_and_serves_health_and_docs(workdir: Path) -> None:

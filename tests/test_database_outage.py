@@ -21,7 +21,7 @@ from tests.conftest import asgi_client, make_settings
 from tests.helpers.accounts import API, new_account
 from tests.helpers.tcp_proxy import TcpProxy
 
-pytestmark = pytest.mark.postgres_only
+pytestmark = [pytest.mark.postgres_only, pytest.mark.slow]
 
 
 @pytest.fixture

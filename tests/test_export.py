@@ -423,6 +423,7 @@ class Download:
         return csv_rows(self.body)
 
 
+@pytest.mark.slow
 async def test_large_export_streams_while_rows_are_read(served: Served) -> None:
     owner = await owner_with_rows(served)
     async with AsyncExitStack() as stack:
@@ -443,6 +444,7 @@ async def test_large_export_streams_while_rows_are_read(served: Served) -> None:
     assert keys == sorted(keys)
 
 
+@pytest.mark.slow
 async def test_parallel_exports_capped_per_user_while_others_are_served(served: Served) -> None:
     a, b = await owner_with_rows(served), await owner_with_rows(served)
     async with httpx.AsyncClient(base_url=served.base_url, timeout=60) as c:

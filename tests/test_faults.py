@@ -16,12 +16,16 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from tests.fakes.llm_server import FakeLLMServer, Reply
 from tests.helpers.accounts import API, Account, new_account
 from tests.helpers.mcp import stdio_entry, write_config
 from tests.helpers.server import ServerProcess, clean_env
 from tests.helpers.sse import parse_sse
+
+# Processes killed and servers broken on purpose.
+pytestmark = pytest.mark.slow
 
 
 def server_env(database_url: str, workdir: Path, fake: FakeLLMServer) -> dict[str, str]:

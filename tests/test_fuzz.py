@@ -66,6 +66,9 @@ from tests.helpers.databases import fresh_database_url
 from tests.helpers.server import ServerProcess, clean_env, served_env
 from tests.helpers.sse import parse_sse
 
+# Fuzzing the whole API: minutes of generated requests.
+pytestmark = pytest.mark.slow
+
 CHECKS = (
     "not_a_server_error",
     "status_code_conformance",

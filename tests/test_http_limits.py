@@ -25,7 +25,7 @@ from tests.helpers.databases import fresh_database_url
 from tests.helpers.server import ServerProcess, served_env
 
 # The HTTP protocol's limits are the same whatever database the service uses.
-pytestmark = pytest.mark.once
+pytestmark = [pytest.mark.once, pytest.mark.slow]
 
 LIMIT = 32_768  # HTTP_MAX_HEAD_BYTES of the servers below (the default)
 TIMEOUT = 2  # their HTTP_HEAD_TIMEOUT_SECONDS and HTTP_BODY_IDLE_TIMEOUT_SECONDS

@@ -80,6 +80,7 @@ def test_json_lines_redact_structlog_and_stdlib_records(capsys: pytest.CaptureFi
     assert all({"timestamp", "level", "logger"} <= set(line) for line in lines)
 
 
+@pytest.mark.slow
 def test_real_server_logs_json_lines_with_request_id(workdir: Path, database_url: str) -> None:
     """`telaten serve` as deployed: ENV=production on PostgreSQL, JSON on SQLite runs."""
     if suite_backend() == "postgresql":

@@ -148,6 +148,7 @@ async def test_admin_sees_servers_and_reloads(mcp_app: FastAPI, tmp_path: Path) 
         assert [s["name"] for s in body["servers"]] == ["box"]
 
 
+@pytest.mark.slow
 def test_cli_mcp_list(tmp_path: Path) -> None:
     config = write_config(tmp_path / "mcp.json", {"box": stdio_entry("--name", "box")})
     env = clean_env(

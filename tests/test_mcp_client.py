@@ -94,6 +94,7 @@ async def test_concurrent_calls_share_one_session(box: MCPManager) -> None:
     assert await pid_of(box, "box") == pid  # no new process per call
 
 
+@pytest.mark.slow
 async def test_call_timeout_is_an_error_result(tmp_path: Path) -> None:
     # The timeout also bounds the child's start (a Python process importing the SDK: a
     # second or more, several on a busy machine), so it is generous and the call slower.

@@ -302,6 +302,7 @@ async def test_another_users_token_sees_and_changes_only_its_own_data(
 # --- stdio -------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 async def test_stdio_serves_the_token_owner(server: ServerProcess, api: httpx.AsyncClient) -> None:
     owner = await owner_with_business(api)
     params = stdio_params(server, owner.access_token)
@@ -321,6 +322,7 @@ async def test_stdio_serves_the_token_owner(server: ServerProcess, api: httpx.As
     assert [t["amount"] for t in r.json()["items"]] == [12000]
 
 
+@pytest.mark.slow
 def test_stdio_refuses_a_missing_or_bad_token(server: ServerProcess) -> None:
     env = dict(server.env)  # type: ignore[attr-defined]
     result = telaten("mcp", "serve", "--stdio", env=env, cwd=server.cwd)
@@ -335,6 +337,7 @@ def test_stdio_refuses_a_missing_or_bad_token(server: ServerProcess) -> None:
 # --- our own MCP client, pointed at a Telaten server ---------------------------------------
 
 
+@pytest.mark.slow
 async def test_our_mcp_client_refuses_a_telaten_server_in_mcp_json(
     server: ServerProcess,
     api: httpx.AsyncClient,
@@ -441,6 +444,7 @@ async def test_open_sse_streams_are_limited_per_user(
     assert stream.status_code == 200
 
 
+@pytest.mark.slow
 async def test_open_sse_streams_are_limited_per_user_across_processes(
     server: ServerProcess, api: httpx.AsyncClient, tmp_path: Path
 ) -> None:
@@ -626,6 +630,7 @@ async def _call_after_expiry(server: ServerProcess, owner: Account, lifetime: fl
         return None
 
 
+@pytest.mark.slow
 async def test_stdio_with_a_token_that_expires_says_so(
     server: ServerProcess, api: httpx.AsyncClient
 ) -> None:

@@ -497,6 +497,7 @@ def _server_env(database_url: str, workdir: Path, fake: FakeLLMServer) -> dict[s
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["crash", "graceful"])
 async def test_a_restart_mid_generation_still_ends_with_exactly_one_roadmap(
     fake_llm: FakeLLMServer, tmp_path: Path, how: str

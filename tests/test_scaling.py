@@ -22,6 +22,9 @@ from tests.helpers.accounts import API, bearer, login, new_account
 from tests.helpers.databases import fresh_database_url
 from tests.helpers.server import ServerProcess, clean_env
 
+# Several server processes on one database.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture
 async def two_servers(

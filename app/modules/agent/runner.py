@@ -11,10 +11,12 @@ each step maps one-to-one onto the chat stream's events and every failure has a 
 - an LLM that times out, stalls, rate-limits, fails, or sends tool-call arguments that are
   not JSON ends the turn with `AgentError(code, message)`;
 - a response is bounded as it streams: past `max_response_chars` characters (text and
-  tool-call arguments) or far past `max_tool_calls` calls it ends the turn, before the
-  client library's per-chunk rebuilding of the whole response (quadratic in its size and
-  in its number of calls) costs more; of the calls a complete response makes, those
-  beyond `max_tool_calls` are not run and get an error result the model reads.
+  tool-call arguments) or far past `max_tool_calls` calls it ends the turn, and the
+  provider's stream is closed rather than read on; of the calls a complete response
+  makes, those beyond `max_tool_calls` are not run and get an error result the model
+  reads;
+- the stream itself is read by `app.core.llm` (`CompatibleLLM`), which tolerates the
+  providers' documented differences and reports token usage (`UsageReported`).
 """
 
 from __future__ import annotations
