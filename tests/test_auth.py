@@ -748,6 +748,7 @@ async def test_email_lookups_share_the_address_budget_of_registration(app: FastA
         assert r.status_code == 429, r.text
 
 
+@pytest.mark.slow
 async def test_parallel_email_changes_to_one_address(app: FastAPI) -> None:
     """Two owners claiming one free address at once, 20 pairs: one of each pair gets it,
     the other a 409, never a 500."""
@@ -846,6 +847,7 @@ async def test_many_addresses_together_meet_a_higher_limit_per_account(app: Fast
             assert (await login(fresh, unique_email(), "wrong-guess-1")).status_code == 401
 
 
+@pytest.mark.slow
 async def test_guessing_from_many_addresses_cannot_lock_the_owner_out_where_they_log_in(
     app: FastAPI,
 ) -> None:
@@ -901,6 +903,7 @@ async def test_known_addresses_are_forgotten_after_their_days(app: FastAPI) -> N
         assert not await service._known_address(a.email, "127.66.7.1")
 
 
+@pytest.mark.slow
 async def test_attempts_on_an_account_under_attack_wait_longer_and_longer(
     app: FastAPI,
 ) -> None:

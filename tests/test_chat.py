@@ -237,6 +237,7 @@ async def test_connection_dropped_mid_stream(
     assert items[-1]["status"] == "partial" and items[-1]["content"] == s.text != ""
 
 
+@pytest.mark.slow
 async def test_slow_token_stream_is_not_a_timeout(
     ai_client: httpx.AsyncClient, fake_llm: FakeLLMServer
 ) -> None:

@@ -271,6 +271,7 @@ async def test_a_response_streaming_100_tool_calls_ends_the_turn_and_runs_none(
     assert len(fake_llm.requests) == 1  # the turn ended there
 
 
+@pytest.mark.slow
 async def test_a_multi_megabyte_tool_argument_ends_the_turn_as_it_streams(
     patient_client: httpx.AsyncClient, fake_llm: FakeLLMServer
 ) -> None:

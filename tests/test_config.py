@@ -68,6 +68,7 @@ def _create_secret(path: str, queue: multiprocessing.Queue) -> None:  # type: ig
     queue.put(load_or_create_secret_file(Path(path)))
 
 
+@pytest.mark.slow
 def test_workers_starting_together_agree_on_the_secret(tmp_path: Path) -> None:
     ctx = multiprocessing.get_context("spawn")
     queue = ctx.Queue()

@@ -43,6 +43,7 @@ async def test_init_db_is_idempotent_and_safe_concurrently(tmp_path: Path) -> No
             await asyncio.gather(*(db.dispose() for db in dbs))
 
 
+@pytest.mark.slow
 async def test_cli_migrate_from_several_processes_at_once(tmp_path: Path) -> None:
     async with fresh_database_url(tmp_path, "cli") as url:
         env = clean_env(DATABASE_URL=url, DATA_DIR=str(tmp_path / "d"))

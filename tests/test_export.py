@@ -484,6 +484,7 @@ async def test_parallel_exports_capped_per_user_while_others_are_served(served: 
     assert [r.status_code for r in again] == [200, 200]
 
 
+@pytest.mark.slow
 async def test_a_burst_of_one_user_gets_its_places_and_hanging_up_frees_them(
     served: Served,
 ) -> None:

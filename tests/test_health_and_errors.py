@@ -275,6 +275,7 @@ def _busy(r: httpx.Response) -> bool:
     )
 
 
+@pytest.mark.slow
 async def test_a_write_that_waits_out_the_sqlite_lock_is_busy(database_url: str) -> None:
     if not database_url.startswith("sqlite"):
         pytest.skip("SQLite's write lock")

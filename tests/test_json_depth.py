@@ -153,6 +153,7 @@ async def test_the_advisor_updates_an_over_deep_stored_memory(
     assert json_depth(stored) <= MAX_JSON_DEPTH  # the row itself is cut down now
 
 
+@pytest.mark.slow
 async def test_over_deep_tool_arguments_are_an_error_result(
     patient_client: httpx.AsyncClient, fake_llm: FakeLLMServer
 ) -> None:

@@ -137,6 +137,7 @@ async def test_http_transports(http_toolbox: HttpToolbox, tmp_path: Path) -> Non
         await m.stop()
 
 
+@pytest.mark.slow
 async def test_a_hanging_server_delays_startup_only_by_its_timeout(tmp_path: Path) -> None:
     config = write_config(
         tmp_path / "mcp.json", {"stuck": hang_entry(timeout=1.5), "box": stdio_entry()}
@@ -156,6 +157,7 @@ async def test_a_hanging_server_delays_startup_only_by_its_timeout(tmp_path: Pat
         await m.stop()
 
 
+@pytest.mark.slow
 async def test_a_killed_server_is_marked_down_and_reconnected(box: MCPManager) -> None:
     pid = await pid_of(box, "box")
     os.kill(pid, signal.SIGKILL)
@@ -171,6 +173,7 @@ async def test_a_killed_server_is_marked_down_and_reconnected(box: MCPManager) -
     assert await pid_of(box, "box") != pid
 
 
+@pytest.mark.slow
 async def test_calls_to_a_down_server_say_unavailable(tmp_path: Path) -> None:
     config = write_config(tmp_path / "mcp.json", {"stuck": hang_entry(timeout=0.5)})
     m = manager(config, tmp_path)
@@ -213,6 +216,7 @@ async def test_name_collisions_prefixes_and_filters(tmp_path: Path) -> None:
         await m.stop()
 
 
+@pytest.mark.slow
 async def test_reload_starts_stops_and_restarts(tmp_path: Path) -> None:
     path = tmp_path / "mcp.json"
     write_config(path, {"one": stdio_entry("--name", "one"), "two": stdio_entry("--name", "two")})
@@ -239,6 +243,7 @@ async def test_reload_starts_stops_and_restarts(tmp_path: Path) -> None:
         await m.stop()
 
 
+@pytest.mark.slow
 async def test_shutdown_leaves_no_child_process(tmp_path: Path) -> None:
     config = write_config(
         tmp_path / "mcp.json",
@@ -292,6 +297,7 @@ async def test_an_sse_server_that_never_sends_its_endpoint_is_bounded(tmp_path: 
         server.close()
 
 
+@pytest.mark.slow
 async def test_stop_interrupts_a_connection_in_progress(tmp_path: Path) -> None:
     config = write_config(tmp_path / "mcp.json", {"stuck": hang_entry(timeout=120)})
     m = manager(config, tmp_path)

@@ -518,6 +518,7 @@ async def admin_headers(api: httpx.AsyncClient) -> dict[str, str]:
     return bearer(r.json()["access_token"])
 
 
+@pytest.mark.slow
 async def test_an_sse_stream_ends_when_its_user_is_deactivated(
     server: ServerProcess, api: httpx.AsyncClient
 ) -> None:
@@ -572,6 +573,7 @@ async def test_an_sse_stream_ends_when_the_users_sessions_are_ended(
         assert await ends_cleanly(lines)
 
 
+@pytest.mark.slow
 async def test_an_sse_stream_ends_when_its_token_expires(
     server: ServerProcess, api: httpx.AsyncClient
 ) -> None:

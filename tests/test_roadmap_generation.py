@@ -287,6 +287,7 @@ async def test_malformed_and_partial_answers_are_retried_and_save_nothing_meanwh
     assert "at least 4" in last[-1]["content"]
 
 
+@pytest.mark.slow
 async def test_answers_that_never_validate_end_as_a_reported_failure(
     ai_client: httpx.AsyncClient, fake_llm: FakeLLMServer
 ) -> None:

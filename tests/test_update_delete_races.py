@@ -102,6 +102,7 @@ async def _categories(client: httpx.AsyncClient, owner: Account) -> dict[str, di
     return {c["id"]: c for c in r.json()}
 
 
+@pytest.mark.slow
 async def test_transaction_category_change_vs_category_delete(client: httpx.AsyncClient) -> None:
     owner = await _owner(client)
     cats = await _categories(client, owner)
@@ -145,6 +146,7 @@ async def test_transaction_category_change_vs_category_delete(client: httpx.Asyn
         assert (cat in cats) == (deleted.status_code != 204)
 
 
+@pytest.mark.slow
 async def test_category_rename_vs_delete(client: httpx.AsyncClient) -> None:
     owner = await _owner(client)
     new_cats = [await _category(client, owner, "expense") for _ in range(PAIRS)]
@@ -173,6 +175,7 @@ async def test_category_rename_vs_delete(client: httpx.AsyncClient) -> None:
             assert cats[cat]["name"] == f"Renamed {i}"
 
 
+@pytest.mark.slow
 async def test_category_delete_vs_delete(client: httpx.AsyncClient) -> None:
     owner = await _owner(client)
     new_cats = [await _category(client, owner) for _ in range(PAIRS)]
@@ -190,6 +193,7 @@ async def test_category_delete_vs_delete(client: httpx.AsyncClient) -> None:
     assert not set(new_cats) & set(await _categories(client, owner))
 
 
+@pytest.mark.slow
 async def test_chat_session_rename_vs_delete(
     patient_client: httpx.AsyncClient, fake_llm: FakeLLMServer
 ) -> None:
@@ -219,6 +223,7 @@ async def test_chat_session_rename_vs_delete(
     assert r.json()["total"] == 0
 
 
+@pytest.mark.slow
 async def test_chat_turn_vs_session_delete(
     patient_client: httpx.AsyncClient, fake_llm: FakeLLMServer
 ) -> None:
@@ -249,6 +254,7 @@ async def test_chat_turn_vs_session_delete(
             assert [m["role"] for m in r.json()["items"]] == ["user", "assistant"] * 2
 
 
+@pytest.mark.slow
 async def test_achievement_update_vs_delete(client: httpx.AsyncClient, app: FastAPI) -> None:
     admin = await _admin(client, app)
     ids = []
@@ -285,6 +291,7 @@ async def test_achievement_update_vs_delete(client: httpx.AsyncClient, app: Fast
         assert aid not in left
 
 
+@pytest.mark.slow
 async def test_achievement_delete_vs_unlock(client: httpx.AsyncClient, app: FastAPI) -> None:
     """Recording a transaction unlocks achievements; one deleted at that moment is
     simply not unlocked (the recording still succeeds)."""
@@ -322,6 +329,7 @@ async def test_achievement_delete_vs_unlock(client: httpx.AsyncClient, app: Fast
     assert all(not a["code"].startswith("free_") for a in stats["unlocked"] + stats["locked"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["milestone", "task"])
 async def test_milestone_update_vs_delete(client: httpx.AsyncClient, kind: str) -> None:
     owner = await _owner(client)
@@ -357,6 +365,7 @@ async def test_milestone_update_vs_delete(client: httpx.AsyncClient, kind: str) 
         assert r.status_code == 404
 
 
+@pytest.mark.slow
 async def test_level_delete_vs_awards_and_update(tmp_path: Path) -> None:
     """Owners reach a level while an admin deletes it (and another edits it): every
     recording succeeds, and every business ends on the level its points reach. On a
@@ -407,6 +416,7 @@ async def test_level_delete_vs_awards_and_update(tmp_path: Path) -> None:
                 assert stats["level"]["name"] == base
 
 
+@pytest.mark.slow
 async def test_unanticipated_races_are_409_not_500(tmp_path: Path) -> None:
     """The safety net: a route with a race no service handles (a row updated after a
     parallel delete, a foreign key broken by one) answers 409 with a JSON detail."""
