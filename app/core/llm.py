@@ -5,11 +5,11 @@ client keeps its HTTP connection pool. `None` when no model is configured; the A
 endpoints then answer 503 naming the settings to set, and the rest of the API works.
 
 `CompatibleLLM` is llama_index's `OpenAILike` with its own reading of the stream
-(`app.core.llm_stream`, the providers' documented differences) and two fallbacks for
-servers that refuse part of a request: `tool_choice: "required"` (llama.cpp refuses any
-choice but "auto" when streaming, vLLM without a tool parser refuses it) and
-`stream_options` (servers that predate token usage in streams). Each refusal is logged
-once and remembered for the life of the process.
+(`app.core.llm_stream`, the providers' documented differences) and fallbacks for servers
+that refuse part of a request (`CompatibleLLM._fall_back`): a forced `tool_choice`
+(llama.cpp refuses "required" when streaming but takes a named tool; vLLM without a tool
+parser refuses it) and `stream_options` (servers that predate token usage in streams).
+Each refusal is logged once and remembered for the life of the process.
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ class CompatibleLLM(OpenAILike):
 
         async def gen() -> ChatResponseAsyncGen:
             override: dict[str, Any] = {}
-            fallbacks = 0
+            fell_back = reconnected = False
             while True:
                 request = self._request_kwargs({**kwargs, **override})
                 accumulator = StreamAccumulator()
@@ -88,9 +88,9 @@ class CompatibleLLM(OpenAILike):
                 except openai.APIConnectionError:
                     # A server that broke its refused stream may have dropped the pooled
                     # connection the fallback reused: one more try on a new one.
-                    if fallbacks != 1:
+                    if not fell_back or reconnected:
                         raise
-                    fallbacks += 1
+                    reconnected = True
                     continue
                 except (openai.APIError, httpx.TransportError) as exc:
                     retry = (
@@ -99,12 +99,12 @@ class CompatibleLLM(OpenAILike):
                     if retry is None:
                         raise
                     override.update(retry)
-                    fallbacks += 1
+                    fell_back = True
                     continue
                 retry = self._fall_back(request, None, accumulator) if accumulator.empty else None
                 if retry is not None and override.get("tool_choice") != "none":
                     override.update(retry)
-                    fallbacks += 1
+                    fell_back = True
                     continue
                 yield self._final(accumulator)
                 return

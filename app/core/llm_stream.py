@@ -36,10 +36,6 @@ class TokenUsage:
     prompt_tokens: int = 0
     completion_tokens: int = 0
 
-    @property
-    def total_tokens(self) -> int:
-        return self.prompt_tokens + self.completion_tokens
-
     def __add__(self, other: TokenUsage) -> TokenUsage:
         return TokenUsage(
             self.prompt_tokens + other.prompt_tokens,
@@ -87,7 +83,6 @@ class StreamAccumulator:
     calls: list[StreamedToolCall] = field(default_factory=list)
     finish_reason: str | None = None
     usage: TokenUsage | None = None
-    chunks: int = 0
 
     @property
     def content(self) -> str:
@@ -99,7 +94,6 @@ class StreamAccumulator:
         return not (self.text or self.reasoning or self.calls)
 
     def add(self, chunk: Any) -> tuple[str, str]:
-        self.chunks += 1
         usage = TokenUsage.read(_field(chunk, "usage")) or TokenUsage.read(
             _field(_field(chunk, "x_groq"), "usage")
         )
