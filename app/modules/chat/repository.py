@@ -199,11 +199,10 @@ class ChatRepository:
         prompt = func.sum(ChatMessage.prompt_tokens)
         completion = func.sum(func.coalesce(ChatMessage.completion_tokens, 0))
         grouped = (
-            select(day, ChatSession.user_id, User.email, prompt, completion, func.count())
-            .select_from(ChatMessage)
-            .join(ChatSession, ChatSession.id == ChatMessage.session_id)
+            self._usage_query(
+                since, until, user_id, day, ChatSession.user_id, User.email, prompt, completion
+            )
             .join(User, User.id == ChatSession.user_id)  # type: ignore[arg-type]
-            .where(*self._usage_filter(since, until, user_id))
             .group_by(day, ChatSession.user_id, User.email)
         )
         total = await self.session.scalar(select(func.count()).select_from(grouped.subquery()))
@@ -225,23 +224,19 @@ class ChatRepository:
     ) -> tuple[int, int, int]:
         """(prompt tokens, completion tokens, turns) of the turns in [since, until) that
         reported usage."""
+        prompt = func.sum(ChatMessage.prompt_tokens)
+        completion = func.sum(func.coalesce(ChatMessage.completion_tokens, 0))
         row = (
-            await self.session.execute(
-                select(
-                    func.sum(ChatMessage.prompt_tokens),
-                    func.sum(func.coalesce(ChatMessage.completion_tokens, 0)),
-                    func.count(),
-                )
-                .select_from(ChatMessage)
-                .join(ChatSession, ChatSession.id == ChatMessage.session_id)
-                .where(*self._usage_filter(since, until, user_id))
-            )
+            await self.session.execute(self._usage_query(since, until, user_id, prompt, completion))
         ).one()
         return int(row[0] or 0), int(row[1] or 0), int(row[2])
 
     @staticmethod
-    def _usage_filter(since: datetime, until: datetime, user_id: uuid.UUID | None) -> list[Any]:
-        """Assistant messages with reported usage, written in [since, until)."""
+    def _usage_query(
+        since: datetime, until: datetime, user_id: uuid.UUID | None, *columns: Any
+    ) -> Select[Any]:
+        """`columns` and a count, over the assistant messages with reported usage written
+        in [since, until), joined to their sessions (whose `user_id` is the owner)."""
         where = [
             ChatMessage.role == MessageRole.ASSISTANT,
             ChatMessage.prompt_tokens.is_not(None),  # type: ignore[union-attr]
@@ -250,7 +245,12 @@ class ChatRepository:
         ]
         if user_id is not None:
             where.append(ChatSession.user_id == user_id)
-        return where
+        return (
+            select(*columns, func.count())
+            .select_from(ChatMessage)
+            .join(ChatSession, ChatSession.id == ChatMessage.session_id)
+            .where(*where)
+        )
 
     def _utc_day(self) -> Any:
         """The UTC calendar day of a message's `created_at`, computed in the database."""
