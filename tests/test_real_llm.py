@@ -25,7 +25,7 @@ import httpx
 import pytest
 
 from tests.helpers.accounts import API, Account, new_account
-from tests.helpers.business import category_id
+from tests.helpers.business import category_id, owner_with_business, record
 from tests.helpers.llama_server import MODEL_ALIAS, LlamaServer, configured
 from tests.helpers.llm_proxy import RecordingProxy
 from tests.helpers.server import ServerProcess, served_env
@@ -136,23 +136,10 @@ async def test_a_domain_tool_runs_on_the_callers_business(
     service: ServerProcess, proxy: RecordingProxy
 ) -> None:
     async with client_of(service) as client:
-        owner = await new_account(client)
         name = f"Kopi Real {uuid.uuid4().hex[:6]}"
-        r = await client.post(
-            f"{API}/business",
-            headers=owner.headers,
-            json={"name": name, "category": "Kuliner", "stage": "startup"},
-        )
-        assert r.status_code == 201, r.text
-        r = await client.post(
-            f"{API}/finance/transactions",
-            headers=owner.headers,
-            json={
-                "type": "income",
-                "amount": 987654,
-                "category_id": await category_id(client, owner, "income", "Penjualan"),
-            },
-        )
+        owner = await owner_with_business(client, name)
+        sale = await category_id(client, owner, "income", "Penjualan")
+        r = await record(client, owner, type="income", amount=987654, category_id=sale)
         assert r.status_code == 201, r.text
 
         proxy.force_next("business_summary")
@@ -181,18 +168,9 @@ async def test_a_domain_tool_runs_on_the_callers_business(
 
 async def test_roadmap_on_profile_creation(service: ServerProcess, proxy: RecordingProxy) -> None:
     async with client_of(service) as client:
-        owner = await new_account(client)
-        r = await client.post(
-            f"{API}/business",
-            headers=owner.headers,
-            json={
-                "name": "Bakso Pak Real",
-                "category": "Kuliner",
-                "stage": "startup",
-                "primary_goal": "menambah pelanggan tetap",
-            },
+        owner = await owner_with_business(
+            client, "Bakso Pak Real", primary_goal="menambah pelanggan tetap"
         )
-        assert r.status_code == 201, r.text
         status: dict[str, Any] = {}
         deadline = time.monotonic() + 4 * LLM_SECONDS  # a bound, not a speed test
         while time.monotonic() < deadline:
