@@ -35,6 +35,7 @@ from tests.fakes.llm_server import USAGE, FakeLLMServer, Reply
 from tests.helpers.accounts import API, Account, new_account
 from tests.helpers.apps import chat_app
 from tests.helpers.business import owner_with_business
+from tests.helpers.databases import fresh_database_url
 from tests.helpers.sse import ChatStream, chat
 
 
@@ -385,7 +386,6 @@ NAMED = {"type": "function", "function": {"name": "save_roadmap"}}
     ],
 )
 async def test_required_tool_choice_refused(
-    database_url: str,
     tmp_path: Path,
     fake_llm: FakeLLMServer,
     refusal: str,
@@ -396,10 +396,14 @@ async def test_required_tool_choice_refused(
     inside a 200 stream (a keep-alive, then the connection breaks), but takes the one
     tool by name; a server
     without forced calls answers 400 to both. Each refusal is logged once and remembered
-    (the second roadmap goes straight to what works), and both roadmaps are saved."""
+    (the second roadmap goes straight to what works), and both roadmaps are saved.
+
+    On a database of its own: on the suite's, another app's roadmap worker (a process
+    with no memory of the refusal) may claim the request."""
     fake_llm.refuse_tool_choice = refusal
     async with (
-        chat_app(database_url, tmp_path / "data", fake_llm) as app,
+        fresh_database_url(tmp_path, "refusal") as url,
+        chat_app(url, tmp_path / "data", fake_llm) as app,
         asgi_client(app) as client,
     ):
         with structlog.testing.capture_logs() as logs:
