@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -159,12 +159,12 @@ def mcp_list() -> None:
     configure_logging(settings.model_copy(update={"LOG_LEVEL": "ERROR"}))
     manager = MCPManager.from_settings(settings)
 
-    async def run() -> tuple[list[dict[str, object]], list[str], dict[str, str]]:
+    async def run() -> tuple[list[dict[str, Any]], list[str], dict[str, str]]:
         await manager.start()
         try:
-            names = {}
+            names: dict[str, str] = {}
             for tool in manager.tools():
-                names[tool.metadata.name] = (tool.metadata.description or "").split("\n")[0]
+                names[tool.metadata.get_name()] = tool.metadata.description.split("\n")[0]
             return manager.status(), manager.config_errors, names
         finally:
             await manager.stop()
@@ -182,7 +182,7 @@ def mcp_list() -> None:
             str(server["name"]),
             str(server["transport"]),
             str(server["state"]),
-            ", ".join(server["tools"]) or "-",  # type: ignore[arg-type]
+            ", ".join(server["tools"]) or "-",
             str(server["last_error"] or ""),
         )
     out.print(table)

@@ -27,7 +27,7 @@ from app.api.deps import (
 from app.client_api.errors import ClientError
 from app.client_api.views import ClientUser, user_view
 from app.core.config import Settings
-from app.core.errors import DomainError, UnauthorizedError
+from app.core.errors import DomainError, Responses, UnauthorizedError
 from app.modules.auth.cookies import (
     CROSS_SITE_REFUSAL,
     delete_refresh_cookie,
@@ -61,7 +61,7 @@ def _cookie_from_trusted_pages(request: Request, settings: SettingsDep) -> None:
 
 
 _COOKIE_GUARD = [Depends(_cookie_from_trusted_pages)]
-_403_FOREIGN = {403: {"model": ClientError, "description": CROSS_SITE_REFUSAL}}
+_403_FOREIGN: Responses = {403: {"model": ClientError, "description": CROSS_SITE_REFUSAL}}
 
 
 def _cookie_path(settings: Settings) -> str:

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Path, Response, status
 from pydantic import BaseModel, ConfigDict, field_validator
 
 from app.api.deps import AdminUser, CurrentBusiness, CurrentUser, RoadmapSchedulerDep, SessionDep
 from app.client_api.errors import ClientError
-from app.client_api.fields import Icon, PointsInput, optional_line
+from app.client_api.fields import BlankIsNone, Icon, PointsInput
 from app.client_api.views import ClientBusiness, ClientLevel, business_view, level_view
-from app.core.types import multi_line, single_line
+from app.core.errors import Responses
+from app.core.types import MultiLine, SingleLine
 from app.modules.business.models import BusinessStage
 from app.modules.business.schemas import Address, BusinessCreate
 from app.modules.business.service import BusinessService
@@ -35,11 +36,11 @@ _STAGES: dict[str, tuple[BusinessStage, str | None]] = {
 class ClientAddressIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    street: optional_line(200) = None
-    city: optional_line(80) = None
-    state: optional_line(80) = None
-    zip_code: optional_line(20) = None
-    country: optional_line(80) = None
+    street: BlankIsNone[Annotated[str, SingleLine(200)]] = None
+    city: BlankIsNone[Annotated[str, SingleLine(80)]] = None
+    state: BlankIsNone[Annotated[str, SingleLine(80)]] = None
+    zip_code: BlankIsNone[Annotated[str, SingleLine(20)]] = None
+    country: BlankIsNone[Annotated[str, SingleLine(80)]] = None
 
 
 class ClientBusinessCreate(BaseModel):
@@ -48,13 +49,13 @@ class ClientBusinessCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    business_name: single_line(120)
-    business_category: single_line(80)
-    business_description: multi_line(2000) = ""
+    business_name: Annotated[str, SingleLine(120)]
+    business_category: Annotated[str, SingleLine(80)]
+    business_description: Annotated[str, MultiLine(2000)] = ""
     address: ClientAddressIn | None = None
-    business_stage: single_line(40) = "planning"  # as the validator leaves it
-    target_market: multi_line(500) = ""
-    primary_goal: multi_line(500) = ""
+    business_stage: Annotated[str, SingleLine(40)] = "planning"  # as the validator leaves it
+    target_market: Annotated[str, MultiLine(500)] = ""
+    primary_goal: Annotated[str, MultiLine(500)] = ""
 
     @field_validator("business_stage")
     @classmethod
@@ -69,13 +70,13 @@ class ClientLevelIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: single_line(60)
+    name: Annotated[str, SingleLine(60)]
     required_points: PointsInput
     icon: Icon = None
 
 
-_404 = {404: {"model": ClientError, "description": "No business profile yet"}}
-_ADMIN = {403: {"model": ClientError, "description": "Not an admin"}}
+_404: Responses = {404: {"model": ClientError, "description": "No business profile yet"}}
+_ADMIN: Responses = {403: {"model": ClientError, "description": "Not an admin"}}
 
 
 @router.get("/business/profile", response_model=ClientBusiness, responses=_404)
@@ -136,7 +137,7 @@ async def client_admin_levels(_admin: AdminUser, session: SessionDep) -> list[Cl
     return await _ladder(session)
 
 
-_LADDER_ERRORS: dict[int | str, dict[str, Any]] = {
+_LADDER_ERRORS: Responses = {
     **_ADMIN,
     409: {"model": ClientError, "description": "Name or threshold taken, or no base level"},
 }

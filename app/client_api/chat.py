@@ -23,6 +23,7 @@ from pydantic import BaseModel
 
 from app.api.deps import CurrentUser
 from app.client_api.errors import ClientError
+from app.core.errors import Responses
 from app.modules.chat.models import MessageRole
 from app.modules.chat.routes import ChatServiceDep, start_turn
 from app.modules.chat.turn import ChatTurn
@@ -55,7 +56,7 @@ class ClientMessage(BaseModel):
     created_at: datetime
 
 
-_404 = {404: {"model": ClientError, "description": "No such session of yours"}}
+_404: Responses = {404: {"model": ClientError, "description": "No such session of yours"}}
 
 
 @router.get("/sessions", response_model=list[ClientSession])

@@ -7,11 +7,11 @@ in a string, line breaks in a one-line text); every bound is the native schema's
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from pydantic import BeforeValidator, Field
 
-from app.core.types import single_line
+from app.core.types import SingleLine
 from app.modules.gamification.schemas import Points
 
 _DIGITS = re.compile(r"^\s*\d{1,13}\s*$")
@@ -46,29 +46,22 @@ def _whole_number(value: Any) -> Any:
     return value
 
 
-def lower_case(inner: Any) -> Any:
-    """An enum of lower-case values, accepted in any case."""
-    return Annotated[inner, BeforeValidator(_lower)]
+_T = TypeVar("_T")
 
-
-def upper_case(inner: Any) -> Any:
-    """An enum of upper-case values, accepted in any case."""
-    return Annotated[inner, BeforeValidator(_upper)]
-
-
-def optional_line(max_length: int) -> Any:
-    """A one-line text field that the form may leave blank (blank means not given)."""
-    return Annotated[single_line(max_length) | None, BeforeValidator(_blank_is_none)]
-
-
-def joined_line(max_length: int) -> Any:
-    """Text from a textarea, stored as one line of at most `max_length` characters."""
-    return Annotated[single_line(max_length, min_length=0), BeforeValidator(_joined_lines)]
+# An enum of lower-case (upper-case) values, accepted in any case: `Lower[EntryType]`.
+Lower = Annotated[_T, BeforeValidator(_lower)]
+Upper = Annotated[_T, BeforeValidator(_upper)]
+# A field the form may leave blank (blank means not given):
+# `BlankIsNone[Annotated[str, SingleLine(80)]]`.
+BlankIsNone = Annotated[_T | None, BeforeValidator(_blank_is_none)]
+# Text from a textarea, stored as one line: every run of white space becomes one space
+# before the one-line rules apply (`Annotated[str, SingleLine(500, min_length=0), JoinedLines]`).
+JoinedLines = BeforeValidator(_joined_lines)
 
 
 # Points as the admin forms send them: 5000, 5000.0 or "5000", from 0 to 10^12.
 PointsInput = Annotated[Points, BeforeValidator(_whole_number)]
 # An emoji (or any short text the client draws as an icon).
-Icon = optional_line(200)
+Icon = BlankIsNone[Annotated[str, SingleLine(200)]]
 # A label the client shows but the server does not use (kept bounded all the same).
 Ignored = Annotated[str | None, Field(default=None, max_length=200)]

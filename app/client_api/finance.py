@@ -12,8 +12,9 @@ from pydantic import BaseModel, ConfigDict
 
 from app.api.deps import CurrentBusiness, SessionDep, SettingsDep
 from app.client_api.errors import ClientError
-from app.client_api.fields import Icon, Ignored, lower_case, upper_case
+from app.client_api.fields import Icon, Ignored, Lower, Upper
 from app.client_api.views import UnlockedAchievement, first_unlocked
+from app.core.errors import Responses
 from app.modules.finance.models import EntryType, FinanceCategory, PaymentMethod, Transaction
 from app.modules.finance.repository import TransactionFilters
 from app.modules.finance.schemas import (
@@ -49,7 +50,7 @@ class ClientCategoryIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: CategoryName
-    type: lower_case(EntryType)
+    type: Lower[EntryType]
     icon: Icon = None
 
 
@@ -76,10 +77,10 @@ class ClientTransactionIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     amount: Rupiah
-    type: lower_case(EntryType)
+    type: Lower[EntryType]
     category_id: uuid.UUID
     category_name: Ignored = None  # the category's own name is used
-    payment_method: upper_case(PaymentMethod) = PaymentMethod.CASH
+    payment_method: Upper[PaymentMethod] = PaymentMethod.CASH
     description: Note = ""
     transaction_date: BoundedDateTime | None = None
 
@@ -109,7 +110,7 @@ class ClientSummary(BaseModel):
     expense_breakdown: list[ClientBreakdown]
 
 
-_CATEGORY_ERRORS = {
+_CATEGORY_ERRORS: Responses = {
     403: {"model": ClientError, "description": "Default categories cannot be deleted"},
     409: {"model": ClientError, "description": "Name taken, or the category is in use"},
 }

@@ -13,9 +13,10 @@ from pydantic import BaseModel, ConfigDict
 
 from app.api.deps import AdminUser, CurrentUser, SessionDep
 from app.client_api.errors import ClientError
-from app.client_api.fields import Icon, PointsInput, joined_line
+from app.client_api.fields import Icon, JoinedLines, PointsInput
 from app.client_api.views import UnlockedAchievement, achievement_brief
-from app.core.types import single_line
+from app.core.errors import Responses
+from app.core.types import SingleLine
 from app.modules.business.service import BusinessService
 from app.modules.gamification.models import Achievement
 from app.modules.gamification.service import GamificationService
@@ -36,8 +37,8 @@ class ClientAchievement(UnlockedAchievement):
 class ClientAchievementIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    title: single_line(120)
-    description: joined_line(500) = ""
+    title: Annotated[str, SingleLine(120)]
+    description: Annotated[str, SingleLine(500, min_length=0), JoinedLines] = ""
     required_points: PointsInput
     badge_icon: Icon = None
 
@@ -53,8 +54,8 @@ class ClientBoardRow(BaseModel):
     is_current_user: bool
 
 
-_ADMIN = {403: {"model": ClientError, "description": "Not an admin"}}
-_404 = {404: {"model": ClientError, "description": "No such achievement"}}
+_ADMIN: Responses = {403: {"model": ClientError, "description": "Not an admin"}}
+_404: Responses = {404: {"model": ClientError, "description": "No such achievement"}}
 
 
 def _view(a: Achievement, unlocked_at: datetime | None = None) -> ClientAchievement:

@@ -92,13 +92,16 @@ class UnprocessableContent(BaseModel):
     detail: list[FieldProblem] | str
 
 
+# What a route declares in `responses=`: status code -> OpenAPI response object.
+Responses = dict[int | str, dict[str, Any]]
+
 # For operations whose services answer 422 with a message (declare it in `responses=`).
-UNPROCESSABLE_RESPONSE: dict[int | str, dict[str, Any]] = {
+UNPROCESSABLE_RESPONSE: Responses = {
     422: {"model": UnprocessableContent, "description": "Invalid input"}
 }
 # What every operation that reads a request body may answer before it runs: FastAPI's 400
 # for a body that cannot be decoded at all (not UTF-8), BodySizeLimitMiddleware's 413.
-BODY_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+BODY_ERROR_RESPONSES: Responses = {
     400: {"description": "The request body could not be decoded"},
     413: {"description": "The request body is too large"},
 }

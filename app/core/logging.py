@@ -96,11 +96,11 @@ def _shared_processors() -> list[Processor]:
     ]
 
 
-class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+class _StderrHandler(logging.StreamHandler):
     """Writes to whatever `sys.stderr` is when a record is emitted, not when configured
     (test runners and process managers may swap the stream after start-up)."""
 
-    @property  # type: ignore[override]
+    @property
     def stream(self) -> Any:
         return sys.stderr
 

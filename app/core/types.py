@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from typing import Annotated, Any
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Annotated
 
+from annotated_types import GroupedMetadata
 from pydantic import AfterValidator, BeforeValidator, Field, StringConstraints
 
 ZWJ = "\u200d"  # ZERO WIDTH JOINER: joins emoji (👩🏽 ZWJ 💻 is one emoji) and Indic conjuncts
@@ -145,35 +148,42 @@ def _nfc_stripped(value: object) -> object:
     return unicodedata.normalize("NFC", value).strip() if isinstance(value, str) else value
 
 
-def single_line(max_length: int, min_length: int = 1) -> Any:
-    """A one-line text field: NFC, stripped, min..max characters, none of the characters
-    `text_problem` refuses, and (unless it may be empty) not blank-looking."""
-    checks = [AfterValidator(no_unsafe_chars)]
-    if min_length > 0:
-        checks.append(AfterValidator(_not_blank))
-    return Annotated[
-        str,
-        BeforeValidator(_nfc_stripped),
-        StringConstraints(min_length=min_length, max_length=max_length),
-        *checks,
-    ]
+@dataclass(frozen=True, slots=True)
+class SingleLine(GroupedMetadata):
+    """One line of text, as `Annotated[str, SingleLine(60)]`: NFC, stripped, min..max
+    characters, none of the characters `text_problem` refuses, and (unless it may be
+    empty) not blank-looking. Pydantic unpacks it into the validators below."""
+
+    max_length: int
+    min_length: int = 1
+
+    def __iter__(self) -> Iterator[object]:
+        yield BeforeValidator(_nfc_stripped)
+        yield from StringConstraints(min_length=self.min_length, max_length=self.max_length)
+        yield AfterValidator(no_unsafe_chars)
+        if self.min_length > 0:
+            yield AfterValidator(_not_blank)
 
 
-def multi_line(max_length: int, min_length: int = 0) -> Any:
-    """Free text that may hold newlines and tabs: invisible characters that mean nothing
-    removed (`drop_invisible`), then none of the characters `text_problem` refuses in
-    free text (direction overrides and isolates, controls, noncharacters)."""
-    return Annotated[
-        str,
-        BeforeValidator(_nfc_stripped),
-        BeforeValidator(drop_invisible),
-        StringConstraints(min_length=min_length, max_length=max_length),
-        AfterValidator(_no_unsafe_chars_multiline),
-    ]
+@dataclass(frozen=True, slots=True)
+class MultiLine(GroupedMetadata):
+    """Free text that may hold newlines and tabs, as `Annotated[str, MultiLine(500)]`:
+    invisible characters that mean nothing removed (`drop_invisible`), then none of the
+    characters `text_problem` refuses in free text (direction overrides and isolates,
+    controls, noncharacters)."""
+
+    max_length: int
+    min_length: int = 0
+
+    def __iter__(self) -> Iterator[object]:
+        yield BeforeValidator(_nfc_stripped)
+        yield BeforeValidator(drop_invisible)
+        yield from StringConstraints(min_length=self.min_length, max_length=self.max_length)
+        yield AfterValidator(_no_unsafe_chars_multiline)
 
 
-PersonName = single_line(100)
-SearchText = single_line(100)
+PersonName = Annotated[str, SingleLine(100)]
+SearchText = Annotated[str, SingleLine(100)]
 
 # Pagination bounds: a negative, huge or non-integer value is a 422, never a 500.
 Limit = Annotated[int, Field(ge=1, le=100, description="Page size (1-100)")]

@@ -136,10 +136,13 @@ def _parse_server(name: str, entry: Any, environ: Mapping[str, str]) -> ServerCo
         return frozenset(value)
 
     command, url = text("command"), text("url")
-    transport = entry.get("transport")
-    if transport is not None and transport not in TRANSPORTS:
+    given = entry.get("transport")
+    if given is not None and given not in TRANSPORTS:
         raise _ConfigError(f"'transport' must be one of {', '.join(TRANSPORTS)}")
-    if transport is None:
+    transport: Transport
+    if given is not None:
+        transport = TRANSPORTS[TRANSPORTS.index(given)]
+    else:
         if command:
             transport = "stdio"
         elif url:

@@ -174,7 +174,7 @@ class MCPManager:
         key = (reserved, *((n, c.generation) for n, c in self._connections.items()))
         if self._tool_cache is not None and self._tool_cache[0] == key:
             return self._tool_cache[1]
-        tools = [
+        tools: list[AsyncBaseTool] = [
             self._function_tool(conn, tool, name)
             for conn, tool, name in self._named_tools(reserved)
         ]

@@ -34,7 +34,7 @@ class ToolArguments(BaseModel):
     __mcp_schema__: dict[str, Any] | None = None
 
     @classmethod
-    def model_json_schema(cls, *args: Any, **kwargs: Any) -> dict[str, Any]:  # type: ignore[override]
+    def model_json_schema(cls, *args: Any, **kwargs: Any) -> dict[str, Any]:
         if cls.__mcp_schema__ is not None:
             return copy.deepcopy(cls.__mcp_schema__)
         return super().model_json_schema(*args, **kwargs)
@@ -166,12 +166,14 @@ class _Builder:
             else:
                 default = prop_schema.get("default")
                 fields[python_name] = (annotation | None, Field(default=default, **options))
-        extra = "forbid" if schema.get("additionalProperties") is False else "allow"
+        extra: Literal["forbid", "allow"] = (
+            "forbid" if schema.get("additionalProperties") is False else "allow"
+        )
         config = ConfigDict(populate_by_name=True, extra=extra)
         if top_level:
             base = StrictToolArguments if extra == "forbid" else ToolArguments
-            return create_model(name, __base__=base, **fields)  # type: ignore[call-overload]
-        return create_model(name, __config__=config, **fields)  # type: ignore[call-overload]
+            return create_model(name, __base__=base, **fields)
+        return create_model(name, __config__=config, **fields)
 
     def type_of(self, schema: dict[str, Any], name: str) -> Any:
         if not isinstance(schema, dict):
@@ -189,10 +191,10 @@ class _Builder:
         if isinstance(ref, str):
             return self._ref(ref, name)
         if "const" in schema and _hashable(schema["const"]):
-            return Literal[schema["const"]]  # type: ignore[valid-type]
+            return _subscript(Literal, schema["const"])
         enum = schema.get("enum")
         if isinstance(enum, list) and enum and all(_hashable(v) for v in enum):
-            return Literal[tuple(enum)]  # type: ignore[valid-type]
+            return _subscript(Literal, *enum)
         for key in ("anyOf", "oneOf"):
             options = schema.get(key)
             if isinstance(options, list) and options:
@@ -215,14 +217,16 @@ class _Builder:
         if kind == "array":
             items = schema.get("items")
             return (
-                list[self.type_of(items, f"{name}Item")] if isinstance(items, dict) else list[Any]
+                _subscript(list, self.type_of(items, f"{name}Item"))
+                if isinstance(items, dict)
+                else list[Any]
             )
         if kind == "object" or "properties" in schema:
             if _dict(schema.get("properties")):
                 return self.object_model(name, schema)
             extra = schema.get("additionalProperties")
             if isinstance(extra, dict):
-                return dict[str, self.type_of(extra, f"{name}Value")]  # type: ignore[misc]
+                return _subscript(dict, str, self.type_of(extra, f"{name}Value"))
             return dict[str, Any]
         return Any
 
@@ -247,3 +251,8 @@ class _Builder:
 
 def _hashable(value: Any) -> bool:
     return isinstance(value, str | int | float | bool) or value is None
+
+
+def _subscript(origin: Any, *args: Any) -> Any:
+    """`origin[args]` for type arguments known only at run time."""
+    return origin[args[0] if len(args) == 1 else args]

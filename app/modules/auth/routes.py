@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from app.api.deps import AuthServiceDep, CurrentUser, SettingsDep, client_address
 from app.core.config import Settings
-from app.core.errors import UNPROCESSABLE_RESPONSE
+from app.core.errors import UNPROCESSABLE_RESPONSE, Responses
 from app.modules.auth.cookies import (
     CROSS_SITE_REFUSAL,
     delete_refresh_cookie,
@@ -30,7 +30,7 @@ from app.modules.users.schemas import UserPublic, UserRegister, UserUpdateMe
 
 router = APIRouter(prefix="/auth", tags=["auth"])
 
-_401 = {401: {"description": "Missing, invalid or expired credentials"}}
+_401: Responses = {401: {"description": "Missing, invalid or expired credentials"}}
 
 
 def _cookie_path(settings: Settings) -> str:
@@ -61,7 +61,7 @@ async def register(data: UserRegister, request: Request, auth: AuthServiceDep) -
     return UserPublic.model_validate(await auth.register(data, client_address(request)))
 
 
-_LOGIN_ERRORS = {
+_LOGIN_ERRORS: Responses = {
     **_401,
     403: {"description": "Account deactivated"},
     429: {"description": "Throttled"},
@@ -117,7 +117,7 @@ def _no_simple_posts_from_foreign_sites(request: Request, settings: SettingsDep)
 
 
 _COOKIE_GUARD = [Depends(_no_simple_posts_from_foreign_sites)]
-_403_FOREIGN = {403: {"description": CROSS_SITE_REFUSAL}}
+_403_FOREIGN: Responses = {403: {"description": CROSS_SITE_REFUSAL}}
 
 
 def _presented(

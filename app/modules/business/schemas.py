@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict
 
 from app.core.jsonlimits import TOO_DEEP_MESSAGE, cap_json_depth, too_deep
-from app.core.types import multi_line, single_line
+from app.core.types import MultiLine, SingleLine
 from app.modules.business.models import BusinessStage
 
 MAX_AI_CONTEXT_BYTES = 16_384
@@ -36,12 +36,12 @@ def bounded_ai_context(value: dict[str, Any]) -> dict[str, Any]:
 class Address(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    province: single_line(80) | None = None
-    city: single_line(80) | None = None
-    district: single_line(80) | None = None
-    street: single_line(200) | None = None
-    postal_code: single_line(20) | None = None
-    country: single_line(80) | None = None
+    province: Annotated[str, SingleLine(80)] | None = None
+    city: Annotated[str, SingleLine(80)] | None = None
+    district: Annotated[str, SingleLine(80)] | None = None
+    street: Annotated[str, SingleLine(200)] | None = None
+    postal_code: Annotated[str, SingleLine(20)] | None = None
+    country: Annotated[str, SingleLine(80)] | None = None
 
 
 AIContext = Annotated[dict[str, Any], AfterValidator(bounded_ai_context)]
@@ -50,14 +50,14 @@ AIContext = Annotated[dict[str, Any], AfterValidator(bounded_ai_context)]
 class BusinessCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: single_line(120)
-    category: single_line(80)
-    description: multi_line(2000) = ""
+    name: Annotated[str, SingleLine(120)]
+    category: Annotated[str, SingleLine(80)]
+    description: Annotated[str, MultiLine(2000)] = ""
     stage: BusinessStage = BusinessStage.IDEA
-    target_market: multi_line(500) = ""
-    primary_goal: multi_line(500) = ""
+    target_market: Annotated[str, MultiLine(500)] = ""
+    primary_goal: Annotated[str, MultiLine(500)] = ""
     address: Address | None = None
-    icon: single_line(500) | None = None
+    icon: Annotated[str, SingleLine(500)] | None = None
     timezone: TimeZone = "Asia/Jakarta"
 
 
@@ -67,14 +67,14 @@ class BusinessUpdate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: single_line(120) | None = None
-    category: single_line(80) | None = None
-    description: multi_line(2000) | None = None
+    name: Annotated[str, SingleLine(120)] | None = None
+    category: Annotated[str, SingleLine(80)] | None = None
+    description: Annotated[str, MultiLine(2000)] | None = None
     stage: BusinessStage | None = None
-    target_market: multi_line(500) | None = None
-    primary_goal: multi_line(500) | None = None
+    target_market: Annotated[str, MultiLine(500)] | None = None
+    primary_goal: Annotated[str, MultiLine(500)] | None = None
     address: Address | None = None
-    icon: single_line(500) | None = None
+    icon: Annotated[str, SingleLine(500)] | None = None
     timezone: TimeZone | None = None
     ai_context: AIContext | None = None
 

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, Field
 
-from app.core.types import multi_line, single_line
+from app.core.types import MultiLine, SingleLine
 from app.modules.agent.toolkit import NoParams, ToolContext, ToolSpec
 from app.modules.business.service import BusinessService
 from app.modules.gamification.service import GamificationService
@@ -15,7 +15,7 @@ from app.modules.milestone.service import MilestoneService
 MAX_FACTS_PER_CALL = 20
 
 FactValue = Annotated[
-    multi_line(500) | int | float | bool | None,
+    Annotated[str, MultiLine(500)] | int | float | bool | None,
     Field(description="null removes the fact"),
 ]
 
@@ -40,7 +40,7 @@ async def business_summary(ctx: ToolContext, _: NoParams) -> dict[str, Any]:
 
 
 class ContextParams(BaseModel):
-    facts: dict[single_line(60), FactValue] = Field(
+    facts: dict[Annotated[str, SingleLine(60)], FactValue] = Field(
         min_length=1,
         max_length=MAX_FACTS_PER_CALL,
         description='Facts to remember, e.g. {"supplier": "Pasar Induk", "employees": 3}',

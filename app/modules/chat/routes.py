@@ -13,7 +13,7 @@ from fastapi.sse import EventSourceResponse, ServerSentEvent
 
 from app.api.deps import AdminUser, CurrentUser, SessionDep, SettingsDep, oauth2_scheme
 from app.core.config import Settings
-from app.core.errors import UnauthorizedError
+from app.core.errors import Responses, UnauthorizedError
 from app.core.llm import LLMNotConfiguredError
 from app.core.security import InvalidTokenError, TokenCodec
 from app.core.types import Limit, Offset
@@ -45,7 +45,7 @@ admin_router = APIRouter(
     tags=["admin"],
     responses={401: {"description": "Not authenticated"}, 403: {"description": "Not an admin"}},
 )
-_404 = {404: {"description": "No such session of yours"}}
+_404: Responses = {404: {"description": "No such session of yours"}}
 
 
 def get_chat_service(session: SessionDep) -> ChatService:

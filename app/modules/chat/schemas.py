@@ -10,14 +10,14 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from app.core.jsonlimits import MAX_JSON_DEPTH, cap_json_depth
-from app.core.types import multi_line, single_line
+from app.core.types import MultiLine, SingleLine
 from app.modules.chat.models import MessageRole, MessageStatus
 from app.modules.chat.service import MAX_USAGE_DAYS
 
 MAX_MESSAGE_CHARS = 8000
 
-MessageText = multi_line(MAX_MESSAGE_CHARS, min_length=1)
-SessionTitle = single_line(120)
+MessageText = Annotated[str, MultiLine(MAX_MESSAGE_CHARS, min_length=1)]
+SessionTitle = Annotated[str, SingleLine(120)]
 
 
 def _readable_tool_calls(value: Any) -> Any:

@@ -16,7 +16,7 @@ import math
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from contextlib import aclosing, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -94,7 +94,7 @@ class ChatTurn:
             LLMMessage(role="user", content=self.start.user_message.content),
         ]
 
-    async def events(self) -> AsyncIterator[ServerSentEvent]:
+    async def events(self) -> AsyncGenerator[ServerSentEvent, None]:
         """The turn's events; the stream place and the session's claim are kept alive
         (renewed in short sessions of their own) until it ends."""
         async with (
@@ -117,7 +117,7 @@ class ChatTurn:
         elif not self._saved:
             log.warning("chat_stream_claim_lost", session_id=str(self.start.session_id))
 
-    async def _events(self) -> AsyncIterator[ServerSentEvent]:
+    async def _events(self) -> AsyncGenerator[ServerSentEvent, None]:
         start = self.start
         yield sse(
             "session",

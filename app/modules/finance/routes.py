@@ -48,8 +48,8 @@ DateQuery = Annotated[
 
 def _category(c: FinanceCategory) -> CategoryPublic:
     return CategoryPublic(
-        id=c.id, type=c.type, name=c.name, icon=c.icon, is_default=c.business_id is None
-    )  # type: ignore[arg-type]
+        id=c.id, type=EntryType(c.type), name=c.name, icon=c.icon, is_default=c.business_id is None
+    )
 
 
 def _transaction(t: Transaction, category_name: str) -> TransactionPublic:

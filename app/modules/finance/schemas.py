@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from app.core.types import multi_line, single_line
+from app.core.types import MultiLine, SingleLine
 from app.modules.finance.models import EntryType, PaymentMethod
 
 MAX_AMOUNT = 1_000_000_000_000  # Rp 1 trillion: far above any UMKM transaction
@@ -31,8 +31,8 @@ Rupiah = Annotated[
     int,
     Field(gt=0, le=MAX_AMOUNT, strict=True, description="Whole rupiah, 1 to 1,000,000,000,000"),
 ]
-CategoryName = single_line(60)
-Note = multi_line(500)
+CategoryName = Annotated[str, SingleLine(60)]
+Note = Annotated[str, MultiLine(500)]
 
 
 class CategoryCreate(BaseModel):
@@ -40,14 +40,14 @@ class CategoryCreate(BaseModel):
 
     type: EntryType
     name: CategoryName
-    icon: single_line(200) | None = None
+    icon: Annotated[str, SingleLine(200)] | None = None
 
 
 class CategoryUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: CategoryName | None = None
-    icon: single_line(200) | None = None
+    icon: Annotated[str, SingleLine(200)] | None = None
 
 
 class CategoryPublic(BaseModel):

@@ -9,6 +9,7 @@ in the same database transaction as the entry itself.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import csv
 import io
 import re
@@ -252,7 +253,7 @@ class FinanceService:
 
     async def list(
         self, business: BusinessProfile, filters: TransactionFilters, limit: int, offset: int
-    ) -> tuple[list[tuple[Transaction, str]], int]:
+    ) -> tuple[builtins.list[tuple[Transaction, str]], int]:
         return await self.repo.list(business.id, filters, limit, offset)
 
     @staticmethod

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, Field
 
-from app.core.types import SearchText, single_line
+from app.core.types import SearchText, SingleLine
 from app.modules.agent.toolkit import ToolContext, ToolSpec
 from app.modules.finance.models import EntryType
 from app.modules.finance.repository import TransactionFilters
@@ -26,7 +26,7 @@ LIST_MAX = 50
 class RecordParams(BaseModel):
     type: EntryType
     amount: Rupiah
-    category: single_line(60) = Field(
+    category: Annotated[str, SingleLine(60)] = Field(
         description="Category name (or id) of that type; see list_categories"
     )
     note: Note = ""

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from app.core.types import single_line
+from app.core.types import SingleLine
 from app.modules.business.schemas import LevelPublic
 from app.modules.gamification.models import AchievementRule
 
@@ -66,44 +66,44 @@ class Leaderboard(BaseModel):
 class LevelCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: single_line(60)
+    name: Annotated[str, SingleLine(60)]
     required_points: Points
     order: Order
-    icon: single_line(200) | None = None
+    icon: Annotated[str, SingleLine(200)] | None = None
 
 
 def _no_nulls(*fields: str) -> Any:
     """A `mode="before"` validator: these fields may be left out, not set to null."""
 
-    def check(cls: type, data: Any) -> Any:
+    def check(cls: type[BaseModel], data: Any) -> Any:
         if isinstance(data, dict):
             nulls = [f for f in fields if f in data and data[f] is None]
             if nulls:
                 raise ValueError(f"{', '.join(nulls)} cannot be null (leave it out to keep it)")
         return data
 
-    return model_validator(mode="before")(classmethod(check))
+    return model_validator(mode="before")(check)  # pydantic makes it a classmethod
 
 
 class LevelUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     _not_null = _no_nulls("name", "required_points", "order")
 
-    name: single_line(60) | None = None
+    name: Annotated[str, SingleLine(60)] | None = None
     required_points: Points | None = None
     order: Order | None = None
-    icon: single_line(200) | None = None
+    icon: Annotated[str, SingleLine(200)] | None = None
 
 
 class AchievementCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     code: Annotated[str, Field(pattern=r"^[a-z0-9_]{1,60}$")]
-    title: single_line(120)
-    description: single_line(500) = ""
+    title: Annotated[str, SingleLine(120)]
+    description: Annotated[str, SingleLine(500)] = ""
     required_points: Points | None = None
     rule: AchievementRule | None = None
-    icon: single_line(200) | None = None
+    icon: Annotated[str, SingleLine(200)] | None = None
 
     @model_validator(mode="after")
     def _has_condition(self) -> AchievementCreate:
@@ -116,11 +116,11 @@ class AchievementUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     _not_null = _no_nulls("title", "description")
 
-    title: single_line(120) | None = None
-    description: single_line(500) | None = None
+    title: Annotated[str, SingleLine(120)] | None = None
+    description: Annotated[str, SingleLine(500)] | None = None
     required_points: Points | None = None
     rule: AchievementRule | None = None
-    icon: single_line(200) | None = None
+    icon: Annotated[str, SingleLine(200)] | None = None
 
 
 class AchievementAdminView(BaseModel):

@@ -23,7 +23,7 @@ from pydantic import BaseModel, Field, ValidationError, create_model
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.errors import validation_problems
-from app.core.types import multi_line, single_line
+from app.core.types import MultiLine, SingleLine
 from app.modules.agent.prompt import describe_business, today_in_jakarta
 from app.modules.agent.runner import AgentError, stream_llm, tool_calls
 from app.modules.business.repository import BusinessRepository
@@ -43,12 +43,14 @@ RETRY_PAUSE_SECONDS = 0.5
 
 
 class MilestoneDraft(BaseModel):
-    title: single_line(200) = Field(description="Short, concrete goal (max 200 characters)")
-    description: multi_line(2000) = Field(
+    title: Annotated[str, SingleLine(200)] = Field(
+        description="Short, concrete goal (max 200 characters)"
+    )
+    description: Annotated[str, MultiLine(2000)] = Field(
         default="", description="Why it matters for this business and how to do it"
     )
     difficulty: Annotated[int, Field(ge=1, le=5, description="1 (easy) .. 5 (hard)")]
-    tasks: list[single_line(300)] = Field(
+    tasks: list[Annotated[str, SingleLine(300)]] = Field(
         min_length=MIN_TASKS,
         max_length=MAX_TASKS,
         description=f"{MIN_TASKS}-{MAX_TASKS} small, checkable steps, in order",

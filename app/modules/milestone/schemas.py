@@ -8,7 +8,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.core.types import multi_line, single_line
+from app.core.types import MultiLine, SingleLine
 from app.modules.milestone.models import (
     GenerationKind,
     GenerationStatus,
@@ -20,9 +20,9 @@ from app.modules.milestone.models import (
 MAX_TASKS = 10
 MAX_ORDER = 100_000
 
-MilestoneTitle = single_line(200)
-MilestoneDescription = multi_line(2000)
-TaskTitle = single_line(300)
+MilestoneTitle = Annotated[str, SingleLine(200)]
+MilestoneDescription = Annotated[str, MultiLine(2000)]
+TaskTitle = Annotated[str, SingleLine(300)]
 Difficulty = Annotated[int, Field(ge=1, le=5, strict=True, description="1 (easy) to 5 (hard)")]
 Order = Annotated[
     int, Field(ge=0, le=MAX_ORDER, strict=True, description="Position in the roadmap")
@@ -98,7 +98,7 @@ class TaskOutcome(BaseModel):
 class GenerateRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    focus: single_line(500, min_length=0) = Field(
+    focus: Annotated[str, SingleLine(500, min_length=0)] = Field(
         default="", description="Optional: what the owner wants the roadmap to focus on"
     )
 

@@ -20,6 +20,7 @@ triggers never make two roadmaps.
 
 from __future__ import annotations
 
+import builtins
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -129,7 +130,7 @@ class MilestoneService:
         statuses: Sequence[str] | None,
         limit: int,
         offset: int,
-    ) -> tuple[list[MilestoneView], int]:
+    ) -> tuple[builtins.list[MilestoneView], int]:
         milestones, total = await self.repo.list(business.id, statuses, limit, offset)
         tasks = await self.repo.tasks_of([m.id for m in milestones])
         return [MilestoneView(m, tasks[m.id]) for m in milestones], total
@@ -311,7 +312,7 @@ class MilestoneService:
         reason: str,
         amount: int,
         ref_id: uuid.UUID,
-    ) -> tuple[int, list[str]]:
+    ) -> tuple[int, builtins.list[str]]:
         """Pay `amount` for `ref_id` unless it holds an award already, and only as much
         as today's cap leaves (the ledger row is written either way: it records what
         happened). Returns the points paid and the achievements that unlocked."""
@@ -389,7 +390,7 @@ class MilestoneService:
 
     async def generation_state(
         self, business_id: uuid.UUID, generation_id: uuid.UUID
-    ) -> tuple[RoadmapGeneration | None, list[MilestoneView]]:
+    ) -> tuple[RoadmapGeneration | None, builtins.list[MilestoneView]]:
         """A request as it is now and, once it succeeded, the milestones it saved."""
         generation = await GenerationRepository(self.session).get(generation_id)
         if generation is None or generation.business_id != business_id:
@@ -402,7 +403,7 @@ class MilestoneService:
 
     async def save_generated(
         self, generation_id: uuid.UUID, claim: uuid.UUID, plans: Sequence[MilestonePlan]
-    ) -> list[MilestoneView] | None:
+    ) -> builtins.list[MilestoneView] | None:
         """Save a generated roadmap and finish its request, in one transaction.
 
         Nothing is saved if this worker no longer holds the request (None), or if the

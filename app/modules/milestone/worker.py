@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import uuid
 from datetime import timedelta
 
@@ -122,11 +123,11 @@ class RoadmapWorker:
                         self._run(generation_id, claim), name=f"roadmap-{generation_id}"
                     )
                     self._running[claim] = task
-                    task.add_done_callback(lambda _t, c=claim: self._finished(c))
+                    task.add_done_callback(functools.partial(self._finished, claim))
                 else:
                     await session.rollback()
 
-    def _finished(self, claim: uuid.UUID) -> None:
+    def _finished(self, claim: uuid.UUID, _task: asyncio.Task[None]) -> None:
         self._running.pop(claim, None)
         self._wake.set()  # a slot is free: look for more work
 

@@ -116,7 +116,7 @@ def _seeded(key: sa.ColumnElement[str], name: str, icon: str) -> sa.Update:
     """The seeded row of that name or code, while it has that icon (an icon an admin
     chose since stays)."""
     table = key.table
-    return table.update().where(key == name, table.c.icon == icon)  # type: ignore[attr-defined]
+    return table.update().where(key == name, table.c.icon == icon)
 
 
 def _default_category(kind: str, name: str, condition: sa.ColumnElement[bool]) -> sa.Update:
