@@ -28,7 +28,7 @@ async def mcp_app(
 ) -> AsyncIterator[FastAPI]:
     config = write_config(
         tmp_path / "mcp.json",
-        {"box": stdio_entry("--name", "box"), "stuck": hang_entry(timeout=0.5)},
+        {"box": stdio_entry("--name", "box"), "stuck": hang_entry(connect_timeout=0.5)},
     )
     settings = make_settings(
         database_url,
@@ -159,7 +159,8 @@ def test_cli_mcp_list(tmp_path: Path) -> None:
     assert "box" in result.stdout and "up" in result.stdout and "search_products" in result.stdout
 
     write_config(
-        config, {"box": stdio_entry("--name", "box"), "stuck": hang_entry(timeout=0.5), "bad": {}}
+        config,
+        {"box": stdio_entry("--name", "box"), "stuck": hang_entry(connect_timeout=0.5), "bad": {}},
     )
     result = telaten("mcp", "list", env=env, cwd=tmp_path, timeout=60)
     assert result.returncode == 1

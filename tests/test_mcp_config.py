@@ -9,6 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from app.core.mcp import load_mcp_config, sanitize_tool_name
+from app.core.mcp.config import Timeouts
 from app.core.mcp.schema import model_from_schema
 
 # Reading mcp.json touches no database.
@@ -49,6 +50,7 @@ def test_design_example_with_env_expansion(tmp_path: Path) -> None:
                     "transport": "streamable-http",
                     "headers": {"Authorization": "Bearer ${SEARCH_KEY}"},
                     "timeout": 5,
+                    "connect_timeout": 12,
                     "prefix": True,
                 },
                 "legacy": {"url": "http://localhost:9000/sse"},
@@ -57,13 +59,16 @@ def test_design_example_with_env_expansion(tmp_path: Path) -> None:
             }
         },
     )
-    config = load_mcp_config(path, {"FS_TOKEN": "t0k", "SEARCH_KEY": "k3y"})
+    defaults = Timeouts(call=7, connect=90)  # the settings' MCP_*_TIMEOUT_SECONDS
+    config = load_mcp_config(path, {"FS_TOKEN": "t0k", "SEARCH_KEY": "k3y"}, defaults)
     assert config.errors == []
     by = {s.name: s for s in config.servers}
     assert set(by) == {"fs", "search", "legacy", "inferred"}
     assert by["fs"].transport == "stdio" and by["fs"].env == {"TOKEN": "t0k"}
     assert by["fs"].args[-1] == "/data"
     assert by["search"].headers == {"Authorization": "Bearer k3y"} and by["search"].timeout == 5
+    assert by["search"].connect_timeout == 12
+    assert (by["fs"].timeout, by["fs"].connect_timeout) == (7, 90)
     assert by["search"].prefix == "search"
     assert by["legacy"].transport == "sse" and by["inferred"].transport == "streamable-http"
     assert "k3y" not in by["search"].target
@@ -78,6 +83,7 @@ def test_each_bad_entry_is_named_and_the_rest_load(tmp_path: Path) -> None:
                 "no_target": {"args": ["x"]},
                 "bad_transport": {"url": "http://x/mcp", "transport": "carrier-pigeon"},
                 "bad_timeout": {"command": "x", "timeout": "soon"},
+                "bad_connect": {"command": "x", "connect_timeout": 0},
                 "unset_var": {
                     "url": "http://x/mcp",
                     "headers": {"Authorization": "Bearer ${MISSING}"},
@@ -89,12 +95,13 @@ def test_each_bad_entry_is_named_and_the_rest_load(tmp_path: Path) -> None:
     )
     config = load_mcp_config(path, {})
     assert [s.name for s in config.servers] == ["good"]
-    assert len(config.errors) == 6
+    assert len(config.errors) == 7
     text = "\n".join(config.errors)
     for fragment in (
         "'no_target': needs 'command'",
         "'bad_transport': 'transport' must be one of",
         "'bad_timeout': 'timeout'",
+        "'bad_connect': 'connect_timeout' must be a number of seconds",
         "'unset_var': 'headers.Authorization' uses ${MISSING}",
         "'typo': unknown key(s) comand",
         "'bad name!'",

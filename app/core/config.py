@@ -195,6 +195,9 @@ class Settings(BaseSettings):
     POINTS_ROADMAP_DAILY_CAP: int = Field(default=250, ge=0, le=1_000_000)
 
     MCP_CONFIG_PATH: Path = Path("mcp.json")
+    # Defaults for mcp.json entries without their own `timeout` / `connect_timeout`.
+    MCP_CALL_TIMEOUT_SECONDS: float = Field(default=30.0, gt=0, le=600)
+    MCP_CONNECT_TIMEOUT_SECONDS: float = Field(default=60.0, gt=0, le=600)
     MCP_PING_INTERVAL_SECONDS: float = Field(default=30.0, gt=0, le=3600)
     MCP_RECONNECT_MAX_SECONDS: float = Field(default=60.0, gt=0, le=3600)
     # Telaten's own MCP endpoint: legacy SSE streams (/mcp/sse) one user may hold open at

@@ -60,8 +60,12 @@ class HttpToolbox:
         )
         path = "/mcp" if transport == "streamable-http" else "/sse"
         self.url = f"http://127.0.0.1:{self.port}{path}"
-        deadline = time.monotonic() + 20
+        # A bound on the wait, not a speed test: a loaded machine takes many seconds to
+        # start a Python process that imports the SDK.
+        deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                break
             try:
                 httpx.get(f"http://127.0.0.1:{self.port}/", timeout=0.5)
                 return

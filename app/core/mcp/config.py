@@ -21,12 +21,18 @@ from urllib.parse import urlsplit, urlunsplit
 
 Transport = Literal["stdio", "sse", "streamable-http"]
 TRANSPORTS: tuple[Transport, ...] = ("stdio", "sse", "streamable-http")
-DEFAULT_TIMEOUT_SECONDS = 30.0
+# How long one tool call (and a keep-alive ping) may take, and how long a connection may
+# take to come up: start the process or open the stream, initialize, list the tools. The
+# two differ by nature (a stdio server's start includes its interpreter's imports), so
+# each has its own key; mcp.json sets them per server, the settings set the defaults.
+DEFAULT_CALL_TIMEOUT_SECONDS = 30.0
+DEFAULT_CONNECT_TIMEOUT_SECONDS = 60.0
+MAX_TIMEOUT_SECONDS = 600.0
 SERVER_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,48}$")
 _VAR_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _KNOWN_KEYS = {
     "command", "args", "env", "cwd", "url", "transport", "headers",
-    "enabled", "timeout", "tools", "exclude_tools", "prefix", "description",
+    "enabled", "timeout", "connect_timeout", "tools", "exclude_tools", "prefix", "description",
 }  # fmt: skip
 
 
@@ -40,7 +46,8 @@ class ServerConfig:
     cwd: str | None = None
     url: str | None = None
     headers: Mapping[str, str] = field(default_factory=dict)
-    timeout: float = DEFAULT_TIMEOUT_SECONDS
+    timeout: float = DEFAULT_CALL_TIMEOUT_SECONDS  # per call and ping
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT_SECONDS  # per connection attempt
     tools: frozenset[str] | None = None  # allow-list; None = all
     exclude_tools: frozenset[str] = frozenset()
     prefix: str | None = None  # always prefix tool names with this
@@ -72,7 +79,17 @@ def expand(value: str, environ: Mapping[str, str], where: str) -> str:
     return _VAR_RE.sub(replace, value)
 
 
-def load_mcp_config(path: Path, environ: Mapping[str, str] | None = None) -> McpConfig:
+@dataclass(frozen=True)
+class Timeouts:
+    """The timeouts an entry gets when it does not set its own."""
+
+    call: float = DEFAULT_CALL_TIMEOUT_SECONDS
+    connect: float = DEFAULT_CONNECT_TIMEOUT_SECONDS
+
+
+def load_mcp_config(
+    path: Path, environ: Mapping[str, str] | None = None, defaults: Timeouts = Timeouts()
+) -> McpConfig:
     environ = os.environ if environ is None else environ
     if not path.exists():
         return McpConfig([], [])
@@ -88,7 +105,7 @@ def load_mcp_config(path: Path, environ: Mapping[str, str] | None = None) -> Mcp
     servers, errors = [], []
     for name, entry in servers_doc.items():
         try:
-            server = _parse_server(name, entry, environ)
+            server = _parse_server(name, entry, environ, defaults)
         except _ConfigError as exc:
             errors.append(f"{path}: server '{name}': {exc}")
             continue
@@ -97,7 +114,9 @@ def load_mcp_config(path: Path, environ: Mapping[str, str] | None = None) -> Mcp
     return McpConfig(servers, errors)
 
 
-def _parse_server(name: str, entry: Any, environ: Mapping[str, str]) -> ServerConfig | None:
+def _parse_server(
+    name: str, entry: Any, environ: Mapping[str, str], defaults: Timeouts
+) -> ServerConfig | None:
     if not SERVER_NAME_RE.match(name):
         raise _ConfigError("the name must be 1-48 letters, digits, '_' or '-'")
     if not isinstance(entry, dict):
@@ -159,9 +178,8 @@ def _parse_server(name: str, entry: Any, environ: Mapping[str, str]) -> ServerCo
     args = entry.get("args", [])
     if not isinstance(args, list) or not all(isinstance(a, str) for a in args):
         raise _ConfigError("'args' must be a list of strings")
-    timeout = entry.get("timeout", DEFAULT_TIMEOUT_SECONDS)
-    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not 0 < timeout <= 600:
-        raise _ConfigError("'timeout' must be a number of seconds between 0 and 600")
+    timeout = _seconds(entry, "timeout", defaults.call)
+    connect_timeout = _seconds(entry, "connect_timeout", defaults.connect)
     prefix_value = entry.get("prefix", False)
     if isinstance(prefix_value, bool):
         prefix = name if prefix_value else None
@@ -187,8 +205,20 @@ def _parse_server(name: str, entry: Any, environ: Mapping[str, str]) -> ServerCo
         cwd=text("cwd"),
         url=url,
         headers=string_map("headers"),
-        timeout=float(timeout),
+        timeout=timeout,
+        connect_timeout=connect_timeout,
         tools=name_set("tools"),
         exclude_tools=name_set("exclude_tools") or frozenset(),
         prefix=prefix,
     )
+
+
+def _seconds(entry: dict[str, Any], key: str, default: float) -> float:
+    value = entry.get(key, default)
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not 0 < value <= MAX_TIMEOUT_SECONDS
+    ):
+        raise _ConfigError(f"'{key}' must be a number of seconds between 0 and 600")
+    return float(value)

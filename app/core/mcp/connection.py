@@ -118,7 +118,7 @@ class ServerConnection:
 
         Everything runs inside one task group whose cancel scope encloses every context
         the connection opens (so scopes nest as anyio requires), with two watchers: one
-        cancels the attempt if it is not up within the timeout, however it got stuck
+        cancels the attempt if it is not up within the connect timeout, however it got stuck
         (spawning, an SSE stream that never sends its endpoint, initialize, listing);
         the other cancels it as soon as the connection is asked to stop.
         """
@@ -129,7 +129,7 @@ class ServerConnection:
 
             async def deadline() -> None:
                 nonlocal timed_out
-                with anyio.move_on_after(self.config.timeout):
+                with anyio.move_on_after(self.config.connect_timeout):
                     await up.wait()
                     return
                 timed_out = True
@@ -202,7 +202,8 @@ class ServerConnection:
                 sse_read_timeout=max(60.0, self.ping_interval * 3),
             )
         client = create_mcp_http_client(
-            headers=dict(cfg.headers), timeout=httpx2.Timeout(cfg.timeout, read=300)
+            headers=dict(cfg.headers),
+            timeout=httpx2.Timeout(cfg.timeout, connect=cfg.connect_timeout, read=300),
         )
         stack.push_async_callback(client.aclose)
         return streamable_http_client(cfg.url or "", http_client=client)

@@ -23,7 +23,7 @@ import structlog
 from llama_index.core.tools import AsyncBaseTool, FunctionTool, ToolOutput
 
 from app.core.config import Settings
-from app.core.mcp.config import McpConfig, ServerConfig, load_mcp_config
+from app.core.mcp.config import McpConfig, ServerConfig, Timeouts, load_mcp_config
 from app.core.mcp.connection import ServerConnection, ToolCallResult
 from app.core.mcp.schema import model_from_schema
 
@@ -52,8 +52,10 @@ class MCPManager:
         ping_interval: float = 30.0,
         max_backoff: float = 60.0,
         environ: Mapping[str, str] | None = None,
+        timeouts: Timeouts = Timeouts(),
     ) -> None:
         self.config_path = config_path
+        self.timeouts = timeouts
         self.log_dir = log_dir
         self.ping_interval = ping_interval
         self.max_backoff = max_backoff
@@ -71,6 +73,10 @@ class MCPManager:
             log_dir=settings.DATA_DIR / "logs",
             ping_interval=settings.MCP_PING_INTERVAL_SECONDS,
             max_backoff=settings.MCP_RECONNECT_MAX_SECONDS,
+            timeouts=Timeouts(
+                call=settings.MCP_CALL_TIMEOUT_SECONDS,
+                connect=settings.MCP_CONNECT_TIMEOUT_SECONDS,
+            ),
         )
 
     # --- lifecycle ----------------------------------------------------------------------
@@ -114,7 +120,7 @@ class MCPManager:
 
     def _load(self) -> McpConfig:
         """Read mcp.json, logging each problem once."""
-        config = load_mcp_config(self.config_path, self._environ())
+        config = load_mcp_config(self.config_path, self._environ(), self.timeouts)
         self.config_errors = config.errors
         for error in config.errors:
             log.error("mcp_config_invalid", problem=error)
@@ -137,8 +143,8 @@ class MCPManager:
     async def _wait_first_attempts(self, conns: Iterable[ServerConnection]) -> None:
         async def first_attempt(conn: ServerConnection) -> None:
             try:
-                # initialize and list_tools each have the timeout; a little slack on top
-                async with asyncio.timeout(conn.config.timeout * 2 + 1):
+                # The attempt ends at its connect timeout; a little slack on top.
+                async with asyncio.timeout(conn.config.connect_timeout + 1):
                     await conn.first_attempt_done.wait()
             except TimeoutError:
                 log.warning("mcp_server_slow", server=conn.config.name)
