@@ -52,12 +52,12 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.api.tools import DOMAIN_TOOLS, tool_context
 from app.core.config import Settings
 from app.core.errors import TooManyRequestsError, UnauthorizedError
 from app.core.mcp.connection import TELATEN_SERVER_NAME
 from app.core.security import InvalidTokenError, PasswordHasher, TokenCodec
-from app.modules.agent.toolkit import ToolContext, ToolSpec, run_spec
-from app.modules.agent.tools import DOMAIN_TOOLS
+from app.core.tools import ToolSpec, run_spec
 from app.modules.auth.service import AuthService
 from app.modules.limits.service import LimitService, SlotLease
 from app.modules.milestone.service import RoadmapScheduler
@@ -129,8 +129,8 @@ def _tool_function(spec: ToolSpec, deps: MCPDeps, stdio_token: str | None) -> Ca
         user_id = await _stdio_user(deps, stdio_token) if stdio_token else _caller.get()
         if user_id is None:  # the HTTP gate lets nothing through without a user
             raise ToolError("Not authenticated")
-        ctx = ToolContext(
-            user_id=user_id,
+        ctx = tool_context(
+            user_id,
             sessionmaker=deps.sessionmaker,
             hasher=deps.hasher,
             settings=deps.settings,

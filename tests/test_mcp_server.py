@@ -25,9 +25,9 @@ from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 
+from app.api.tools import DOMAIN_TOOLS
 from app.core.security import TokenCodec
 from app.main import create_app
-from app.modules.agent.tools import DOMAIN_TOOLS
 from tests.conftest import ADMIN_PASSWORD, asgi_client, llm_settings, make_settings
 from tests.fakes.llm_server import FakeLLMServer, Reply
 from tests.helpers.accounts import API, Account, bearer, new_account

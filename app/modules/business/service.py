@@ -23,6 +23,11 @@ _REQUIRED = frozenset({"name", "category", "stage", "timezone", "ai_context"})
 _TEXT = frozenset({"description", "target_market", "primary_goal"})
 
 NO_PROFILE = "You have no business profile yet; create one with POST /business"
+# The same, as the advisor and MCP clients read it from a tool.
+NO_PROFILE_FOR_TOOLS = (
+    "The owner has no business profile yet. Ask them to create it in the Telaten app "
+    "first (name, category, stage)."
+)
 PROFILE_EXISTS = "You already have a business profile"
 
 
@@ -31,13 +36,16 @@ class BusinessService:
         self.session = session
         self.repo = BusinessRepository(session)
 
+    async def get(self, business_id: uuid.UUID) -> BusinessProfile | None:
+        return await self.repo.get(business_id)
+
     async def mine(self, user_id: uuid.UUID) -> BusinessProfile | None:
         return await self.repo.by_user(user_id)
 
-    async def mine_or_404(self, user_id: uuid.UUID) -> BusinessProfile:
+    async def mine_or_404(self, user_id: uuid.UUID, detail: str = NO_PROFILE) -> BusinessProfile:
         business = await self.repo.by_user(user_id)
         if business is None:
-            raise NotFoundError(NO_PROFILE)
+            raise NotFoundError(detail)
         return business
 
     async def create(
@@ -114,3 +122,9 @@ class BusinessService:
         if business.level_id is None:
             return None
         return await self.session.get(Level, business.level_id)
+
+
+async def callers_business(session: AsyncSession, user_id: uuid.UUID) -> BusinessProfile:
+    """The business a tool acts on, the caller's; a refusal the model can read if there
+    is none yet."""
+    return await BusinessService(session).mine_or_404(user_id, NO_PROFILE_FOR_TOOLS)

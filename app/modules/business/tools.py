@@ -6,9 +6,9 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, Field
 
+from app.core.tools import NoParams, ToolContext, ToolSpec
 from app.core.types import MultiLine, SingleLine
-from app.modules.agent.toolkit import NoParams, ToolContext, ToolSpec
-from app.modules.business.service import BusinessService
+from app.modules.business.service import BusinessService, callers_business
 from app.modules.gamification.service import GamificationService
 from app.modules.milestone.service import MilestoneService
 
@@ -22,7 +22,7 @@ FactValue = Annotated[
 
 async def business_summary(ctx: ToolContext, _: NoParams) -> dict[str, Any]:
     async with ctx.session() as session:
-        business = await ctx.business(session)
+        business = await callers_business(session, ctx.user_id)
         stats = await GamificationService(session).stats(business, recent=0)
         active = await MilestoneService(session).active_count(business)
     level, upcoming = stats["level"], stats["next_level"]

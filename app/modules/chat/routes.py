@@ -12,15 +12,15 @@ from fastapi import APIRouter, Depends, Query, Request, Response, status
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
 from app.api.deps import AdminUser, CurrentUser, SessionDep, SettingsDep, oauth2_scheme
+from app.api.tools import domain_tools, external_tools, tool_context
 from app.core.config import Settings
 from app.core.errors import Responses, UnauthorizedError
 from app.core.llm import LLMNotConfiguredError
 from app.core.security import InvalidTokenError, TokenCodec
+from app.core.tools import Conversation
 from app.core.types import Limit, Offset
 from app.modules.agent.prompt import build_system_prompt, describe_business
 from app.modules.agent.runner import AgentLimits
-from app.modules.agent.toolkit import Conversation, ToolContext
-from app.modules.agent.tools import domain_tools, external_tools
 from app.modules.business.service import BusinessService
 from app.modules.chat.schemas import (
     ChatStreamRequest,
@@ -174,8 +174,8 @@ async def start_turn(
     # The request's session lives until the response ends (a yield dependency): close
     # it, so the stream holds no pooled connection while it waits on the model.
     await chats.session.close()
-    context = ToolContext(
-        user_id=user.id,
+    context = tool_context(
+        user.id,
         sessionmaker=sessionmaker,
         hasher=request.app.state.hasher,
         settings=settings,

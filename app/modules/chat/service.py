@@ -8,6 +8,7 @@ import datetime as dt
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -98,6 +99,17 @@ class ChatService:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
         self.repo = ChatRepository(session)
+
+    async def recent_messages(self, user_id: uuid.UUID, count: int) -> list[ChatMessage]:
+        """The user's last `count` user/assistant messages across sessions, oldest first."""
+        return await self.repo.recent_for_user(user_id, count)
+
+    async def previous_turn_tool_calls(
+        self, session_id: uuid.UUID, name: str, before: datetime
+    ) -> list[dict[str, Any]]:
+        """The recorded calls of tool `name` in the turn just before the user message
+        written at `before`."""
+        return await self.repo.previous_turn_tool_calls(session_id, name, before)
 
     async def get_session(self, user_id: uuid.UUID, session_id: uuid.UUID) -> ChatSession:
         chat = await self.repo.get_session(user_id, session_id)

@@ -6,8 +6,9 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, Field
 
+from app.core.tools import ToolContext, ToolSpec
 from app.core.types import SearchText, SingleLine
-from app.modules.agent.toolkit import ToolContext, ToolSpec
+from app.modules.business.service import callers_business
 from app.modules.finance.models import EntryType
 from app.modules.finance.repository import TransactionFilters
 from app.modules.finance.schemas import (
@@ -37,7 +38,7 @@ class RecordParams(BaseModel):
 
 async def record_transaction(ctx: ToolContext, p: RecordParams) -> dict[str, Any]:
     async with ctx.session() as session:
-        business = await ctx.business(session)
+        business = await callers_business(session, ctx.user_id)
         service = FinanceService(session, daily_cap=ctx.settings.POINTS_TRANSACTION_DAILY_CAP)
         category = await service.category_by_name(business, p.type, p.category)
         recorded = await service.create(
@@ -74,7 +75,7 @@ class ListParams(BaseModel):
 
 async def list_transactions(ctx: ToolContext, p: ListParams) -> dict[str, Any]:
     async with ctx.session() as session:
-        business = await ctx.business(session)
+        business = await callers_business(session, ctx.user_id)
         service = FinanceService(session)
         begin, finish = service.local_range(business, p.start, p.end)
         rows, total = await service.list(
@@ -110,7 +111,7 @@ class ReportParams(BaseModel):
 
 async def financial_report(ctx: ToolContext, p: ReportParams) -> dict[str, Any]:
     async with ctx.session() as session:
-        business = await ctx.business(session)
+        business = await callers_business(session, ctx.user_id)
         summary = await FinanceService(session).summary(business, p.period, p.date, p.start, p.end)
     summary.pop("series", None)  # per-day buckets: too long for the model's context
     for item in summary["by_category"]:
@@ -124,7 +125,7 @@ class CategoryParams(BaseModel):
 
 async def list_categories(ctx: ToolContext, p: CategoryParams) -> dict[str, Any]:
     async with ctx.session() as session:
-        business = await ctx.business(session)
+        business = await callers_business(session, ctx.user_id)
         categories = await FinanceService(session).categories(business, p.type)
     return {"categories": [{"id": str(c.id), "type": c.type, "name": c.name} for c in categories]}
 

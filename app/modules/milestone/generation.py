@@ -26,8 +26,8 @@ from app.core.errors import validation_problems
 from app.core.types import MultiLine, SingleLine
 from app.modules.agent.prompt import describe_business, today_in_jakarta
 from app.modules.agent.runner import AgentError, stream_llm, tool_calls
-from app.modules.business.repository import BusinessRepository
-from app.modules.chat.repository import ChatRepository
+from app.modules.business.service import BusinessService
+from app.modules.chat.service import ChatService
 from app.modules.finance.service import FinanceService
 from app.modules.milestone.models import GenerationKind
 from app.modules.milestone.repository import MilestoneRepository
@@ -103,14 +103,14 @@ async def gather_context(
 ) -> RoadmapContext | None:
     """The business profile and memory, this month's money, recent chat and the roadmap
     so far (None if the business no longer exists)."""
-    business = await BusinessRepository(session).get(business_id)
+    business = await BusinessService(session).get(business_id)
     if business is None:
         return None
     milestones = MilestoneRepository(session)
     done = await milestones.completed(business_id, RECENT_COMPLETED)
     tasks = await milestones.tasks_of([m.id for m in done])
     money = await FinanceService(session).summary(business, "month", None, None, None)
-    chat = await ChatRepository(session).recent_for_user(business.user_id, RECENT_CHAT_MESSAGES)
+    chat = await ChatService(session).recent_messages(business.user_id, RECENT_CHAT_MESSAGES)
 
     parts = [f"Hari ini: {today_in_jakarta()}.", describe_business(business) or ""]
     top = ", ".join(

@@ -14,8 +14,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from app.modules.agent.toolkit import ToolContext, ToolError, ToolSpec
-from app.modules.chat.repository import ChatRepository
+from app.core.tools import ToolContext, ToolError, ToolSpec
+from app.modules.business.service import callers_business
+from app.modules.chat.service import ChatService
 from app.modules.milestone.models import ACTIVE_STATUSES
 from app.modules.milestone.schemas import (
     MAX_TASKS,
@@ -69,7 +70,7 @@ async def list_milestones(ctx: ToolContext, p: ListParams) -> dict[str, Any]:
         "all": None,
     }.get(p.status, [p.status])
     async with ctx.session() as session:
-        business = await ctx.business(session)
+        business = await callers_business(session, ctx.user_id)
         views, total = await _service(ctx, session).list(business, statuses, LIST_LIMIT, 0)
     # Short descriptions: a long list must stay readable within the tool-output limit.
     return {"total": total, "milestones": [_brief(v, 200) for v in views]}
@@ -93,7 +94,7 @@ async def create_milestone(ctx: ToolContext, p: CreateParams) -> dict[str, Any]:
         title=p.title, description=p.description, difficulty=p.difficulty, tasks=p.tasks
     )
     async with ctx.session() as session:
-        business = await ctx.business(session)
+        business = await callers_business(session, ctx.user_id)
         view = await _service(ctx, session).create(
             business, data, replaces=p.replaces_milestone_id, exclusive=True
         )
@@ -106,7 +107,7 @@ class MilestoneRef(BaseModel):
 
 async def start_milestone(ctx: ToolContext, p: MilestoneRef) -> dict[str, Any]:
     async with ctx.session() as session:
-        business = await ctx.business(session)
+        business = await callers_business(session, ctx.user_id)
         return {"started": _brief(await _service(ctx, session).start(business, p.milestone_id))}
 
 
@@ -119,7 +120,7 @@ class UpdateParams(BaseModel):
 async def update_milestone(ctx: ToolContext, p: UpdateParams) -> dict[str, Any]:
     data = MilestoneUpdate(title=p.title, description=p.description)
     async with ctx.session() as session:
-        business = await ctx.business(session)
+        business = await callers_business(session, ctx.user_id)
         view = await _service(ctx, session).update(business, p.milestone_id, data)
     return {"updated": _brief(view)}
 
@@ -137,7 +138,7 @@ class DeleteParams(BaseModel):
 
 async def delete_milestone(ctx: ToolContext, p: DeleteParams) -> dict[str, Any]:
     async with ctx.session() as session:
-        business = await ctx.business(session)
+        business = await callers_business(session, ctx.user_id)
         service = _service(ctx, session)
         view = await service.get(business, p.milestone_id)
         if not p.confirm:
@@ -161,7 +162,7 @@ async def _previewed(ctx: ToolContext, session: Any, milestone_id: uuid.UUID) ->
     client, which asks its user itself before a destructive tool), confirm suffices."""
     if ctx.conversation is None:
         return True
-    calls = await ChatRepository(session).previous_turn_tool_calls(
+    calls = await ChatService(session).previous_turn_tool_calls(
         ctx.conversation.session_id, "delete_milestone", ctx.conversation.current_message_at
     )
     return any(
@@ -179,7 +180,7 @@ class TaskRef(BaseModel):
 
 async def complete_task(ctx: ToolContext, p: TaskRef) -> dict[str, Any]:
     async with ctx.session() as session:
-        business = await ctx.business(session)
+        business = await callers_business(session, ctx.user_id)
         result: TaskResult = await _service(ctx, session).set_task_done(
             business, p.milestone_id, p.task_id, True
         )

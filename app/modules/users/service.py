@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -32,6 +33,15 @@ class UserService:
 
     async def get(self, user_id: uuid.UUID) -> User | None:
         return await self.users.get(user_id)
+
+    async def may_act(self, user_id: uuid.UUID, token_issued_at: datetime | None) -> bool:
+        """The account is still active, and its sessions were not ended since the token
+        issued at `token_issued_at` (None: the caller was authenticated just now)."""
+        user = await self.users.get(user_id)
+        if user is None or not user.is_active:
+            return False
+        cutoff = user.tokens_valid_after
+        return token_issued_at is None or cutoff is None or token_issued_at >= cutoff
 
     async def get_by_email(self, email: str) -> User | None:
         return await self.users.get_by_email(email)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.modules.agent.toolkit import NoParams, ToolContext, ToolError, ToolSpec
+from app.core.tools import NoParams, ToolContext, ToolError, ToolSpec
 from app.modules.users.service import UserService
 
 

@@ -1,14 +1,17 @@
-"""What every domain tool is made of: its context, its spec, and the llama_index adapter.
+"""What every domain tool is made of: its context, its spec, and the door it is run through.
 
-A tool is declared once as a `ToolSpec` (name, description, a pydantic model of its
-parameters, and an async `run(ctx, params)` that calls the domain's service) and adapted
-to each consumer: the advisor's agent here, the MCP server elsewhere. The `ToolContext`
-is bound to one authenticated user, so whatever ids the model passes, a tool reaches
-only that user's business.
+A tool is declared once, in its domain's `tools.py`, as a `ToolSpec` (name, description,
+a pydantic model of its parameters, and an async `run(ctx, params)` that calls the
+domain's service) and adapted to each consumer: the advisor's agent (`function_tool`)
+and the MCP server. The `ToolContext` is bound to one authenticated user, so whatever
+ids the model passes, a tool reaches only that user's business.
 
 `run_spec` is the one door for both: it checks at every call that the account may still
 act (a chat turn outlives its authentication by minutes), and turns an unexpected failure
 into a fixed message with the request id, the details going to the log only.
+
+This module knows no domain: what a context needs from one (the account check, the
+roadmap worker) is handed to it by `app.api.tools.tool_context`.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 from llama_index.core.tools import FunctionTool, ToolOutput
@@ -29,17 +32,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.core.config import Settings
 from app.core.errors import DomainError, validation_problems
 from app.core.security import PasswordHasher
-from app.modules.business.models import BusinessProfile
-from app.modules.business.service import BusinessService
-from app.modules.milestone.service import RoadmapScheduler
-from app.modules.users.service import UserService
 
 log = structlog.stdlib.get_logger(__name__)
 
-NO_BUSINESS = (
-    "The owner has no business profile yet. Ask them to create it in the Telaten app "
-    "first (name, category, stage)."
-)
 ACCOUNT_REVOKED = (
     "Error: this account was deactivated or signed out after this conversation began, so "
     "the tool was not run. Do not call more tools; tell the owner to sign in again."
@@ -48,6 +43,12 @@ ACCOUNT_REVOKED = (
 
 class ToolError(Exception):
     """A refusal the model should read and act on (shown to it as an error result)."""
+
+
+class Scheduler(Protocol):
+    """A background worker, as tools see it: woken when work for it was recorded."""
+
+    def wake(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -61,31 +62,24 @@ class Conversation:
 
 @dataclass(frozen=True)
 class ToolContext:
-    """What a tool may use: the chatting user's id and a way to open short DB sessions."""
+    """What a tool may use: the calling user's id and a way to open short DB sessions."""
 
     user_id: uuid.UUID
     sessionmaker: async_sessionmaker[AsyncSession]
     hasher: PasswordHasher
     settings: Settings
-    scheduler: RoadmapScheduler | None
+    scheduler: Scheduler | None
     # The chat the tools serve; None only for callers without one (rules that need the
     # conversation, like the delete confirmation, then rely on the client's own).
     conversation: Conversation | None
-    # When the access token that authorised the caller was issued: a session-ending event
-    # after it (password change, deactivation) stops the tools, as it stops the token.
-    # None where every call is authenticated afresh anyway (the MCP server's requests).
-    token_issued_at: datetime | None = None
+    # Whether the account may still act: active, and its sessions not ended since the
+    # token that authorised the caller was issued. Asked before every call.
+    may_act: Callable[[], Awaitable[bool]]
 
     @asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:
         async with self.sessionmaker() as session:
             yield session
-
-    async def business(self, session: AsyncSession) -> BusinessProfile:
-        business = await BusinessService(session).mine(self.user_id)
-        if business is None:
-            raise ToolError(NO_BUSINESS)
-        return business
 
 
 Run = Callable[[ToolContext, Any], Awaitable[Any]]
@@ -121,7 +115,7 @@ async def run_spec(spec: ToolSpec, ctx: ToolContext, arguments: dict[str, Any]) 
         problems = validation_problems(exc)
         return f"Error: invalid arguments for '{spec.name}': {problems}", True
     try:
-        if not await _may_act(ctx):
+        if not await ctx.may_act():
             log.warning("tool_refused_revoked_account", tool=spec.name)
             return ACCOUNT_REVOKED, True
         return tool_result_text(await spec.run(ctx, params)), False
@@ -144,18 +138,6 @@ def tool_failure_text() -> str:
         f"Error: the tool failed on our side{ref}; it may not have been done. Tell the "
         "owner it did not work this time and to try again later."
     )
-
-
-async def _may_act(ctx: ToolContext) -> bool:
-    """The account is still active, and its sessions were not ended since the token
-    that authorised this caller was issued (the check `AuthService.authenticate` makes)."""
-    async with ctx.session() as session:
-        user = await UserService(session, ctx.hasher).get(ctx.user_id)
-    if user is None or not user.is_active:
-        return False
-    cutoff = user.tokens_valid_after
-    issued = ctx.token_issued_at
-    return issued is None or cutoff is None or issued >= cutoff
 
 
 def function_tool(spec: ToolSpec, ctx: ToolContext) -> FunctionTool:
