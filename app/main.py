@@ -209,7 +209,7 @@ def _finish_openapi(app: FastAPI, token_url: str) -> None:
             app.openapi_schema = schema
         return app.openapi_schema
 
-    app.openapi = openapi  # type: ignore[method-assign]
+    app.openapi = openapi  # type: ignore[method-assign]  # FastAPI documents this override
 
 
 def _errors_are_json(responses: dict[str, Any]) -> None:

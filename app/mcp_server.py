@@ -144,7 +144,7 @@ def _tool_function(spec: ToolSpec, deps: MCPDeps, stdio_token: str | None) -> Ca
 
     call.__name__ = spec.name
     call.__doc__ = spec.description
-    call.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+    call.__signature__ = inspect.Signature(  # type: ignore[attr-defined]  # inspect.signature reads it
         [
             inspect.Parameter(
                 name,

@@ -7,11 +7,12 @@ from pathlib import Path
 
 import httpx
 import pytest
+from alembic import command
 from fastapi import Depends, FastAPI
-from sqlalchemy import text
+from sqlalchemy import Connection, inspect, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db.migrate import current_revision, head_revision, schema_differences
+from app.db.migrate import alembic_config, current_revision, head_revision, schema_differences
 from app.db.session import Database, get_db, init_db
 from tests.conftest import make_settings
 from tests.helpers.databases import fresh_database_url
@@ -24,6 +25,31 @@ async def test_migrations_match_the_models(tmp_path: Path) -> None:
         db = Database(make_settings(url, tmp_path))
         try:
             await init_db(db)
+            async with db.engine.connect() as conn:
+                assert await conn.run_sync(current_revision) == head_revision()
+                assert await conn.run_sync(schema_differences) == []
+        finally:
+            await db.dispose()
+
+
+async def test_every_migration_goes_down_and_up_again(tmp_path: Path) -> None:
+    """upgrade to head, downgrade to nothing, upgrade again: every downgrade undoes its
+    upgrade exactly (no table, index or type left behind to break the next upgrade),
+    and the schema at the end is still the models'."""
+
+    def round_trip(conn: Connection) -> list[str]:
+        config = alembic_config(conn)
+        command.upgrade(config, "head")
+        command.downgrade(config, "base")
+        left = sorted(name for name in inspect(conn).get_table_names() if name != "alembic_version")
+        command.upgrade(config, "head")
+        return left
+
+    async with fresh_database_url(tmp_path, "roundtrip") as url:
+        db = Database(make_settings(url, tmp_path))
+        try:
+            async with db.engine.begin() as conn:
+                assert await conn.run_sync(round_trip) == []
             async with db.engine.connect() as conn:
                 assert await conn.run_sync(current_revision) == head_revision()
                 assert await conn.run_sync(schema_differences) == []

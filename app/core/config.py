@@ -1,4 +1,5 @@
-"""Service settings, read from the environment and `.env` (DESIGN.md section 3).
+"""Service settings, read from the environment and `.env` (README, "Configuration";
+every key is in .env.example).
 
 The service starts with no `.env` at all: every key has a development default, the
 database is a SQLite file in `DATA_DIR`, and a missing `SECRET_KEY` is generated once and

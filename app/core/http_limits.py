@@ -85,7 +85,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     # Connection lifecycle
 
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]  # asyncio declares BaseTransport
         super().connection_made(transport)
         self._arm_head_timer()
 

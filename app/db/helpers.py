@@ -2,11 +2,28 @@
 
 from __future__ import annotations
 
+from typing import Any, cast
+
+from sqlalchemy import CursorResult, Result, Table, inspect
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.exc import StaleDataError
+from sqlmodel import SQLModel
 
 from app.core.errors import ConflictError, NotFoundError
+
+
+def rows_touched(result: Result[Any]) -> int:
+    """How many rows an UPDATE, DELETE or INSERT touched. `AsyncSession.execute` is
+    typed as returning `Result`; for these statements it is a `CursorResult`, which
+    counts them (0 where the driver does not say)."""
+    return cast("CursorResult[Any]", result).rowcount or 0
+
+
+def table_of(model: type[SQLModel]) -> Table:
+    """A table model's `Table`, for Core statements (SQLModel sets `__table__` without
+    declaring it)."""
+    return cast(Table, inspect(model).local_table)
 
 
 async def commit_or_conflict(

@@ -1,4 +1,4 @@
-"""Reading `mcp.json` (DESIGN.md section 6), Claude-Desktop style.
+"""Reading `mcp.json` (README, "External tools over MCP"), Claude-Desktop style.
 
     {"mcpServers": {"fs": {"command": "npx", "args": [...], "env": {"TOKEN": "${FS_TOKEN}"}},
                     "search": {"url": "https://example.org/mcp", "headers": {...}}}}

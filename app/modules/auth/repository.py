@@ -7,7 +7,9 @@ from datetime import datetime
 
 from sqlalchemy import delete, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
+from app.db.helpers import rows_touched
 from app.modules.auth.models import RefreshToken
 
 
@@ -27,13 +29,13 @@ class RefreshTokenRepository:
         result = await self.session.execute(
             update(RefreshToken)
             .where(
-                RefreshToken.jti == jti,
-                RefreshToken.used_at.is_(None),  # type: ignore[union-attr]
-                RefreshToken.revoked_at.is_(None),  # type: ignore[union-attr]
+                col(RefreshToken.jti) == jti,
+                col(RefreshToken.used_at).is_(None),
+                col(RefreshToken.revoked_at).is_(None),
             )
             .values(used_at=now)
         )
-        return result.rowcount == 1  # type: ignore[attr-defined]
+        return rows_touched(result) == 1
 
     async def reissue(self, jti: uuid.UUID, rotated_since: datetime, limit: int) -> bool:
         """Count one more renewal of a token that was rotated at `rotated_since` or later,
@@ -41,31 +43,31 @@ class RefreshTokenRepository:
         result = await self.session.execute(
             update(RefreshToken)
             .where(
-                RefreshToken.jti == jti,
-                RefreshToken.revoked_at.is_(None),  # type: ignore[union-attr]
-                RefreshToken.used_at >= rotated_since,  # type: ignore[operator]
-                RefreshToken.reissues < limit,
+                col(RefreshToken.jti) == jti,
+                col(RefreshToken.revoked_at).is_(None),
+                col(RefreshToken.used_at) >= rotated_since,
+                col(RefreshToken.reissues) < limit,
             )
-            .values(reissues=RefreshToken.reissues + 1)
+            .values(reissues=col(RefreshToken.reissues) + 1)
         )
-        return result.rowcount == 1  # type: ignore[attr-defined]
+        return rows_touched(result) == 1
 
     async def revoke_family(self, family_id: uuid.UUID, now: datetime) -> None:
         await self.session.execute(
             update(RefreshToken)
-            .where(RefreshToken.family_id == family_id, RefreshToken.revoked_at.is_(None))  # type: ignore[union-attr]
+            .where(col(RefreshToken.family_id) == family_id, col(RefreshToken.revoked_at).is_(None))
             .values(revoked_at=now)
         )
 
     async def revoke_user(self, user_id: uuid.UUID, now: datetime) -> None:
         await self.session.execute(
             update(RefreshToken)
-            .where(RefreshToken.user_id == user_id, RefreshToken.revoked_at.is_(None))  # type: ignore[union-attr]
+            .where(col(RefreshToken.user_id) == user_id, col(RefreshToken.revoked_at).is_(None))
             .values(revoked_at=now)
         )
 
     async def delete_expired(self, before: datetime) -> int:
         result = await self.session.execute(
-            delete(RefreshToken).where(RefreshToken.expires_at < before)
+            delete(RefreshToken).where(col(RefreshToken.expires_at) < before)
         )
-        return result.rowcount or 0  # type: ignore[attr-defined]
+        return rows_touched(result)

@@ -6,6 +6,7 @@ import uuid
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from app.modules.business.models import BusinessProfile
 
@@ -16,7 +17,7 @@ class BusinessRepository:
 
     async def by_user(self, user_id: uuid.UUID) -> BusinessProfile | None:
         result = await self.session.execute(
-            select(BusinessProfile).where(BusinessProfile.user_id == user_id)
+            select(BusinessProfile).where(col(BusinessProfile.user_id) == user_id)
         )
         return result.scalar_one_or_none()
 

@@ -8,7 +8,9 @@ from typing import Any
 
 from sqlalchemy import Date, Select, cast, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
+from app.db.helpers import rows_touched
 from app.modules.chat.models import ChatMessage, ChatSession, MessageRole, MessageStatus
 from app.modules.users.models import User
 
@@ -23,21 +25,23 @@ class ChatRepository:
     async def get_session(self, user_id: uuid.UUID, session_id: uuid.UUID) -> ChatSession | None:
         """The session if it belongs to `user_id` (someone else's is simply not found)."""
         result = await self.session.execute(
-            select(ChatSession).where(ChatSession.id == session_id, ChatSession.user_id == user_id)
+            select(ChatSession).where(
+                col(ChatSession.id) == session_id, col(ChatSession.user_id) == user_id
+            )
         )
         return result.scalar_one_or_none()
 
     async def list_sessions(
         self, user_id: uuid.UUID, limit: int, offset: int
     ) -> tuple[list[ChatSession], int]:
-        where = ChatSession.user_id == user_id
+        where = col(ChatSession.user_id) == user_id
         total = await self.session.scalar(
             select(func.count()).select_from(ChatSession).where(where)
         )
         rows = await self.session.execute(
             select(ChatSession)
             .where(where)
-            .order_by(ChatSession.updated_at.desc(), ChatSession.id)  # type: ignore[attr-defined]
+            .order_by(col(ChatSession.updated_at).desc(), col(ChatSession.id))
             .limit(limit)
             .offset(offset)
         )
@@ -46,14 +50,14 @@ class ChatRepository:
     async def list_messages(
         self, session_id: uuid.UUID, limit: int, offset: int
     ) -> tuple[list[ChatMessage], int]:
-        where = ChatMessage.session_id == session_id
+        where = col(ChatMessage.session_id) == session_id
         total = await self.session.scalar(
             select(func.count()).select_from(ChatMessage).where(where)
         )
         rows = await self.session.execute(
             select(ChatMessage)
             .where(where)
-            .order_by(ChatMessage.created_at, ChatMessage.id)  # type: ignore[arg-type]
+            .order_by(col(ChatMessage.created_at), col(ChatMessage.id))
             .limit(limit)
             .offset(offset)
         )
@@ -65,10 +69,10 @@ class ChatRepository:
         rows = await self.session.execute(
             select(ChatMessage)
             .where(
-                ChatMessage.session_id == session_id,
-                ChatMessage.role.in_([MessageRole.USER, MessageRole.ASSISTANT]),  # type: ignore[attr-defined]
+                col(ChatMessage.session_id) == session_id,
+                col(ChatMessage.role).in_([MessageRole.USER, MessageRole.ASSISTANT]),
             )
-            .order_by(ChatMessage.created_at.desc(), ChatMessage.id.desc())  # type: ignore[attr-defined]
+            .order_by(col(ChatMessage.created_at).desc(), col(ChatMessage.id).desc())
             .limit(count)
         )
         return list(reversed(list(rows.scalars())))
@@ -78,28 +82,28 @@ class ChatRepository:
         if count <= 0:
             return []
         return await self._recent(
-            select(ChatMessage).where(ChatMessage.session_id == session_id), count
+            select(ChatMessage).where(col(ChatMessage.session_id) == session_id), count
         )
 
     async def recent_for_user(self, user_id: uuid.UUID, count: int) -> list[ChatMessage]:
         """The user's last `count` user/assistant messages across sessions, oldest first."""
         return await self._recent(
             select(ChatMessage)
-            .join(ChatSession, ChatSession.id == ChatMessage.session_id)
-            .where(ChatSession.user_id == user_id),
+            .join(ChatSession, col(ChatSession.id) == col(ChatMessage.session_id))
+            .where(col(ChatSession.user_id) == user_id),
             count,
         )
 
-    async def _recent(self, query: Select[tuple[ChatMessage]], count: int) -> list[ChatMessage]:
+    async def _recent(self, query: Select[ChatMessage], count: int) -> list[ChatMessage]:
         """The conversation's text (user and assistant, no failed replies): the newest
         `count` messages of `query`, oldest first."""
         rows = await self.session.execute(
             query.where(
-                ChatMessage.role.in_([MessageRole.USER, MessageRole.ASSISTANT]),  # type: ignore[attr-defined]
-                ChatMessage.status != MessageStatus.ERROR,
-                ChatMessage.content != "",
+                col(ChatMessage.role).in_([MessageRole.USER, MessageRole.ASSISTANT]),
+                col(ChatMessage.status) != MessageStatus.ERROR,
+                col(ChatMessage.content) != "",
             )
-            .order_by(ChatMessage.created_at.desc(), ChatMessage.id)  # type: ignore[attr-defined]
+            .order_by(col(ChatMessage.created_at).desc(), col(ChatMessage.id))
             .limit(count)
         )
         return list(reversed(list(rows.scalars())))
@@ -110,19 +114,19 @@ class ChatRepository:
         """The recorded calls of tool `name` in the turn just before the user message
         written at `before` (after the user message before that one)."""
         previous_user = await self.session.scalar(
-            select(func.max(ChatMessage.created_at)).where(
-                ChatMessage.session_id == session_id,
-                ChatMessage.role == MessageRole.USER,
-                ChatMessage.created_at < before,  # type: ignore[operator]
+            select(func.max(col(ChatMessage.created_at))).where(
+                col(ChatMessage.session_id) == session_id,
+                col(ChatMessage.role) == MessageRole.USER,
+                col(ChatMessage.created_at) < before,
             )
         )
-        query = select(ChatMessage.tool_calls).where(
-            ChatMessage.session_id == session_id,
-            ChatMessage.role == MessageRole.TOOL,
-            ChatMessage.created_at < before,  # type: ignore[operator]
+        query = select(col(ChatMessage.tool_calls)).where(
+            col(ChatMessage.session_id) == session_id,
+            col(ChatMessage.role) == MessageRole.TOOL,
+            col(ChatMessage.created_at) < before,
         )
         if previous_user is not None:
-            query = query.where(ChatMessage.created_at > previous_user)  # type: ignore[operator]
+            query = query.where(col(ChatMessage.created_at) > previous_user)
         rows = await self.session.execute(query)
         return [
             call for call in rows.scalars() if isinstance(call, dict) and call.get("name") == name
@@ -133,18 +137,20 @@ class ChatRepository:
         `stale_before`); False if it was not deleted (streaming, or already gone)."""
         result = await self.session.execute(
             delete(ChatSession).where(
-                ChatSession.id == session_id,
+                col(ChatSession.id) == session_id,
                 or_(
-                    ChatSession.streaming_since.is_(None),  # type: ignore[union-attr]
-                    ChatSession.streaming_since < stale_before,  # type: ignore[operator]
+                    col(ChatSession.streaming_since).is_(None),
+                    col(ChatSession.streaming_since) < stale_before,
                 ),
             )
         )
-        if result.rowcount != 1:  # type: ignore[attr-defined]
+        if rows_touched(result) != 1:
             return False
         # Messages go with it (ON DELETE CASCADE; deleted explicitly too, for SQLite
         # databases opened without foreign keys).
-        await self.session.execute(delete(ChatMessage).where(ChatMessage.session_id == session_id))
+        await self.session.execute(
+            delete(ChatMessage).where(col(ChatMessage.session_id) == session_id)
+        )
         return True
 
     async def claim_stream(
@@ -154,20 +160,20 @@ class ChatRepository:
         result = await self.session.execute(
             update(ChatSession)
             .where(
-                ChatSession.id == session_id,
+                col(ChatSession.id) == session_id,
                 or_(
-                    ChatSession.streaming_since.is_(None),  # type: ignore[union-attr]
-                    ChatSession.streaming_since < stale_before,  # type: ignore[operator]
+                    col(ChatSession.streaming_since).is_(None),
+                    col(ChatSession.streaming_since) < stale_before,
                 ),
             )
             .values(streaming_since=now)
         )
-        return result.rowcount == 1  # type: ignore[attr-defined]
+        return rows_touched(result) == 1
 
     async def release_stream(self, session_id: uuid.UUID, updated_at: datetime) -> None:
         await self.session.execute(
             update(ChatSession)
-            .where(ChatSession.id == session_id)
+            .where(col(ChatSession.id) == session_id)
             .values(streaming_since=None, updated_at=updated_at)
         )
 
@@ -178,10 +184,13 @@ class ChatRepository:
         `claimed_at` (released, lapsed and taken by another turn, or deleted)."""
         result = await self.session.execute(
             update(ChatSession)
-            .where(ChatSession.id == session_id, ChatSession.streaming_since == claimed_at)
+            .where(
+                col(ChatSession.id) == session_id,
+                col(ChatSession.streaming_since) == claimed_at,
+            )
             .values(streaming_since=now)
         )
-        return result.rowcount == 1  # type: ignore[attr-defined]
+        return rows_touched(result) == 1
 
     # --- token usage (admins) -----------------------------------------------------------
 
@@ -196,18 +205,25 @@ class ChatRepository:
         """Tokens of the turns in [since, until) that reported usage, summed per UTC day
         and user: newest day first, then the biggest spender; and how many such rows."""
         day = self._utc_day().label("day")
-        prompt = func.sum(ChatMessage.prompt_tokens)
-        completion = func.sum(func.coalesce(ChatMessage.completion_tokens, 0))
+        prompt = func.sum(col(ChatMessage.prompt_tokens))
+        completion = func.sum(func.coalesce(col(ChatMessage.completion_tokens), 0))
         grouped = (
             self._usage_query(
-                since, until, user_id, day, ChatSession.user_id, User.email, prompt, completion
+                since,
+                until,
+                user_id,
+                day,
+                col(ChatSession.user_id),
+                col(User.email),
+                prompt,
+                completion,
             )
-            .join(User, User.id == ChatSession.user_id)  # type: ignore[arg-type]
-            .group_by(day, ChatSession.user_id, User.email)
+            .join(User, col(User.id) == col(ChatSession.user_id))
+            .group_by(day, col(ChatSession.user_id), col(User.email))
         )
         total = await self.session.scalar(select(func.count()).select_from(grouped.subquery()))
         rows = await self.session.execute(
-            grouped.order_by(day.desc(), (prompt + completion).desc(), ChatSession.user_id)
+            grouped.order_by(day.desc(), (prompt + completion).desc(), col(ChatSession.user_id))
             .limit(limit)
             .offset(offset)
         )
@@ -224,8 +240,8 @@ class ChatRepository:
     ) -> tuple[int, int, int]:
         """(prompt tokens, completion tokens, turns) of the turns in [since, until) that
         reported usage."""
-        prompt = func.sum(ChatMessage.prompt_tokens)
-        completion = func.sum(func.coalesce(ChatMessage.completion_tokens, 0))
+        prompt = func.sum(col(ChatMessage.prompt_tokens))
+        completion = func.sum(func.coalesce(col(ChatMessage.completion_tokens), 0))
         row = (
             await self.session.execute(self._usage_query(since, until, user_id, prompt, completion))
         ).one()
@@ -234,27 +250,27 @@ class ChatRepository:
     @staticmethod
     def _usage_query(
         since: datetime, until: datetime, user_id: uuid.UUID | None, *columns: Any
-    ) -> Select[Any]:
+    ) -> Select[*tuple[Any, ...]]:
         """`columns` and a count, over the assistant messages with reported usage written
         in [since, until), joined to their sessions (whose `user_id` is the owner)."""
         where = [
-            ChatMessage.role == MessageRole.ASSISTANT,
-            ChatMessage.prompt_tokens.is_not(None),  # type: ignore[union-attr]
-            ChatMessage.created_at >= since,  # type: ignore[operator]
-            ChatMessage.created_at < until,  # type: ignore[operator]
+            col(ChatMessage.role) == MessageRole.ASSISTANT,
+            col(ChatMessage.prompt_tokens).is_not(None),
+            col(ChatMessage.created_at) >= since,
+            col(ChatMessage.created_at) < until,
         ]
         if user_id is not None:
-            where.append(ChatSession.user_id == user_id)
+            where.append(col(ChatSession.user_id) == user_id)
         return (
             select(*columns, func.count())
             .select_from(ChatMessage)
-            .join(ChatSession, ChatSession.id == ChatMessage.session_id)
+            .join(ChatSession, col(ChatSession.id) == col(ChatMessage.session_id))
             .where(*where)
         )
 
     def _utc_day(self) -> Any:
         """The UTC calendar day of a message's `created_at`, computed in the database."""
-        column = ChatMessage.created_at
+        column = col(ChatMessage.created_at)
         if self.session.get_bind().dialect.name == "postgresql":
             return cast(func.timezone("UTC", column), Date)
         # SQLite keeps UTC text; cut to whole seconds first, so no rounding of fractions

@@ -1,4 +1,4 @@
-"""`/chat`: my sessions and their messages, and the streaming turn (DESIGN.md section 5);
+"""`/chat`: my sessions and their messages, and the streaming turn (README, "Chat with Reka");
 `/admin/llm-usage`: the model's tokens per user and day, for admins."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""One streamed chat turn: agent events -> SSE events (DESIGN.md section 5) + history.
+"""One streamed chat turn: agent events -> SSE events (README, "Chat with Reka") + history.
 
 Runs inside the response stream, so it holds no database session of its own between
 writes: it opens a short one to save the outcome. Whatever ends the turn — the answer,

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import builtins
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import Date, Table, cast, delete, func, or_, select
+from sqlalchemy import ColumnElement, Date, Select, cast, delete, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
-from app.db.helpers import escape_like
+from app.db.helpers import escape_like, rows_touched, table_of
 from app.modules.finance.models import FinanceCategory, Transaction
 
 
@@ -41,13 +43,18 @@ class FinanceRepository:
 
     async def categories(self, business_id: uuid.UUID, type_: str | None) -> list[FinanceCategory]:
         stmt = select(FinanceCategory).where(
-            or_(FinanceCategory.business_id.is_(None), FinanceCategory.business_id == business_id)  # type: ignore[union-attr]
+            or_(
+                col(FinanceCategory.business_id).is_(None),
+                col(FinanceCategory.business_id) == business_id,
+            )
         )
         if type_:
-            stmt = stmt.where(FinanceCategory.type == type_)
+            stmt = stmt.where(col(FinanceCategory.type) == type_)
         stmt = stmt.order_by(
-            FinanceCategory.type, FinanceCategory.business_id.is_not(None), FinanceCategory.name
-        )  # type: ignore[union-attr]
+            col(FinanceCategory.type),
+            col(FinanceCategory.business_id).is_not(None),
+            col(FinanceCategory.name),
+        )
         return list((await self.session.execute(stmt)).scalars())
 
     async def visible_category(
@@ -62,61 +69,66 @@ class FinanceRepository:
     async def name_taken(
         self, business_id: uuid.UUID, type_: str, name_key: str, exclude: uuid.UUID | None
     ) -> bool:
-        stmt = select(FinanceCategory.id).where(
-            FinanceCategory.type == type_,
-            FinanceCategory.name_key == name_key,
-            or_(FinanceCategory.business_id.is_(None), FinanceCategory.business_id == business_id),  # type: ignore[union-attr]
+        stmt = select(col(FinanceCategory.id)).where(
+            col(FinanceCategory.type) == type_,
+            col(FinanceCategory.name_key) == name_key,
+            or_(
+                col(FinanceCategory.business_id).is_(None),
+                col(FinanceCategory.business_id) == business_id,
+            ),
         )
         if exclude is not None:
-            stmt = stmt.where(FinanceCategory.id != exclude)
+            stmt = stmt.where(col(FinanceCategory.id) != exclude)
         return (await self.session.execute(stmt.limit(1))).first() is not None
 
     async def delete_category(self, business_id: uuid.UUID, category_id: uuid.UUID) -> bool:
         """Delete one of the business's own categories; False if it was already gone."""
         result = await self.session.execute(
             delete(FinanceCategory).where(
-                FinanceCategory.id == category_id, FinanceCategory.business_id == business_id
+                col(FinanceCategory.id) == category_id,
+                col(FinanceCategory.business_id) == business_id,
             )
         )
-        return result.rowcount == 1  # type: ignore[attr-defined]
+        return rows_touched(result) == 1
 
     async def delete_transaction(self, business_id: uuid.UUID, transaction_id: uuid.UUID) -> bool:
         result = await self.session.execute(
             delete(Transaction).where(
-                Transaction.id == transaction_id, Transaction.business_id == business_id
+                col(Transaction.id) == transaction_id,
+                col(Transaction.business_id) == business_id,
             )
         )
-        return result.rowcount == 1  # type: ignore[attr-defined]
+        return rows_touched(result) == 1
 
     async def category_usage(self, category_id: uuid.UUID) -> int:
         stmt = (
             select(func.count())
             .select_from(Transaction)
-            .where(Transaction.category_id == category_id)
+            .where(col(Transaction.category_id) == category_id)
         )
         return (await self.session.scalar(stmt)) or 0
 
     # --- transactions -------------------------------------------------------------------
 
-    def _filtered(self, business_id: uuid.UUID, f: TransactionFilters) -> Any:
-        stmt = select(Transaction, FinanceCategory.name).join(
-            FinanceCategory, FinanceCategory.id == Transaction.category_id
+    def _filtered(self, business_id: uuid.UUID, f: TransactionFilters) -> Select[Transaction, str]:
+        stmt = select(Transaction, col(FinanceCategory.name)).join(
+            FinanceCategory, col(FinanceCategory.id) == col(Transaction.category_id)
         )
-        stmt = stmt.where(Transaction.business_id == business_id)
+        stmt = stmt.where(col(Transaction.business_id) == business_id)
         if f.type:
-            stmt = stmt.where(Transaction.type == f.type)
+            stmt = stmt.where(col(Transaction.type) == f.type)
         if f.category_id:
-            stmt = stmt.where(Transaction.category_id == f.category_id)
+            stmt = stmt.where(col(Transaction.category_id) == f.category_id)
         if f.start:
-            stmt = stmt.where(Transaction.occurred_at >= f.start)
+            stmt = stmt.where(col(Transaction.occurred_at) >= f.start)
         if f.end:
-            stmt = stmt.where(Transaction.occurred_at < f.end)
+            stmt = stmt.where(col(Transaction.occurred_at) < f.end)
         if f.text:
             pattern = f"%{escape_like(f.text.lower())}%"
             stmt = stmt.where(
                 or_(
-                    func.lower(Transaction.note).like(pattern, escape="\\"),
-                    func.lower(FinanceCategory.name).like(pattern, escape="\\"),
+                    func.lower(col(Transaction.note)).like(pattern, escape="\\"),
+                    func.lower(col(FinanceCategory.name)).like(pattern, escape="\\"),
                 )
             )
         return stmt
@@ -128,9 +140,9 @@ class FinanceRepository:
         total = await self.session.scalar(select(func.count()).select_from(stmt.subquery()))
         rows = await self.session.execute(
             stmt.order_by(
-                Transaction.occurred_at.desc(),  # type: ignore[attr-defined]
-                Transaction.created_at.desc(),  # type: ignore[attr-defined]
-                Transaction.id,
+                col(Transaction.occurred_at).desc(),
+                col(Transaction.created_at).desc(),
+                col(Transaction.id),
             )
             .limit(limit)
             .offset(offset)
@@ -143,7 +155,7 @@ class FinanceRepository:
         row = (
             await self.session.execute(
                 self._filtered(business_id, TransactionFilters()).where(
-                    Transaction.id == transaction_id
+                    col(Transaction.id) == transaction_id
                 )
             )
         ).first()
@@ -154,7 +166,11 @@ class FinanceRepository:
     ) -> int:
         """How many transactions the range holds, counting no further than `at_most`
         (an index range scan that stops there)."""
-        rows = select(Transaction.id).where(self._in_range(business_id, start, end)).limit(at_most)
+        rows = (
+            select(col(Transaction.id))
+            .where(self._in_range(business_id, start, end))
+            .limit(at_most)
+        )
         return await self.session.scalar(select(func.count()).select_from(rows.subquery())) or 0
 
     async def export_batch(
@@ -165,7 +181,7 @@ class FinanceRepository:
         after: tuple[datetime, uuid.UUID] | None,
         limit: int,
         part_rows: int,
-    ) -> AsyncIterator[Sequence[ExportRow]]:
+    ) -> AsyncGenerator[Sequence[ExportRow], None]:
         """The next `limit` rows of the range in (occurred_at, id) order after the key
         `after` (keyset pagination: each batch starts where the previous ended, with no
         OFFSET to skip), in parts of `part_rows`.
@@ -173,8 +189,8 @@ class FinanceRepository:
         A Core query of plain columns: no ORM objects, and each part's values are
         converted (text to datetime and UUID on SQLite) only when the caller takes it,
         so the caller can let the event loop run other work between parts."""
-        transactions: Table = Transaction.__table__  # type: ignore[attr-defined]
-        categories: Table = FinanceCategory.__table__  # type: ignore[attr-defined]
+        transactions = table_of(Transaction)
+        categories = table_of(FinanceCategory)
         t, c = transactions.c, categories.c
         stmt = (
             select(t.occurred_at, t.type, t.amount, c.name, t.note, t.id)
@@ -199,7 +215,7 @@ class FinanceRepository:
         tz: str,
         offset_hours: int,
         by_month: bool,
-    ) -> list[tuple[date, str, uuid.UUID, int, int]]:
+    ) -> builtins.list[tuple[date, str, uuid.UUID, int, int]]:
         """(bucket, type, category id, sum, count) for the range, in ONE pass over the
         business's rows; totals, the category breakdown and the series are all sums of
         these groups (at most buckets x types x categories rows)."""
@@ -207,13 +223,13 @@ class FinanceRepository:
         rows = await self.session.execute(
             select(
                 bucket,
-                Transaction.type,
-                Transaction.category_id,
-                func.sum(Transaction.amount),
+                col(Transaction.type),
+                col(Transaction.category_id),
+                func.sum(col(Transaction.amount)),
                 func.count(),
             )
             .where(self._in_range(business_id, start, end))
-            .group_by(bucket, Transaction.type, Transaction.category_id)
+            .group_by(bucket, col(Transaction.type), col(Transaction.category_id))
         )
         out = []
         for day, kind, category_id, total, count in rows.all():
@@ -225,13 +241,15 @@ class FinanceRepository:
         if not ids:
             return {}
         rows = await self.session.execute(
-            select(FinanceCategory.id, FinanceCategory.name).where(FinanceCategory.id.in_(ids))  # type: ignore[attr-defined]
+            select(col(FinanceCategory.id), col(FinanceCategory.name)).where(
+                col(FinanceCategory.id).in_(ids)
+            )
         )
         return dict(rows.all())
 
     def _bucket(self, tz: str, offset_hours: int, by_month: bool) -> Any:
         """The local calendar day (or month) of `occurred_at`, computed in the database."""
-        column = Transaction.occurred_at
+        column = col(Transaction.occurred_at)
         if self.session.get_bind().dialect.name == "postgresql":
             local = func.timezone(tz, column)
             return cast(func.date_trunc("month" if by_month else "day", local), Date)
@@ -243,9 +261,9 @@ class FinanceRepository:
         return func.strftime("%Y-%m-01", seconds, shift) if by_month else func.date(seconds, shift)
 
     @staticmethod
-    def _in_range(business_id: uuid.UUID, start: datetime, end: datetime) -> Any:
+    def _in_range(business_id: uuid.UUID, start: datetime, end: datetime) -> ColumnElement[bool]:
         return (
-            (Transaction.business_id == business_id)
-            & (Transaction.occurred_at >= start)
-            & (Transaction.occurred_at < end)
+            (col(Transaction.business_id) == business_id)
+            & (col(Transaction.occurred_at) >= start)
+            & (col(Transaction.occurred_at) < end)
         )

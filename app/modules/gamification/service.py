@@ -20,13 +20,14 @@ from datetime import datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, label, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from app.core.errors import ConflictError, NotFoundError
-from app.db.helpers import commit_or_conflict
+from app.db.helpers import commit_or_conflict, rows_touched, table_of
 from app.db.types import utcnow
 from app.modules.business.models import BusinessProfile
 from app.modules.gamification.models import (
@@ -99,15 +100,15 @@ class GamificationService:
         if self._dialect == "sqlite":
             await self.session.execute(
                 update(BusinessProfile)
-                .where(BusinessProfile.id == business_id)
-                .values(total_points=BusinessProfile.total_points)
+                .where(col(BusinessProfile.id) == business_id)
+                .values(total_points=col(BusinessProfile.total_points))
             )
             return
         # NO KEY UPDATE: compatible with the KEY SHARE locks that foreign keys of new rows
         # take on the business, so two recorders cannot deadlock each other.
         await self.session.execute(
-            select(BusinessProfile.id)
-            .where(BusinessProfile.id == business_id)
+            select(col(BusinessProfile.id))
+            .where(col(BusinessProfile.id) == business_id)
             .with_for_update(key_share=True)  # renders FOR NO KEY UPDATE
         )
 
@@ -124,14 +125,14 @@ class GamificationService:
         row = (
             await self.session.execute(
                 update(BusinessProfile)
-                .where(BusinessProfile.id == business_id)
+                .where(col(BusinessProfile.id) == business_id)
                 .values(
-                    total_points=func.max(BusinessProfile.total_points + amount, 0)
+                    total_points=func.max(col(BusinessProfile.total_points) + amount, 0)
                     if self._dialect == "sqlite"
-                    else func.greatest(BusinessProfile.total_points + amount, 0),
+                    else func.greatest(col(BusinessProfile.total_points) + amount, 0),
                     updated_at=utcnow(),
                 )
-                .returning(BusinessProfile.total_points, BusinessProfile.level_id)
+                .returning(col(BusinessProfile.total_points), col(BusinessProfile.level_id))
             )
         ).first()
         if row is None:
@@ -141,9 +142,9 @@ class GamificationService:
             PointEvent(business_id=business_id, reason=reason, amount=amount, ref_id=ref_id)
         )
         reached = (
-            select(Level.id)
-            .where(Level.required_points <= total)
-            .order_by(Level.required_points.desc())  # type: ignore[attr-defined]
+            select(col(Level.id))
+            .where(col(Level.required_points) <= total)
+            .order_by(col(Level.required_points).desc())
             .limit(1)
         )
         level_id = await self.session.scalar(reached)
@@ -156,7 +157,7 @@ class GamificationService:
         if level_id != old_level:
             await self.session.execute(
                 update(BusinessProfile)
-                .where(BusinessProfile.id == business_id)
+                .where(col(BusinessProfile.id) == business_id)
                 .values(level_id=level_id)
             )
         await self.session.flush()
@@ -168,9 +169,9 @@ class GamificationService:
         `lock_business`, so a time zone change cannot slip in between)."""
         row = (
             await self.session.execute(
-                select(BusinessProfile.timezone, BusinessProfile.timezone_changed_at).where(
-                    BusinessProfile.id == business_id
-                )
+                select(
+                    col(BusinessProfile.timezone), col(BusinessProfile.timezone_changed_at)
+                ).where(col(BusinessProfile.id) == business_id)
             )
         ).first()
         if row is None:
@@ -184,10 +185,10 @@ class GamificationService:
                 select(func.count())
                 .select_from(PointEvent)
                 .where(
-                    PointEvent.business_id == business_id,
-                    PointEvent.reason == reason,
-                    PointEvent.amount > 0,
-                    PointEvent.created_at >= since,
+                    col(PointEvent.business_id) == business_id,
+                    col(PointEvent.reason) == reason,
+                    col(PointEvent.amount) > 0,
+                    col(PointEvent.created_at) >= since,
                 )
             )
             or 0
@@ -198,11 +199,11 @@ class GamificationService:
     ) -> int:
         """Points paid (amounts > 0) for `reasons` since `since` (for daily point caps)."""
         value = await self.session.scalar(
-            select(func.coalesce(func.sum(PointEvent.amount), 0)).where(
-                PointEvent.business_id == business_id,
-                PointEvent.reason.in_(reasons),  # type: ignore[attr-defined]
-                PointEvent.amount > 0,
-                PointEvent.created_at >= since,
+            select(func.coalesce(func.sum(col(PointEvent.amount)), 0)).where(
+                col(PointEvent.business_id) == business_id,
+                col(PointEvent.reason).in_(reasons),
+                col(PointEvent.amount) > 0,
+                col(PointEvent.created_at) >= since,
             )
         )
         return int(value or 0)
@@ -210,18 +211,22 @@ class GamificationService:
     async def points_for(self, ref_id: uuid.UUID) -> int:
         """Net points the ledger holds for one reference (e.g. a transaction)."""
         value = await self.session.scalar(
-            select(func.coalesce(func.sum(PointEvent.amount), 0)).where(PointEvent.ref_id == ref_id)
+            select(func.coalesce(func.sum(col(PointEvent.amount)), 0)).where(
+                col(PointEvent.ref_id) == ref_id
+            )
         )
         return int(value or 0)
 
     async def _unlock(self, business_id: uuid.UUID, total: int) -> list[str]:
-        have = select(BusinessAchievement.achievement_id).where(
-            BusinessAchievement.business_id == business_id
+        have = select(col(BusinessAchievement.achievement_id)).where(
+            col(BusinessAchievement.business_id) == business_id
         )
         candidates = list(
             (
-                await self.session.execute(select(Achievement).where(Achievement.id.not_in(have)))
-            ).scalars()  # type: ignore[union-attr]
+                await self.session.execute(
+                    select(Achievement).where(col(Achievement.id).not_in(have))
+                )
+            ).scalars()
         )
         if not candidates:
             return []
@@ -235,15 +240,15 @@ class GamificationService:
         present = set(
             (
                 await self.session.execute(
-                    select(Achievement.id)
-                    .where(Achievement.id.in_([a.id for a in earned]))  # type: ignore[union-attr]
+                    select(col(Achievement.id))
+                    .where(col(Achievement.id).in_([a.id for a in earned]))
                     .with_for_update(read=True, key_share=True)
                 )
             ).scalars()
         )
         unlocked = []
         for achievement in (a for a in earned if a.id in present):
-            table = BusinessAchievement.__table__
+            table = table_of(BusinessAchievement)
             insert = (
                 postgresql.insert(table) if self._dialect == "postgresql" else sqlite.insert(table)
             )
@@ -252,15 +257,15 @@ class GamificationService:
                     business_id=business_id, achievement_id=achievement.id, unlocked_at=utcnow()
                 ).on_conflict_do_nothing(index_elements=["business_id", "achievement_id"])
             )
-            if result.rowcount:  # type: ignore[attr-defined]
+            if rows_touched(result):
                 unlocked.append(achievement.code)
         return unlocked
 
     async def _ledger_counts(self, business_id: uuid.UUID) -> dict[str, int]:
         rows = await self.session.execute(
-            select(PointEvent.reason, func.count())
-            .where(PointEvent.business_id == business_id)
-            .group_by(PointEvent.reason)
+            select(col(PointEvent.reason), func.count())
+            .where(col(PointEvent.business_id) == business_id)
+            .group_by(col(PointEvent.reason))
         )
         return {reason: count for reason, count in rows.all()}
 
@@ -271,18 +276,22 @@ class GamificationService:
     # --- reading ------------------------------------------------------------------------
 
     async def levels(self) -> list[Level]:
-        return list((await self.session.execute(select(Level).order_by(Level.order))).scalars())
+        return list(
+            (await self.session.execute(select(Level).order_by(col(Level.order)))).scalars()
+        )
 
     async def achievements(self) -> list[Achievement]:
         return list(
-            (await self.session.execute(select(Achievement).order_by(Achievement.id))).scalars()
+            (
+                await self.session.execute(select(Achievement).order_by(col(Achievement.id)))
+            ).scalars()
         )
 
     async def achievement(self, achievement_id: int) -> Achievement:
         return await self._achievement_or_404(achievement_id)
 
     async def achievement_by_code(self, code: str) -> Achievement | None:
-        return await self.session.scalar(select(Achievement).where(Achievement.code == code))
+        return await self.session.scalar(select(Achievement).where(col(Achievement.code) == code))
 
     async def stats(self, business: BusinessProfile, recent: int = 10) -> dict[str, Any]:
         levels = await self.levels()
@@ -293,16 +302,17 @@ class GamificationService:
             (
                 await self.session.execute(
                     select(
-                        BusinessAchievement.achievement_id, BusinessAchievement.unlocked_at
-                    ).where(BusinessAchievement.business_id == business.id)
+                        col(BusinessAchievement.achievement_id),
+                        col(BusinessAchievement.unlocked_at),
+                    ).where(col(BusinessAchievement.business_id) == business.id)
                 )
             ).all()
         )
         achievements = await self.achievements()
         events = await self.session.execute(
             select(PointEvent)
-            .where(PointEvent.business_id == business.id)
-            .order_by(PointEvent.created_at.desc())  # type: ignore[attr-defined]
+            .where(col(PointEvent.business_id) == business.id)
+            .order_by(col(PointEvent.created_at).desc())
             .limit(recent)
         )
         return {
@@ -323,25 +333,27 @@ class GamificationService:
 
     async def leaderboard(self, business: BusinessProfile | None, limit: int) -> dict[str, Any]:
         counts = (
-            select(BusinessAchievement.business_id, func.count().label("n"))
-            .group_by(BusinessAchievement.business_id)
+            select(col(BusinessAchievement.business_id), func.count().label("n"))
+            .group_by(col(BusinessAchievement.business_id))
             .subquery()
         )
-        rank = func.rank().over(order_by=BusinessProfile.total_points.desc()).label("rank")  # type: ignore[attr-defined]
+        rank = func.rank().over(order_by=col(BusinessProfile.total_points).desc()).label("rank")
         ranked = (
             select(
-                BusinessProfile.id,
-                BusinessProfile.name,
-                BusinessProfile.total_points,
-                Level.name.label("level"),  # type: ignore[attr-defined]
+                col(BusinessProfile.id),
+                col(BusinessProfile.name),
+                col(BusinessProfile.total_points),
+                label("level", col(Level.name)),
                 func.coalesce(counts.c.n, 0).label("achievements"),
                 rank,
             )
-            .outerjoin(Level, Level.id == BusinessProfile.level_id)
-            .outerjoin(counts, counts.c.business_id == BusinessProfile.id)
+            .outerjoin(Level, col(Level.id) == col(BusinessProfile.level_id))
+            .outerjoin(counts, counts.c.business_id == col(BusinessProfile.id))
             .order_by(
-                BusinessProfile.total_points.desc(), BusinessProfile.created_at, BusinessProfile.id
-            )  # type: ignore[attr-defined]
+                col(BusinessProfile.total_points).desc(),
+                col(BusinessProfile.created_at),
+                col(BusinessProfile.id),
+            )
         )
         top = (await self.session.execute(ranked.limit(limit))).all()
         mine_id = business.id if business is not None else None
@@ -351,10 +363,12 @@ class GamificationService:
             mine = next((e for e in entries if e["is_mine"]), None)
             if mine is None:
                 higher = await self.session.scalar(
-                    select(func.count()).where(BusinessProfile.total_points > business.total_points)
+                    select(func.count()).where(
+                        col(BusinessProfile.total_points) > business.total_points
+                    )
                 )
                 row = (
-                    await self.session.execute(ranked.where(BusinessProfile.id == business.id))
+                    await self.session.execute(ranked.where(col(BusinessProfile.id) == business.id))
                 ).one()
                 me = {**_board_row(row, mine_id), "rank": (higher or 0) + 1}
             else:
@@ -438,7 +452,7 @@ class GamificationService:
         if self._dialect == "postgresql":
             await self.session.execute(select(func.pg_advisory_xact_lock(_LADDER_LOCK)))
         else:  # SQLite: a write statement takes the database's write lock until commit
-            await self.session.execute(update(Level).where(Level.id == -1).values(icon=None))
+            await self.session.execute(update(Level).where(col(Level.id) == -1).values(icon=None))
 
     async def _settle_ladder(self, conflict: str) -> None:
         """Put every business on the level its points reach under the new ladder."""
@@ -448,9 +462,9 @@ class GamificationService:
             await self.session.rollback()
             raise ConflictError(conflict) from None
         reached = (
-            select(Level.id)
-            .where(Level.required_points <= BusinessProfile.total_points)
-            .order_by(Level.required_points.desc())  # type: ignore[attr-defined]
+            select(col(Level.id))
+            .where(col(Level.required_points) <= col(BusinessProfile.total_points))
+            .order_by(col(Level.required_points).desc())
             .limit(1)
             .scalar_subquery()
         )
@@ -459,7 +473,7 @@ class GamificationService:
         # this ladder edit (it locks the level it moves to): no deadlock.
         await self.session.execute(
             update(BusinessProfile)
-            .where(BusinessProfile.level_id.is_distinct_from(reached))  # type: ignore[union-attr]
+            .where(col(BusinessProfile.level_id).is_distinct_from(reached))
             .values(level_id=reached)
         )
         await commit_or_conflict(self.session, conflict)
@@ -488,16 +502,16 @@ class GamificationService:
         """Delete it (and every business's unlock of it); of two parallel deletes, the
         one that finds no row answers 404."""
         result = await self.session.execute(
-            delete(Achievement).where(Achievement.id == achievement_id)  # type: ignore[arg-type]
+            delete(Achievement).where(col(Achievement.id) == achievement_id)
         )
-        if result.rowcount != 1:  # type: ignore[attr-defined]
+        if rows_touched(result) != 1:
             await self.session.rollback()
             raise NotFoundError(ACHIEVEMENT_NOT_FOUND)
         # Unlocks go with it (ON DELETE CASCADE; deleted explicitly too, for SQLite
         # databases opened without foreign keys).
         await self.session.execute(
             delete(BusinessAchievement).where(
-                BusinessAchievement.achievement_id == achievement_id  # type: ignore[arg-type]
+                col(BusinessAchievement.achievement_id) == achievement_id
             )
         )
         await self.session.commit()

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import builtins
 import uuid
 from collections import defaultdict
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import and_, func, or_, select, text, update
+from sqlalchemy import ColumnElement, and_, func, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
+from app.db.helpers import rows_touched, table_of
 from app.modules.milestone.models import (
     ACTIVE_STATUSES,
     OPEN_GENERATION_PREDICATE,
@@ -22,7 +25,7 @@ from app.modules.milestone.models import (
     RoadmapGeneration,
 )
 
-_OPEN = RoadmapGeneration.status.in_(OPEN_GENERATION_STATUSES)  # type: ignore[attr-defined]
+_OPEN = col(RoadmapGeneration.status).in_(OPEN_GENERATION_STATUSES)
 
 
 class MilestoneRepository:
@@ -36,9 +39,9 @@ class MilestoneRepository:
         return (
             await self.session.execute(
                 select(Milestone).where(
-                    Milestone.id == milestone_id,
-                    Milestone.business_id == business_id,
-                    Milestone.deleted_at.is_(None),  # type: ignore[union-attr]
+                    col(Milestone.id) == milestone_id,
+                    col(Milestone.business_id) == business_id,
+                    col(Milestone.deleted_at).is_(None),
                 )
             )
         ).scalar_one_or_none()
@@ -46,14 +49,14 @@ class MilestoneRepository:
     async def list(
         self, business_id: uuid.UUID, statuses: Sequence[str] | None, limit: int, offset: int
     ) -> tuple[list[Milestone], int]:
-        where = [Milestone.business_id == business_id, Milestone.deleted_at.is_(None)]  # type: ignore[union-attr]
+        where = [col(Milestone.business_id) == business_id, col(Milestone.deleted_at).is_(None)]
         if statuses:
-            where.append(Milestone.status.in_(statuses))  # type: ignore[attr-defined]
+            where.append(col(Milestone.status).in_(statuses))
         total = await self.session.scalar(select(func.count()).select_from(Milestone).where(*where))
         rows = await self.session.execute(
             select(Milestone)
             .where(*where)
-            .order_by(Milestone.position, Milestone.created_at, Milestone.id)  # type: ignore[arg-type]
+            .order_by(col(Milestone.position), col(Milestone.created_at), col(Milestone.id))
             .limit(limit)
             .offset(offset)
         )
@@ -64,16 +67,18 @@ class MilestoneRepository:
             select(func.count())
             .select_from(Milestone)
             .where(
-                Milestone.business_id == business_id,
-                Milestone.deleted_at.is_(None),  # type: ignore[union-attr]
-                Milestone.status.in_(ACTIVE_STATUSES),  # type: ignore[attr-defined]
+                col(Milestone.business_id) == business_id,
+                col(Milestone.deleted_at).is_(None),
+                col(Milestone.status).in_(ACTIVE_STATUSES),
             )
         )
         return await self.session.scalar(query) or 0
 
     async def next_position(self, business_id: uuid.UUID) -> int:
         highest = await self.session.scalar(
-            select(func.max(Milestone.position)).where(Milestone.business_id == business_id)
+            select(func.max(col(Milestone.position))).where(
+                col(Milestone.business_id) == business_id
+            )
         )
         return 0 if highest is None else highest + 1
 
@@ -81,41 +86,44 @@ class MilestoneRepository:
         """pending -> in_progress; False if it was not pending (any more)."""
         result = await self.session.execute(
             update(Milestone)
-            .where(Milestone.id == milestone_id, Milestone.status == MilestoneStatus.PENDING)
+            .where(
+                col(Milestone.id) == milestone_id,
+                col(Milestone.status) == MilestoneStatus.PENDING,
+            )
             .values(status=MilestoneStatus.IN_PROGRESS, started_at=now, updated_at=now)
         )
-        return result.rowcount == 1  # type: ignore[attr-defined]
+        return rows_touched(result) == 1
 
     async def soft_delete(self, milestone_id: uuid.UUID, now: datetime) -> None:
         """Mark deleted (callers hold the business lock and have read it undeleted)."""
         await self.session.execute(
             update(Milestone)
-            .where(Milestone.id == milestone_id, Milestone.deleted_at.is_(None))  # type: ignore[union-attr]
+            .where(col(Milestone.id) == milestone_id, col(Milestone.deleted_at).is_(None))
             .values(deleted_at=now, updated_at=now)
         )
 
-    async def completed(self, business_id: uuid.UUID, limit: int) -> list[Milestone]:
+    async def completed(self, business_id: uuid.UUID, limit: int) -> builtins.list[Milestone]:
         """The most recently completed milestones, newest first."""
         rows = await self.session.execute(
             select(Milestone)
             .where(
-                Milestone.business_id == business_id,
-                Milestone.deleted_at.is_(None),  # type: ignore[union-attr]
-                Milestone.completed_at.is_not(None),  # type: ignore[union-attr]
+                col(Milestone.business_id) == business_id,
+                col(Milestone.deleted_at).is_(None),
+                col(Milestone.completed_at).is_not(None),
             )
-            .order_by(Milestone.completed_at.desc())  # type: ignore[union-attr]
+            .order_by(col(Milestone.completed_at).desc())
             .limit(limit)
         )
         return list(rows.scalars())
 
-    async def of_generation(self, generation_id: uuid.UUID) -> list[Milestone]:
+    async def of_generation(self, generation_id: uuid.UUID) -> builtins.list[Milestone]:
         rows = await self.session.execute(
             select(Milestone)
             .where(
-                Milestone.generation_id == generation_id,
-                Milestone.deleted_at.is_(None),  # type: ignore[union-attr]
+                col(Milestone.generation_id) == generation_id,
+                col(Milestone.deleted_at).is_(None),
             )
-            .order_by(Milestone.position)  # type: ignore[arg-type]
+            .order_by(col(Milestone.position))
         )
         return list(rows.scalars())
 
@@ -123,14 +131,14 @@ class MilestoneRepository:
 
     async def tasks_of(
         self, milestone_ids: Sequence[uuid.UUID]
-    ) -> dict[uuid.UUID, list[MilestoneTask]]:
-        out: dict[uuid.UUID, list[MilestoneTask]] = defaultdict(list)
+    ) -> dict[uuid.UUID, builtins.list[MilestoneTask]]:
+        out: dict[uuid.UUID, builtins.list[MilestoneTask]] = defaultdict(list)
         if not milestone_ids:
             return out
         rows = await self.session.execute(
             select(MilestoneTask)
-            .where(MilestoneTask.milestone_id.in_(milestone_ids))  # type: ignore[attr-defined]
-            .order_by(MilestoneTask.position, MilestoneTask.id)  # type: ignore[arg-type]
+            .where(col(MilestoneTask.milestone_id).in_(milestone_ids))
+            .order_by(col(MilestoneTask.position), col(MilestoneTask.id))
             # Fresh values, also for tasks loaded before a `mark_task` UPDATE.
             .execution_options(populate_existing=True)
         )
@@ -142,7 +150,8 @@ class MilestoneRepository:
         return (
             await self.session.execute(
                 select(MilestoneTask).where(
-                    MilestoneTask.id == task_id, MilestoneTask.milestone_id == milestone_id
+                    col(MilestoneTask.id) == task_id,
+                    col(MilestoneTask.milestone_id) == milestone_id,
                 )
             )
         ).scalar_one_or_none()
@@ -152,12 +161,12 @@ class MilestoneRepository:
     ) -> uuid.UUID | None:
         """The milestone holding the task, if it is this business's and not deleted."""
         return await self.session.scalar(
-            select(Milestone.id)
-            .join(MilestoneTask, MilestoneTask.milestone_id == Milestone.id)
+            select(col(Milestone.id))
+            .join(MilestoneTask, col(MilestoneTask.milestone_id) == col(Milestone.id))
             .where(
-                MilestoneTask.id == task_id,
-                Milestone.business_id == business_id,
-                Milestone.deleted_at.is_(None),  # type: ignore[union-attr]
+                col(MilestoneTask.id) == task_id,
+                col(Milestone.business_id) == business_id,
+                col(Milestone.deleted_at).is_(None),
             )
         )
 
@@ -165,10 +174,10 @@ class MilestoneRepository:
         """Flip `done`; False if the task already was in that state (nothing changed)."""
         result = await self.session.execute(
             update(MilestoneTask)
-            .where(MilestoneTask.id == task_id, MilestoneTask.done.is_(not done))  # type: ignore[attr-defined]
+            .where(col(MilestoneTask.id) == task_id, col(MilestoneTask.done).is_(not done))
             .values(done=done, done_at=now if done else None)
         )
-        return result.rowcount == 1  # type: ignore[attr-defined]
+        return rows_touched(result) == 1
 
     async def open_tasks(self, milestone_id: uuid.UUID) -> int:
         return (
@@ -176,8 +185,8 @@ class MilestoneRepository:
                 select(func.count())
                 .select_from(MilestoneTask)
                 .where(
-                    MilestoneTask.milestone_id == milestone_id,
-                    MilestoneTask.done.is_(False),  # type: ignore[attr-defined]
+                    col(MilestoneTask.milestone_id) == milestone_id,
+                    col(MilestoneTask.done).is_(False),
                 )
             )
             or 0
@@ -194,7 +203,9 @@ class GenerationRepository:
     async def open_for(self, business_id: uuid.UUID) -> RoadmapGeneration | None:
         return (
             await self.session.execute(
-                select(RoadmapGeneration).where(RoadmapGeneration.business_id == business_id, _OPEN)
+                select(RoadmapGeneration).where(
+                    col(RoadmapGeneration.business_id) == business_id, _OPEN
+                )
             )
         ).scalar_one_or_none()
 
@@ -202,21 +213,23 @@ class GenerationRepository:
         return (
             await self.session.execute(
                 select(RoadmapGeneration)
-                .where(RoadmapGeneration.business_id == business_id)
-                .order_by(RoadmapGeneration.created_at.desc())  # type: ignore[attr-defined]
+                .where(col(RoadmapGeneration.business_id) == business_id)
+                .order_by(col(RoadmapGeneration.created_at).desc())
                 .limit(1)
             )
         ).scalar_one_or_none()
 
-    async def created_since(self, business_id: uuid.UUID, since: datetime) -> list[datetime]:
+    async def created_since(
+        self, business_id: uuid.UUID, since: datetime
+    ) -> builtins.list[datetime]:
         """When this business's requests since `since` were made, oldest first."""
         rows = await self.session.execute(
-            select(RoadmapGeneration.created_at)
+            select(col(RoadmapGeneration.created_at))
             .where(
-                RoadmapGeneration.business_id == business_id,
-                RoadmapGeneration.created_at >= since,  # type: ignore[operator]
+                col(RoadmapGeneration.business_id) == business_id,
+                col(RoadmapGeneration.created_at) >= since,
             )
-            .order_by(RoadmapGeneration.created_at)  # type: ignore[arg-type]
+            .order_by(col(RoadmapGeneration.created_at))
         )
         return list(rows.scalars())
 
@@ -225,7 +238,7 @@ class GenerationRepository:
     ) -> bool:
         """Record a pending request unless one is open (the partial unique index decides,
         so parallel triggers cannot both insert). True if this call inserted it."""
-        table = RoadmapGeneration.__table__
+        table = table_of(RoadmapGeneration)
         dialect = self.session.get_bind().dialect.name
         insert = postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
         result = await self.session.execute(
@@ -243,13 +256,13 @@ class GenerationRepository:
                 index_where=text(OPEN_GENERATION_PREDICATE),
             )
         )
-        return result.rowcount == 1  # type: ignore[attr-defined]
+        return rows_touched(result) == 1
 
-    async def claimable(self, now: datetime, limit: int) -> list[uuid.UUID]:
+    async def claimable(self, now: datetime, limit: int) -> builtins.list[uuid.UUID]:
         rows = await self.session.execute(
-            select(RoadmapGeneration.id)
+            select(col(RoadmapGeneration.id))
             .where(self._claimable(now))
-            .order_by(RoadmapGeneration.created_at)  # type: ignore[arg-type]
+            .order_by(col(RoadmapGeneration.created_at))
             .limit(limit)
         )
         return list(rows.scalars())
@@ -260,7 +273,7 @@ class GenerationRepository:
         """Take a pending request, or a running one whose worker's lease ran out."""
         result = await self.session.execute(
             update(RoadmapGeneration)
-            .where(RoadmapGeneration.id == generation_id, self._claimable(now))
+            .where(col(RoadmapGeneration.id) == generation_id, self._claimable(now))
             .values(
                 status=GenerationStatus.RUNNING,
                 claim=claim,
@@ -268,7 +281,7 @@ class GenerationRepository:
                 stage="thinking",
             )
         )
-        return result.rowcount == 1  # type: ignore[attr-defined]
+        return rows_touched(result) == 1
 
     async def update_claimed(
         self, generation_id: uuid.UUID, claim: uuid.UUID, **values: object
@@ -277,13 +290,13 @@ class GenerationRepository:
         result = await self.session.execute(
             update(RoadmapGeneration)
             .where(
-                RoadmapGeneration.id == generation_id,
-                RoadmapGeneration.claim == claim,
-                RoadmapGeneration.status == GenerationStatus.RUNNING,
+                col(RoadmapGeneration.id) == generation_id,
+                col(RoadmapGeneration.claim) == claim,
+                col(RoadmapGeneration.status) == GenerationStatus.RUNNING,
             )
             .values(**values)
         )
-        return result.rowcount == 1  # type: ignore[attr-defined]
+        return rows_touched(result) == 1
 
     async def release(self, claims: Sequence[uuid.UUID]) -> None:
         """Hand running requests back to the queue (a worker shutting down cleanly)."""
@@ -291,8 +304,8 @@ class GenerationRepository:
             await self.session.execute(
                 update(RoadmapGeneration)
                 .where(
-                    RoadmapGeneration.claim.in_(claims),  # type: ignore[union-attr]
-                    RoadmapGeneration.status == GenerationStatus.RUNNING,
+                    col(RoadmapGeneration.claim).in_(claims),
+                    col(RoadmapGeneration.status) == GenerationStatus.RUNNING,
                 )
                 .values(
                     status=GenerationStatus.PENDING, claim=None, lease_until=None, stage="queued"
@@ -300,11 +313,11 @@ class GenerationRepository:
             )
 
     @staticmethod
-    def _claimable(now: datetime):  # type: ignore[no-untyped-def]
+    def _claimable(now: datetime) -> ColumnElement[bool]:
         return or_(
-            RoadmapGeneration.status == GenerationStatus.PENDING,
+            col(RoadmapGeneration.status) == GenerationStatus.PENDING,
             and_(
-                RoadmapGeneration.status == GenerationStatus.RUNNING,
-                RoadmapGeneration.lease_until < now,  # type: ignore[operator]
+                col(RoadmapGeneration.status) == GenerationStatus.RUNNING,
+                col(RoadmapGeneration.lease_until) < now,
             ),
         )

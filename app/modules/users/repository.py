@@ -8,8 +8,9 @@ from typing import Any
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
+from sqlmodel import col
 
-from app.db.helpers import escape_like
+from app.db.helpers import escape_like, rows_touched
 from app.modules.users.models import User, UserRole
 
 
@@ -21,7 +22,7 @@ class UserRepository:
         return await self.session.get(User, user_id)
 
     async def get_by_email(self, email: str) -> User | None:
-        result = await self.session.execute(select(User).where(User.email == email))
+        result = await self.session.execute(select(User).where(col(User.email) == email))
         return result.scalar_one_or_none()
 
     def add(self, user: User) -> None:
@@ -33,15 +34,15 @@ class UserRepository:
             pattern = f"%{escape_like(query.lower())}%"
             stmt = stmt.where(
                 or_(
-                    func.lower(User.email).like(pattern, escape="\\"),
-                    func.lower(User.name).like(pattern, escape="\\"),
+                    func.lower(col(User.email)).like(pattern, escape="\\"),
+                    func.lower(col(User.name)).like(pattern, escape="\\"),
                 )
             )
         total = (
             await self.session.execute(select(func.count()).select_from(stmt.subquery()))
         ).scalar_one()
         rows = await self.session.execute(
-            stmt.order_by(User.created_at.desc(), User.id).limit(limit).offset(offset)  # type: ignore[attr-defined]
+            stmt.order_by(col(User.created_at).desc(), col(User.id)).limit(limit).offset(offset)
         )
         return list(rows.scalars()), total
 
@@ -53,22 +54,26 @@ class UserRepository:
         and then sees the first one's change; on SQLite the guarded UPDATE is a single
         atomic statement. Returns False (nothing written) when it would remove the last.
         """
-        active_admin = (User.role == UserRole.ADMIN) & User.is_active.is_(True)  # type: ignore[attr-defined]
-        await self.session.execute(select(User.id).where(active_admin).with_for_update())
+        active_admin = (col(User.role) == UserRole.ADMIN) & col(User.is_active).is_(True)
+        await self.session.execute(select(col(User.id)).where(active_admin).with_for_update())
         other = aliased(User)
         other_remains = (
-            select(other.id)
-            .where(other.role == UserRole.ADMIN, other.is_active.is_(True), other.id != user_id)  # type: ignore[attr-defined]
+            select(col(other.id))
+            .where(
+                col(other.role) == UserRole.ADMIN,
+                col(other.is_active).is_(True),
+                col(other.id) != user_id,
+            )
             .exists()
         )
         result = await self.session.execute(
             update(User)
-            .where(User.id == user_id, other_remains)  # type: ignore[arg-type]
+            .where(col(User.id) == user_id, other_remains)
             .values(**values)
             .execution_options(synchronize_session=False)
         )
-        return result.rowcount == 1  # type: ignore[attr-defined]
+        return rows_touched(result) == 1
 
     async def any_admin(self) -> bool:
-        stmt = select(User.id).where(User.role == UserRole.ADMIN).limit(1)
+        stmt = select(col(User.id)).where(col(User.role) == UserRole.ADMIN).limit(1)
         return (await self.session.execute(stmt)).first() is not None
