@@ -32,7 +32,7 @@ from app.core.config import Settings
 from app.db.session import Database
 from app.modules.business.service import BusinessService
 from app.modules.finance.models import Transaction
-from app.modules.finance.service import FinanceService, csv_chunks, safe_cell
+from app.modules.finance.reports import FinanceReports, csv_chunks, safe_cell
 from tests.helpers.accounts import API, Account
 from tests.helpers.business import category_id, owner_with_business, record
 from tests.helpers.databases import fresh_database_url
@@ -281,9 +281,9 @@ async def test_batches_cover_every_row_once_and_truncation_is_counted_first(
     for max_rows, truncated in ((61, False), (60, True), (7, True)):
         async with sessions() as session:
             business = await BusinessService(session).mine_or_404(uuid.UUID(owner.id))
-            service = FinanceService(session)
-            export = service.csv_export(business, date(2026, 4, 1), date(2026, 4, 30), max_rows)
-            export = await service.count_export(export)
+            reports = FinanceReports(session)
+            export = reports.csv_export(business, date(2026, 4, 1), date(2026, 4, 30), max_rows)
+            export = await reports.count_export(export)
         assert export.truncated is truncated
         # Batches of 4 rows split the runs of three rows at the same minute.
         chunks = [c async for c in csv_chunks(sessions, export, batch_rows=4)]

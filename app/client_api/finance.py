@@ -16,6 +16,7 @@ from app.client_api.fields import Icon, Ignored, Lower, Upper
 from app.client_api.views import UnlockedAchievement, first_unlocked
 from app.core.errors import Responses
 from app.modules.finance.models import EntryType, FinanceCategory, PaymentMethod, Transaction
+from app.modules.finance.reports import FinanceReports
 from app.modules.finance.repository import TransactionFilters
 from app.modules.finance.schemas import (
     BoundedDateTime,
@@ -242,27 +243,27 @@ async def client_summary(
 ) -> ClientSummary:
     """Totals of the calendar period (local to the business) and each type's split by
     category, with shares in percent."""
-    summary = await FinanceService(session).summary(business, period, None, None, None)
-    totals = {EntryType.INCOME: summary["income"], EntryType.EXPENSE: summary["expense"]}
+    summary = await FinanceReports(session).summary(business, period, None, None, None)
+    totals = {EntryType.INCOME: summary.income, EntryType.EXPENSE: summary.expense}
 
     def breakdown(kind: EntryType) -> list[ClientBreakdown]:
         return [
             ClientBreakdown(
-                category=c["category_name"],
-                amount=c["total"],
-                percentage=round(c["total"] * 100 / totals[kind], 2),
+                category=c.category_name,
+                amount=c.total,
+                percentage=round(c.total * 100 / totals[kind], 2),
             )
-            for c in summary["by_category"]
-            if c["type"] == kind and totals[kind]
+            for c in summary.by_category
+            if c.type == kind and totals[kind]
         ]
 
     return ClientSummary(
         period=period,
-        period_start=summary["start"],
-        period_end=summary["end"],
-        total_income=summary["income"],
-        total_expense=summary["expense"],
-        net_profit=summary["net"],
+        period_start=summary.start,
+        period_end=summary.end,
+        total_income=summary.income,
+        total_expense=summary.expense,
+        net_profit=summary.net,
         income_breakdown=breakdown(EntryType.INCOME),
         expense_breakdown=breakdown(EntryType.EXPENSE),
     )

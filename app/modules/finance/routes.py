@@ -14,6 +14,7 @@ from app.api.deps import CurrentBusiness, CurrentUser, SessionDep, SettingsDep
 from app.core.errors import UNPROCESSABLE_RESPONSE
 from app.core.types import Limit, Offset, SearchText
 from app.modules.finance.models import EntryType, FinanceCategory, Transaction
+from app.modules.finance.reports import FinanceReports, csv_chunks
 from app.modules.finance.repository import TransactionFilters
 from app.modules.finance.schemas import (
     BoundedDate,
@@ -28,7 +29,7 @@ from app.modules.finance.schemas import (
     TransactionPublic,
     TransactionUpdate,
 )
-from app.modules.finance.service import FinanceService, csv_chunks
+from app.modules.finance.service import FinanceService
 from app.modules.limits.service import LimitService, SlotLease
 
 router = APIRouter(
@@ -194,8 +195,8 @@ async def export_transactions(
     """CSV (UTF-8 with a byte-order mark) of the range, streamed in batches, at most
     100,000 rows. `X-Export-Truncated: true`: the range holds more, ask for a shorter one.
     At most EXPORT_MAX_PARALLEL_PER_USER exports of one user run at once."""
-    service = FinanceService(session)
-    export = service.csv_export(business, start, end)
+    reports = FinanceReports(session)
+    export = reports.csv_export(business, start, end)
     sessionmaker = request.app.state.db.sessionmaker
     holder = await LimitService(session).take_slot(
         f"export:{user.id}",
@@ -207,7 +208,7 @@ async def export_transactions(
     )
     lease = SlotLease(sessionmaker, holder)
     try:
-        export = await service.count_export(export)
+        export = await reports.count_export(export)
     except BaseException:
         await lease.release()
         raise
@@ -268,6 +269,4 @@ async def summary(
 ) -> FinanceSummary:
     """Income, expense, net and count for a period, by category, with a chart series
     (daily buckets up to 92 days, monthly beyond)."""
-    return FinanceSummary.model_validate(
-        await FinanceService(session).summary(business, period, date_, start, end)
-    )
+    return await FinanceReports(session).summary(business, period, date_, start, end)

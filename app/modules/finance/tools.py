@@ -10,6 +10,7 @@ from app.core.tools import ToolContext, ToolSpec
 from app.core.types import SearchText, SingleLine
 from app.modules.business.service import callers_business
 from app.modules.finance.models import EntryType
+from app.modules.finance.reports import FinanceReports
 from app.modules.finance.repository import TransactionFilters
 from app.modules.finance.schemas import (
     BoundedDate,
@@ -112,11 +113,11 @@ class ReportParams(BaseModel):
 async def financial_report(ctx: ToolContext, p: ReportParams) -> dict[str, Any]:
     async with ctx.session() as session:
         business = await callers_business(session, ctx.user_id)
-        summary = await FinanceService(session).summary(business, p.period, p.date, p.start, p.end)
-    summary.pop("series", None)  # per-day buckets: too long for the model's context
-    for item in summary["by_category"]:
-        item.pop("category_id", None)
-    return summary
+        summary = await FinanceReports(session).summary(business, p.period, p.date, p.start, p.end)
+    # Without the per-day buckets (too long for the model's context) and the ids.
+    return summary.model_dump(
+        mode="json", exclude={"series": True, "by_category": {"__all__": {"category_id"}}}
+    )
 
 
 class CategoryParams(BaseModel):

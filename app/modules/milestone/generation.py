@@ -28,7 +28,7 @@ from app.modules.agent.prompt import describe_business, today_in_jakarta
 from app.modules.agent.runner import AgentError, stream_llm, tool_calls
 from app.modules.business.service import BusinessService
 from app.modules.chat.service import ChatService
-from app.modules.finance.service import FinanceService
+from app.modules.finance.reports import FinanceReports
 from app.modules.milestone.models import GenerationKind
 from app.modules.milestone.repository import MilestoneRepository
 from app.modules.milestone.service import MilestonePlan
@@ -109,18 +109,18 @@ async def gather_context(
     milestones = MilestoneRepository(session)
     done = await milestones.completed(business_id, RECENT_COMPLETED)
     tasks = await milestones.tasks_of([m.id for m in done])
-    money = await FinanceService(session).summary(business, "month", None, None, None)
+    money = await FinanceReports(session).summary(business, "month", None, None, None)
     chat = await ChatService(session).recent_messages(business.user_id, RECENT_CHAT_MESSAGES)
 
     parts = [f"Hari ini: {today_in_jakarta()}.", describe_business(business) or ""]
     top = ", ".join(
-        f"{c['category_name']} ({c['type']}) Rp{c['total']:,}".replace(",", ".")
-        for c in money["by_category"][:5]
+        f"{c.category_name} ({c.type}) Rp{c.total:,}".replace(",", ".")
+        for c in money.by_category[:5]
     )
     parts.append(
-        f"Keuangan bulan ini ({money['start']} s.d. {money['end']}): pemasukan "
-        f"Rp{money['income']:,}, pengeluaran Rp{money['expense']:,}, bersih Rp{money['net']:,}, "
-        f"{money['count']} transaksi.".replace(",", ".")
+        f"Keuangan bulan ini ({money.start} s.d. {money.end}): pemasukan "
+        f"Rp{money.income:,}, pengeluaran Rp{money.expense:,}, bersih Rp{money.net:,}, "
+        f"{money.count} transaksi.".replace(",", ".")
         + (f" Kategori terbesar: {top}." if top else "")
     )
     if done:
