@@ -13,8 +13,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import timedelta
 from typing import Any
 
@@ -22,38 +22,35 @@ import structlog
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
+from app.api.deps import get_auth_service
 from app.api.health import router as health_router
 from app.api.router import api_router
 from app.client_api.errors import ErrorMessageMiddleware
 from app.client_api.router import client_router
+from app.context import AppContext
 from app.core.config import Settings, SettingsError, get_settings
 from app.core.errors import BODY_ERROR_RESPONSES, install_exception_handlers
-from app.core.llm import build_llm
 from app.core.logging import configure_logging
-from app.core.mcp import MCPManager
 from app.core.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
-from app.core.security import PasswordHasher, TokenCodec
 from app.db.init_data import ensure_first_admin
-from app.db.session import Database, init_db
+from app.db.session import init_db
 from app.db.types import utcnow
 from app.mcp_server import MCPDeps, MountedMCP
-from app.modules.auth.service import AuthService
 from app.modules.limits.service import LimitService
-from app.modules.milestone.worker import RoadmapWorker
 
 log = structlog.stdlib.get_logger("app")
 
 HOUSEKEEPING_INTERVAL_SECONDS = 3600
 
 
-async def _housekeeping(app: FastAPI) -> None:
+async def _housekeeping(context: AppContext) -> None:
     """Delete expired refresh tokens, rate-limit events past their window and lapsed
     usage slots, now and every hour."""
-    settings: Settings = app.state.settings
+    settings = context.settings
     while True:
         try:
-            async with app.state.db.sessionmaker() as session:
-                service = AuthService(session, settings, app.state.hasher, app.state.tokens)
+            async with context.db.sessionmaker() as session:
+                service = get_auth_service(session, context)
                 tokens = await service.purge_expired()
                 horizon = utcnow() - timedelta(seconds=settings.longest_rate_window_seconds)
                 events, slots = await LimitService(session).purge(horizon)
@@ -85,38 +82,50 @@ def _freeze_startup_objects() -> None:
         gc.freeze()
 
 
-@asynccontextmanager
-async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    settings: Settings = app.state.settings
-    db: Database = app.state.db
-    log.info("starting", env=settings.ENV, database=db.engine.dialect.name)
-    await init_db(db)
-    await ensure_first_admin(db, settings, app.state.hasher)
-    mcp: MCPManager = app.state.mcp
-    await mcp.start()
-    roadmaps: RoadmapWorker | None = app.state.roadmaps
-    if roadmaps is not None:
-        await roadmaps.start()
-    housekeeping = asyncio.create_task(_housekeeping(app), name="housekeeping")
-    try:
-        async with app.state.mcp_server.running():  # Telaten's own MCP endpoint
-            _freeze_startup_objects()
-            yield
-    finally:
-        if roadmaps is not None:
-            await roadmaps.stop()
-        await mcp.stop()
-        housekeeping.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await housekeeping
-        await db.dispose()
-        log.info("stopped")
+def _lifespan(
+    context: AppContext, own_mcp: MountedMCP
+) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        settings, db, roadmap_worker = context.settings, context.db, context.roadmap_worker
+        log.info("starting", env=settings.ENV, database=db.engine.dialect.name)
+        await init_db(db)
+        await ensure_first_admin(db, settings, context.hasher)
+        await context.mcp.start()
+        if roadmap_worker is not None:
+            await roadmap_worker.start()
+        housekeeping = asyncio.create_task(_housekeeping(context), name="housekeeping")
+        try:
+            async with own_mcp.running():  # Telaten's own MCP endpoint
+                _freeze_startup_objects()
+                yield
+        finally:
+            if roadmap_worker is not None:
+                await roadmap_worker.stop()
+            await context.mcp.stop()
+            housekeeping.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await housekeeping
+            await db.dispose()
+            log.info("stopped")
+
+    return lifespan
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     configure_logging(settings)
 
+    context = AppContext.build(settings)
+    own_mcp = MountedMCP(
+        MCPDeps(
+            settings=settings,
+            sessionmaker=context.db.sessionmaker,
+            hasher=context.hasher,
+            tokens=context.tokens,
+            roadmap_worker=context.roadmap_worker,
+        )
+    )
     docs = settings.docs_enabled  # DOCS_ENABLED: off in production unless asked for
     app = FastAPI(
         title=settings.PROJECT_NAME,
@@ -124,35 +133,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         openapi_url=f"{settings.API_V1_STR}/openapi.json" if docs else None,
         docs_url="/docs" if docs else None,
         redoc_url="/redoc" if docs else None,
-        lifespan=lifespan,
+        lifespan=_lifespan(context, own_mcp),
     )
-    app.state.settings = settings
-    app.state.db = Database(settings)
-    app.state.hasher = PasswordHasher(rounds=settings.BCRYPT_ROUNDS)
-    app.state.llm = build_llm(settings)  # None without a configured model: AI routes 503
-    app.state.roadmaps = (
-        RoadmapWorker(
-            app.state.db.sessionmaker,
-            app.state.llm,
-            attempt_timeout=settings.ROADMAP_ATTEMPT_TIMEOUT_SECONDS,
-            max_attempts=settings.ROADMAP_MAX_ATTEMPTS,
-            concurrency=settings.ROADMAP_CONCURRENCY,
-        )
-        if app.state.llm is not None
-        else None
-    )
-    app.state.mcp = MCPManager.from_settings(settings)
-    app.state.tokens = TokenCodec.from_settings(settings)
-
-    app.state.mcp_server = MountedMCP(
-        MCPDeps(
-            settings=settings,
-            sessionmaker=app.state.db.sessionmaker,
-            hasher=app.state.hasher,
-            tokens=app.state.tokens,
-            scheduler=app.state.roadmaps,
-        )
-    )
+    app.state.context = context  # read through app/api/deps.py (get_context) only
 
     install_exception_handlers(app)
     # Middleware, innermost first (each one added wraps the ones before it).
@@ -176,7 +159,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
 
     app.include_router(health_router)
-    app.router.routes.extend(app.state.mcp_server.routes)  # /mcp, /mcp/sse
+    app.router.routes.extend(own_mcp.routes)  # /mcp, /mcp/sse
     app.include_router(api_router, prefix=settings.API_V1_STR)
     if settings.CLIENT_API_PREFIX:
         app.include_router(client_router, prefix=settings.CLIENT_API_PREFIX)

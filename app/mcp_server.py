@@ -53,6 +53,7 @@ from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.tools import DOMAIN_TOOLS, tool_context
+from app.core.background import Worker
 from app.core.config import Settings
 from app.core.errors import TooManyRequestsError, UnauthorizedError
 from app.core.mcp.connection import TELATEN_SERVER_NAME
@@ -60,7 +61,6 @@ from app.core.security import InvalidTokenError, PasswordHasher, TokenCodec
 from app.core.tools import ToolSpec, run_spec
 from app.modules.auth.service import AuthService
 from app.modules.limits.service import LimitService, SlotLease
-from app.modules.milestone.service import RoadmapScheduler
 
 log = structlog.stdlib.get_logger(__name__)
 
@@ -88,7 +88,7 @@ class MCPDeps:
     sessionmaker: async_sessionmaker[AsyncSession]
     hasher: PasswordHasher
     tokens: TokenCodec
-    scheduler: RoadmapScheduler | None
+    roadmap_worker: Worker | None
 
     async def user_id_for(self, token: str) -> uuid.UUID:
         """The active user behind an access token; `UnauthorizedError` otherwise."""
@@ -134,7 +134,7 @@ def _tool_function(spec: ToolSpec, deps: MCPDeps, stdio_token: str | None) -> Ca
             sessionmaker=deps.sessionmaker,
             hasher=deps.hasher,
             settings=deps.settings,
-            scheduler=deps.scheduler,
+            roadmap_worker=deps.roadmap_worker,
             conversation=None,  # MCP clients confirm destructive tools with their user
         )
         text, is_error = await run_spec(spec, ctx, arguments)
@@ -357,7 +357,7 @@ async def serve_stdio(settings: Settings, token: str) -> None:
             hasher=PasswordHasher(rounds=settings.BCRYPT_ROUNDS),
             tokens=TokenCodec.from_settings(settings),
             # Requests for a next roadmap are recorded; the API server's worker runs them.
-            scheduler=_RecordOnly() if build_llm(settings) is not None else None,
+            roadmap_worker=_RecordOnly() if build_llm(settings) is not None else None,
         )
         user_id = await deps.user_id_for(token)
         log.info("mcp_stdio_serving", user_id=str(user_id))
@@ -367,7 +367,7 @@ async def serve_stdio(settings: Settings, token: str) -> None:
 
 
 class _RecordOnly:
-    """A scheduler for a process that runs no roadmap worker: requests are recorded in
+    """A roadmap_worker for a process that runs no roadmap worker: requests are recorded in
     the database, where the API server's worker finds them within seconds."""
 
     def wake(self) -> None:

@@ -97,7 +97,7 @@ async def test_bootstrap_is_idempotent_and_safe_with_concurrent_workers(tmp_path
         db_settings = make_settings(url, tmp_path / "data")
         app = create_app(db_settings)
         async with LifespanManager(app):  # a fourth start: nothing new is created
-            async with app.state.db.sessionmaker() as session:
+            async with app.state.context.db.sessionmaker() as session:
                 count = await session.scalar(select(func.count()).select_from(User))
             assert count == 1
             async with asgi_client(app) as c:
@@ -272,7 +272,7 @@ async def lone_admin_app(tmp_path: Path) -> AsyncIterator[FastAPI]:
 
 
 async def test_last_active_admin_cannot_be_removed(lone_admin_app: FastAPI) -> None:
-    settings = lone_admin_app.state.settings
+    settings = lone_admin_app.state.context.settings
     async with asgi_client(lone_admin_app) as c:
         headers = await admin_headers(c, settings)
         me = (await c.get(f"{API}/auth/me", headers=headers)).json()
@@ -290,7 +290,7 @@ async def test_last_active_admin_cannot_be_removed(lone_admin_app: FastAPI) -> N
         )
         codes = sorted(r.status_code for r in results)
         assert codes[0] == 200 and codes[1] in (409, 503), [r.text for r in results]
-        async with lone_admin_app.state.db.sessionmaker() as session:
+        async with lone_admin_app.state.context.db.sessionmaker() as session:
             admins = await session.scalar(
                 select(func.count())
                 .select_from(User)

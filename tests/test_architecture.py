@@ -3,8 +3,9 @@
 - `app/core` knows no domain: it imports nothing from `app.modules`, `app.api`,
   `app.client_api` or the MCP server.
 - `app/modules/agent` (the runner and the prompt) knows no domain either.
-- A domain package uses another only through its service or its schemas: never its
-  models, repository, routes or tools.
+- A domain package uses another only through its services (`service`, and `reports`
+  where a domain has read-only reports) or its schemas: never its models, repository,
+  routes or tools.
 
 `KNOWN_CROSSINGS` lists the crossings that remain, each waiting for the move named
 beside it; a new crossing fails here, and so does one that is gone but still listed.
@@ -20,7 +21,7 @@ import pytest
 APP = Path(__file__).resolve().parents[1] / "app"
 MODULES = APP / "modules"
 ENGINE = "agent"  # not a domain: what domains use to talk to the model
-PUBLIC = {"service", "schemas"}
+PUBLIC = {"service", "reports", "schemas"}
 
 # (importing file, imported module): why it is still here.
 KNOWN_CROSSINGS: dict[tuple[str, str], str] = {
@@ -32,6 +33,7 @@ KNOWN_CROSSINGS: dict[tuple[str, str], str] = {
     ("business/service.py", "app.modules.milestone.models"): "GenerationKind, to request "
     "the first roadmap",
     ("finance/service.py", "app.modules.business.models"): "the BusinessProfile entity",
+    ("finance/reports.py", "app.modules.business.models"): "the BusinessProfile entity",
     ("gamification/service.py", "app.modules.business.models"): "points are written "
     "on the business row by inline SQL, until it moves to a repository",
     ("milestone/service.py", "app.modules.business.models"): "the BusinessProfile entity",

@@ -18,9 +18,9 @@ from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 from sqlalchemy import delete, select, update
 
+from app.api.deps import get_auth_service
 from app.core.security import ALGORITHM
 from app.modules.auth.models import RefreshToken
-from app.modules.auth.service import AuthService
 from app.modules.limits.models import RateEvent, UsageSlot
 from app.modules.users.models import User
 from tests.conftest import asgi_client
@@ -129,7 +129,7 @@ async def test_user_cannot_change_own_role(client: httpx.AsyncClient) -> None:
 
 
 def _forge(app: FastAPI, claims: dict[str, object], key: str | None = None) -> str:
-    return jwt.encode(claims, key or app.state.settings.secret_key(), algorithm=ALGORITHM)
+    return jwt.encode(claims, key or app.state.context.settings.secret_key(), algorithm=ALGORITHM)
 
 
 def _claims(user_id: str, **overrides: object) -> dict[str, object]:
@@ -187,7 +187,7 @@ async def test_forged_and_malformed_access_tokens_are_401(
 
 async def test_deleted_user_token_is_401(app: FastAPI, client: httpx.AsyncClient) -> None:
     a = await new_account(client)
-    async with app.state.db.sessionmaker() as session:
+    async with app.state.context.db.sessionmaker() as session:
         await session.execute(delete(User).where(User.id == uuid.UUID(a.id)))
         await session.commit()
     assert (await client.get(f"{API}/auth/me", headers=a.headers)).status_code == 401
@@ -387,7 +387,7 @@ async def test_unknown_accounts_are_throttled_the_same_way(client: httpx.AsyncCl
 
 
 async def test_one_client_address_is_throttled_across_accounts(app: FastAPI) -> None:
-    limit = app.state.settings.LOGIN_MAX_FAILURES_PER_CLIENT
+    limit = app.state.context.settings.LOGIN_MAX_FAILURES_PER_CLIENT
     async with asgi_client(app, client_ip="127.9.9.9") as c:
         for i in range(limit):
             assert (
@@ -421,7 +421,7 @@ async def test_throttling_is_shared_by_app_instances_on_one_database(
         for c in (c1, c2, c1, c2, c1):
             assert (await login(c, a.email, "wrong-password-1")).status_code == 401
         assert (await login(c2, a.email, a.password)).status_code == 429
-    await second.state.db.dispose()
+    await second.state.context.db.dispose()
 
 
 async def test_expired_rows_are_cleaned_up(app: FastAPI, client: httpx.AsyncClient) -> None:
@@ -430,7 +430,7 @@ async def test_expired_rows_are_cleaned_up(app: FastAPI, client: httpx.AsyncClie
     a = await new_account(client)
     old = datetime.now(UTC) - timedelta(days=30)
     key = f"account:{a.email}"
-    async with app.state.db.sessionmaker() as session:
+    async with app.state.context.db.sessionmaker() as session:
         await session.execute(
             update(RefreshToken)
             .where(RefreshToken.user_id == uuid.UUID(a.id))
@@ -440,7 +440,7 @@ async def test_expired_rows_are_cleaned_up(app: FastAPI, client: httpx.AsyncClie
         session.add(RateEvent(key=key, created_at=datetime.now(UTC)))  # inside the horizon
         session.add(UsageSlot(key=key, slot=0, holder=uuid.uuid4(), expires_at=old))
         await session.commit()
-        service = AuthService(session, app.state.settings, app.state.hasher, app.state.tokens)
+        service = get_auth_service(session, app.state.context)
         assert await service.purge_expired() >= 1
         events, slots = await LimitService(session).purge(old + timedelta(days=1))
         assert events >= 1 and slots >= 1
@@ -513,14 +513,16 @@ async def test_names_with_surrogates_or_bidi_overrides_are_422(
 
 
 async def test_a_burst_of_parallel_guesses_gets_at_most_the_limit_through(app: FastAPI) -> None:
-    limit = app.state.settings.LOGIN_MAX_FAILURES
+    limit = app.state.context.settings.LOGIN_MAX_FAILURES
     async with asgi_client(app) as c:
         a = await new_account(c)
         results = await asyncio.gather(*(login(c, a.email, f"wrong-guess-{i}") for i in range(30)))
     codes = [r.status_code for r in results]
     assert codes.count(401) <= limit and codes.count(401) + codes.count(429) == 30, codes
     retry = [int(r.headers["retry-after"]) for r in results if r.status_code == 429]
-    assert retry and all(0 < s <= app.state.settings.LOGIN_THROTTLE_WINDOW_SECONDS for s in retry)
+    assert retry and all(
+        0 < s <= app.state.context.settings.LOGIN_THROTTLE_WINDOW_SECONDS for s in retry
+    )
 
 
 async def test_password_change_in_the_same_second_still_ends_old_tokens(
@@ -596,7 +598,7 @@ async def test_a_login_flood_does_not_starve_other_requests_of_connections(
 
 
 async def test_one_address_can_only_register_so_many_accounts(app: FastAPI) -> None:
-    limit = app.state.settings.REGISTER_MAX_PER_CLIENT
+    limit = app.state.context.settings.REGISTER_MAX_PER_CLIENT
     async with asgi_client(app, client_ip="127.8.8.8") as c:
         codes = [(await register(c)).status_code for _ in range(limit + 1)]
         assert codes == [201] * limit + [429]
@@ -710,7 +712,7 @@ async def test_a_stolen_token_cannot_probe_which_emails_are_registered(
 
 
 async def test_email_changes_are_throttled_per_account(app: FastAPI) -> None:
-    limit = app.state.settings.EMAIL_CHANGES_PER_WINDOW
+    limit = app.state.context.settings.EMAIL_CHANGES_PER_WINDOW
     async with asgi_client(app) as c:
         a = await new_account(c)
         taken = await new_account(c)
@@ -738,7 +740,7 @@ async def test_email_changes_are_throttled_per_account(app: FastAPI) -> None:
 
 async def test_email_lookups_share_the_address_budget_of_registration(app: FastAPI) -> None:
     """An email change reveals no more from one address than registering would."""
-    limit = app.state.settings.REGISTER_MAX_PER_CLIENT
+    limit = app.state.context.settings.REGISTER_MAX_PER_CLIENT
     async with asgi_client(app) as owner_client:
         a = await new_account(owner_client)
     async with asgi_client(app, client_ip="127.7.7.7") as c:
@@ -779,21 +781,21 @@ async def _app_with(app: FastAPI, **overrides: object) -> AsyncIterator[FastAPI]
     """A second app on the suite's database with other limits."""
     from app.main import create_app
 
-    other = create_app(app.state.settings.model_copy(update=overrides))
+    other = create_app(app.state.context.settings.model_copy(update=overrides))
     try:
         yield other
     finally:
-        await other.state.db.dispose()
+        await other.state.context.db.dispose()
 
 
 async def _login_delay(app: FastAPI, email: str) -> float:
-    async with app.state.db.sessionmaker() as session:
-        service = AuthService(session, app.state.settings, app.state.hasher, app.state.tokens)
+    async with app.state.context.db.sessionmaker() as session:
+        service = get_auth_service(session, app.state.context)
         return await service.login_delay(email)
 
 
 async def test_wrong_passwords_from_one_address_do_not_lock_the_owner_out(app: FastAPI) -> None:
-    limit = app.state.settings.LOGIN_MAX_FAILURES
+    limit = app.state.context.settings.LOGIN_MAX_FAILURES
     async with (
         asgi_client(app) as owner_client,
         asgi_client(app, client_ip="127.66.0.1") as attacker,
@@ -840,7 +842,7 @@ async def test_many_addresses_together_meet_a_higher_limit_per_account(app: Fast
             assert (
                 0
                 < int(r.headers["retry-after"])
-                <= other.state.settings.LOGIN_THROTTLE_WINDOW_SECONDS
+                <= other.state.context.settings.LOGIN_THROTTLE_WINDOW_SECONDS
             )
         # Another account is not affected.
         async with asgi_client(other, client_ip="127.66.2.9") as fresh:
@@ -868,9 +870,8 @@ async def test_guessing_from_many_addresses_cannot_lock_the_owner_out_where_they
                 assert r.status_code in (401, 429)
         async with asgi_client(other, client_ip="127.66.6.9") as stranger:
             assert (await login(stranger, a.email, a.password)).status_code == 429
-        async with other.state.db.sessionmaker() as session:
-            settings, hasher, tokens = other.state.settings, other.state.hasher, other.state.tokens
-            service = AuthService(session, settings, hasher, tokens)
+        async with other.state.context.db.sessionmaker() as session:
+            service = get_auth_service(session, other.state.context)
             assert await service._known_address(a.email, "127.66.5.1")
             assert not await service._known_address(a.email, "127.66.6.9")
         async with asgi_client(other, client_ip="127.66.5.1") as home:
@@ -890,14 +891,14 @@ async def test_known_addresses_are_forgotten_after_their_days(app: FastAPI) -> N
         a = await new_account(c)
     key = known_address_key(a.email, "127.66.7.1")
     old = datetime.now(UTC) - timedelta(days=31)
-    async with app.state.db.sessionmaker() as session:
+    async with app.state.context.db.sessionmaker() as session:
         # Housekeeping of attempts leaves a remembered address alone ...
         await session.execute(update(RateEvent).where(RateEvent.key == key).values(created_at=old))
         await session.commit()
         await LimitService(session).purge(datetime.now(UTC))
         assert (await session.execute(select(RateEvent).where(RateEvent.key == key))).first()
         # ... the auth service forgets it after LOGIN_KNOWN_ADDRESS_DAYS (30).
-        service = AuthService(session, app.state.settings, app.state.hasher, app.state.tokens)
+        service = get_auth_service(session, app.state.context)
         await service.purge_expired()
         assert not (await session.execute(select(RateEvent).where(RateEvent.key == key))).first()
         assert not await service._known_address(a.email, "127.66.7.1")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import uuid
 from pathlib import Path
@@ -144,10 +145,10 @@ def failing_tools(ai_app: FastAPI) -> Any:
         def tools(self, reserved: Any = ()) -> list[FunctionTool]:
             return [FunctionTool.from_defaults(async_fn=explode, name="explode")]
 
-    real = ai_app.state.mcp
-    ai_app.state.mcp = Provider()
+    real = ai_app.state.context
+    ai_app.state.context = dataclasses.replace(real, mcp=Provider())
     yield
-    ai_app.state.mcp = real
+    ai_app.state.context = real
 
 
 @pytest.mark.usefixtures("failing_tools")
@@ -501,7 +502,7 @@ async def test_history_sent_to_the_model_is_bounded_in_characters(
         s = await chat(ai_client, owner.headers, f"{i} {long}", session_id)
         session_id = s.first("session")["session_id"]
     sent = fake_llm.requests[-1]["messages"]
-    budget = ai_app.state.settings.CHAT_HISTORY_MAX_CHARS
+    budget = ai_app.state.context.settings.CHAT_HISTORY_MAX_CHARS
     history = sent[1:-1]
     assert sum(len(m["content"]) for m in history) <= budget
     assert history and history[-1]["content"] == "jawaban 3"  # the newest are kept

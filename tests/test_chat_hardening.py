@@ -187,7 +187,7 @@ async def test_an_exhausted_pool_is_busy_not_database_unavailable(
         asgi_client(app) as c,
     ):
         owner = await new_account(c)
-        async with app.state.db.engine.connect() as held:  # the pool's only connection
+        async with app.state.context.db.engine.connect() as held:  # the pool's only connection
             await held.execute(text("SELECT 1"))
             answers = [
                 await c.get(f"{API}/auth/me", headers=owner.headers),

@@ -12,8 +12,9 @@ from fastapi import Depends, FastAPI
 from sqlalchemy import Connection, inspect, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.api.deps import get_db
 from app.db.migrate import alembic_config, current_revision, head_revision, schema_differences
-from app.db.session import Database, get_db, init_db
+from app.db.session import Database, init_db
 from tests.conftest import make_settings
 from tests.helpers.databases import fresh_database_url
 from tests.helpers.server import clean_env, telaten
@@ -87,7 +88,7 @@ async def test_cli_migrate_from_several_processes_at_once(tmp_path: Path) -> Non
 
 async def test_get_db_rolls_back_on_error(app: FastAPI, client: httpx.AsyncClient) -> None:
     """A request that fails half-way leaves nothing behind."""
-    async with app.state.db.engine.begin() as conn:
+    async with app.state.context.db.engine.begin() as conn:
         await conn.execute(text("CREATE TABLE IF NOT EXISTS probe_rollback (v INTEGER)"))
     try:
 
@@ -98,17 +99,17 @@ async def test_get_db_rolls_back_on_error(app: FastAPI, client: httpx.AsyncClien
         app.add_api_route("/__test__/write-then-fail", write_then_fail, methods=["POST"])
         r = await client.post("/__test__/write-then-fail")
         assert r.status_code == 500
-        async with app.state.db.engine.connect() as conn:
+        async with app.state.context.db.engine.connect() as conn:
             count = (await conn.execute(text("SELECT count(*) FROM probe_rollback"))).scalar_one()
         assert count == 0
     finally:
-        async with app.state.db.engine.begin() as conn:
+        async with app.state.context.db.engine.begin() as conn:
             await conn.execute(text("DROP TABLE probe_rollback"))
 
 
 @pytest.mark.postgres_only
 async def test_postgres_pool_settings_apply(app: FastAPI) -> None:
-    engine = app.state.db.engine
+    engine = app.state.context.db.engine
     assert engine.pool._pre_ping is True
     async with engine.connect() as conn:
         name = (await conn.execute(text("SHOW application_name"))).scalar_one()

@@ -15,7 +15,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db.session import get_db
+from app.api.deps import get_db
 from app.main import create_app
 from tests.conftest import asgi_client, make_settings
 from tests.helpers.accounts import API, new_account

@@ -275,9 +275,9 @@ async def test_batches_cover_every_row_once_and_truncation_is_counted_first(
     sales = await category_id(client, owner, "income", "Penjualan")
     first = datetime(2026, 4, 1, 1, 0, tzinfo=UTC)
     await insert_rows(
-        app.state.settings.DATABASE_URL, await business_id(client, owner), sales, 61, first
+        app.state.context.settings.DATABASE_URL, await business_id(client, owner), sales, 61, first
     )
-    sessions = app.state.db.sessionmaker
+    sessions = app.state.context.db.sessionmaker
     for max_rows, truncated in ((61, False), (60, True), (7, True)):
         async with sessions() as session:
             business = await BusinessService(session).mine_or_404(uuid.UUID(owner.id))

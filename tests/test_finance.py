@@ -379,7 +379,7 @@ async def test_summary_matches_an_independent_computation(
     rows = []
     from app.modules.finance.models import Transaction
 
-    async with app.state.db.sessionmaker() as session:
+    async with app.state.context.db.sessionmaker() as session:
         for _ in range(400):
             cat = rng.choice(cats)
             base = datetime(
@@ -565,7 +565,7 @@ async def _backdate_transaction_awards(app: FastAPI, owner: Account, to: datetim
     from app.modules.business.models import BusinessProfile
     from app.modules.gamification.models import PointEvent
 
-    async with app.state.db.sessionmaker() as session:
+    async with app.state.context.db.sessionmaker() as session:
         business_id = await session.scalar(
             select(BusinessProfile.id).where(BusinessProfile.user_id == uuid.UUID(owner.id))
         )
@@ -631,7 +631,7 @@ async def test_a_day_after_a_time_zone_change_the_cap_counts_from_local_midnight
     assert r.status_code == 200
     # The change is a day old, and the capped entries were yesterday in the new zone.
     await _backdate_transaction_awards(app, owner, local_day_start(after) - timedelta(minutes=1))
-    async with app.state.db.sessionmaker() as session:
+    async with app.state.context.db.sessionmaker() as session:
         await session.execute(
             update(BusinessProfile)
             .where(BusinessProfile.user_id == uuid.UUID(owner.id))
@@ -699,7 +699,7 @@ async def test_fifty_parallel_transactions_keep_exact_totals(settings: Settings)
         )
         assert [r.status_code for r in results] == [201] * 50, {r.text for r in results}
         stats = (await c.get(f"{API}/gamification/me", headers=owner.headers)).json()
-        async with app.state.db.sessionmaker() as session:
+        async with app.state.context.db.sessionmaker() as session:
             events = await session.scalar(
                 select(func.count())
                 .select_from(PointEvent)
@@ -723,7 +723,7 @@ async def test_fifty_parallel_transactions_keep_exact_totals(settings: Settings)
 
 
 async def test_admin_levels_and_achievements(client: httpx.AsyncClient, app: FastAPI) -> None:
-    r = await login(client, app.state.settings.FIRST_ADMIN_EMAIL, ADMIN_PASSWORD)
+    r = await login(client, app.state.context.settings.FIRST_ADMIN_EMAIL, ADMIN_PASSWORD)
     admin = bearer(r.json()["access_token"])
     user = await new_account(client)
     assert (await client.get(f"{API}/admin/levels", headers=user.headers)).status_code == 403
@@ -878,7 +878,7 @@ async def test_nan_in_ai_context_and_long_casefolded_names(client: httpx.AsyncCl
 
 async def test_admin_patch_nulls_are_422(client: httpx.AsyncClient, app: FastAPI) -> None:
     admin = bearer(
-        (await login(client, app.state.settings.FIRST_ADMIN_EMAIL, ADMIN_PASSWORD)).json()[
+        (await login(client, app.state.context.settings.FIRST_ADMIN_EMAIL, ADMIN_PASSWORD)).json()[
             "access_token"
         ]
     )
@@ -977,9 +977,9 @@ async def test_ladder_changes_move_holders_and_stay_consistent(
         app = create_app(make_settings(url, tmp_path / "d", POINTS_TRANSACTION_DAILY_CAP=100))
         async with LifespanManager(app), asgi_client(app) as c:
             admin = bearer(
-                (await login(c, app.state.settings.FIRST_ADMIN_EMAIL, ADMIN_PASSWORD)).json()[
-                    "access_token"
-                ]
+                (
+                    await login(c, app.state.context.settings.FIRST_ADMIN_EMAIL, ADMIN_PASSWORD)
+                ).json()["access_token"]
             )
             owner = await owner_with_business(c)
             sales = await category_id(c, owner, "income", "Penjualan")

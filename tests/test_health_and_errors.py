@@ -38,7 +38,7 @@ async def test_readiness_details_are_for_admins_only(
     for headers in ({}, user.headers, bearer("not-a-jwt"), {"Authorization": "Basic YTpi"}):
         r = await client.get("/health/ready", headers=headers)
         assert r.status_code == 200 and r.json() == plain, headers
-    r = await login(client, app.state.settings.FIRST_ADMIN_EMAIL, ADMIN_PASSWORD)
+    r = await login(client, app.state.context.settings.FIRST_ADMIN_EMAIL, ADMIN_PASSWORD)
     admin = bearer(r.json()["access_token"])
     r = await client.get("/health/ready", headers=admin)
     assert r.status_code == 200 and r.json() == {**plain, "mcp_servers": {}}

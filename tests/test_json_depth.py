@@ -63,7 +63,7 @@ def nested_text(depth: int) -> str:
 
 async def store_ai_context(app: FastAPI, owner: Account, value: dict[str, Any]) -> None:
     """Write `value` straight into the row, as an older version would have stored it."""
-    async with app.state.db.sessionmaker() as session:
+    async with app.state.context.db.sessionmaker() as session:
         await session.execute(
             update(BusinessProfile)
             .where(BusinessProfile.user_id == uuid.UUID(owner.id))
@@ -146,7 +146,7 @@ async def test_the_advisor_updates_an_over_deep_stored_memory(
     assert r.status_code == 200
     context = r.json()["ai_context"]
     assert context["pemasok"] == "Pasar Induk" and json_depth(context) <= MAX_JSON_DEPTH
-    async with patient_ai_app.state.db.sessionmaker() as session:
+    async with patient_ai_app.state.context.db.sessionmaker() as session:
         stored = await session.scalar(
             select(BusinessProfile.ai_context).where(BusinessProfile.user_id == uuid.UUID(owner.id))
         )
@@ -183,7 +183,7 @@ async def test_stored_over_deep_tool_calls_read_as_200(
     owner = await new_account(patient_client)
     s = await chat(patient_client, owner.headers, "Halo")
     sid = uuid.UUID(s.first("session")["session_id"])
-    async with patient_ai_app.state.db.sessionmaker() as session:
+    async with patient_ai_app.state.context.db.sessionmaker() as session:
         session.add(
             ChatMessage(
                 session_id=sid,

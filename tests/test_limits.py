@@ -25,7 +25,7 @@ from tests.helpers.databases import fresh_database_url
 
 
 async def _take(app: FastAPI, key: str, limit: int) -> uuid.UUID | TooManyRequestsError:
-    async with app.state.db.sessionmaker() as session:
+    async with app.state.context.db.sessionmaker() as session:
         try:
             return await LimitService(session).take_slot(key, limit, "All places are taken")
         except TooManyRequestsError as exc:
@@ -33,7 +33,7 @@ async def _take(app: FastAPI, key: str, limit: int) -> uuid.UUID | TooManyReques
 
 
 async def _reserve(app: FastAPI, window: Window) -> list[uuid.UUID] | TooManyRequestsError:
-    async with app.state.db.sessionmaker() as session:
+    async with app.state.context.db.sessionmaker() as session:
         try:
             return await LimitService(session).reserve(window, refusal="Too many")
         except TooManyRequestsError as exc:
@@ -52,7 +52,7 @@ async def test_parallel_takers_get_exactly_the_places_there_are(app: FastAPI) ->
         assert 1 <= int(refusal.headers["Retry-After"]) <= SLOT_TTL.total_seconds()
 
     # A released place is free at once; the others stay held.
-    await SlotLease(app.state.db.sessionmaker, holders[0]).release()
+    await SlotLease(app.state.context.db.sessionmaker, holders[0]).release()
     again = await _take(app, key, 3)
     assert isinstance(again, uuid.UUID)
     assert isinstance(await _take(app, key, 3), TooManyRequestsError)
@@ -63,18 +63,18 @@ async def test_a_place_whose_holder_died_lapses_and_a_renewed_one_does_not(app: 
     dead, alive = await _take(app, key, 2), await _take(app, key, 2)
     assert isinstance(dead, uuid.UUID) and isinstance(alive, uuid.UUID)
     # Both places' time runs out; only one holder is still there to renew its place.
-    async with app.state.db.sessionmaker() as session:
+    async with app.state.context.db.sessionmaker() as session:
         await session.execute(
             update(UsageSlot)
             .where(UsageSlot.key == key)
             .values(expires_at=utcnow() - timedelta(seconds=1))
         )
         await session.commit()
-    await SlotLease(app.state.db.sessionmaker, alive).renew()
+    await SlotLease(app.state.context.db.sessionmaker, alive).renew()
     newcomer = await _take(app, key, 2)
     assert isinstance(newcomer, uuid.UUID)  # took the dead holder's place
     assert isinstance(await _take(app, key, 2), TooManyRequestsError)
-    async with app.state.db.sessionmaker() as session:
+    async with app.state.context.db.sessionmaker() as session:
         holders = set(
             (await session.execute(select(UsageSlot.holder).where(UsageSlot.key == key))).scalars()
         )
@@ -92,13 +92,13 @@ async def test_a_lease_renews_while_held_and_frees_its_place_after(
     assert isinstance(holder, uuid.UUID)
 
     async def expiry() -> Any:
-        async with app.state.db.sessionmaker() as session:
+        async with app.state.context.db.sessionmaker() as session:
             return await session.scalar(
                 select(UsageSlot.expires_at).where(UsageSlot.holder == holder)
             )
 
     first = await expiry()
-    async with SlotLease(app.state.db.sessionmaker, holder).held():
+    async with SlotLease(app.state.context.db.sessionmaker, holder).held():
         for _ in range(200):  # renewed in the background while the body runs
             await asyncio.sleep(0.05)
             if await expiry() > first:
@@ -119,14 +119,14 @@ async def test_a_burst_of_attempts_never_passes_more_than_the_limit(app: FastAPI
     refused = [r for r in results if isinstance(r, TooManyRequestsError)]
     assert len(passed) <= 5 and len(passed) + len(refused) == 25
     # The refused attempts left nothing behind: the window holds the ones that passed.
-    async with app.state.db.sessionmaker() as session:
+    async with app.state.context.db.sessionmaker() as session:
         assert await LimitService(session).count(window.key, window.seconds, 100) == len(passed)
     for _ in range(5 - len(passed)):
         passed.append(await _reserve(app, window))
     assert all(isinstance(r, list) for r in passed)
     assert isinstance(await _reserve(app, window), TooManyRequestsError)
     # Forgotten attempts free their place in the window.
-    async with app.state.db.sessionmaker() as session:
+    async with app.state.context.db.sessionmaker() as session:
         await LimitService(session).forget(passed[0])
         await session.commit()
     assert isinstance(await _reserve(app, window), list)

@@ -43,7 +43,7 @@ async def messages(
 
 
 async def admin_headers(client: httpx.AsyncClient, app: FastAPI) -> dict[str, str]:
-    r = await login(client, app.state.settings.FIRST_ADMIN_EMAIL, ADMIN_PASSWORD)
+    r = await login(client, app.state.context.settings.FIRST_ADMIN_EMAIL, ADMIN_PASSWORD)
     assert r.status_code == 200, r.text
     client.cookies.clear()
     return bearer(r.json()["access_token"])
@@ -176,7 +176,7 @@ async def usage_app(
 
 
 async def _move(app: FastAPI, message_id: str, at: datetime) -> None:
-    async with app.state.db.sessionmaker() as session:
+    async with app.state.context.db.sessionmaker() as session:
         await session.execute(
             update(ChatMessage).where(ChatMessage.id == uuid.UUID(message_id)).values(created_at=at)
         )

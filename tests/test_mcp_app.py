@@ -43,7 +43,7 @@ async def mcp_app(
 
 
 async def admin(c: httpx.AsyncClient, app: FastAPI) -> dict[str, str]:
-    r = await login(c, app.state.settings.FIRST_ADMIN_EMAIL, ADMIN_PASSWORD)
+    r = await login(c, app.state.context.settings.FIRST_ADMIN_EMAIL, ADMIN_PASSWORD)
     assert r.status_code == 200, r.text
     return bearer(r.json()["access_token"])
 
@@ -140,7 +140,9 @@ async def test_admin_sees_servers_and_reloads(mcp_app: FastAPI, tmp_path: Path) 
         assert ready["mcp_servers"]["box"] == "up"  # reported, and ready regardless of "stuck"
         assert "mcp_servers" not in (await c.get("/health/ready")).json()  # to admins only
 
-        write_config(mcp_app.state.settings.MCP_CONFIG_PATH, {"box": stdio_entry("--name", "box")})
+        write_config(
+            mcp_app.state.context.settings.MCP_CONFIG_PATH, {"box": stdio_entry("--name", "box")}
+        )
         r = await c.post(f"{API}/admin/mcp/reload", headers=headers)
         assert r.status_code == 200
         body = r.json()

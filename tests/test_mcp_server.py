@@ -377,12 +377,12 @@ async def test_our_mcp_client_refuses_a_telaten_server_in_mcp_json(
     )
     app = create_app(settings)
     async with LifespanManager(app, startup_timeout=60, shutdown_timeout=30):
-        statuses = app.state.mcp.status()
+        statuses = app.state.context.mcp.status()
         assert {s["name"] for s in statuses} == {"remote", "remote-sse", "local"}
         for status in statuses:
             assert status["state"] == "down" and status["tools"] == [], status
             assert "refused" in status["last_error"] and "Telaten" in status["last_error"]
-        result = await app.state.mcp.call("remote", "business_summary", {})
+        result = await app.state.context.mcp.call("remote", "business_summary", {})
         assert result.is_error and "Warung" not in result.text
         async with asgi_client(app) as local:
             me = await new_account(local)
@@ -392,7 +392,7 @@ async def test_our_mcp_client_refuses_a_telaten_server_in_mcp_json(
         assert "get_my_account" in offered  # our own tools, in process, for the caller
         assert not any(name.startswith(("remote", "local")) for name in offered)
         await asyncio.sleep(3)  # a retried server would have tried again by now (0.5, 1, 2 s)
-        assert [s["attempts"] for s in app.state.mcp.status()] == [1, 1, 1]
+        assert [s["attempts"] for s in app.state.context.mcp.status()] == [1, 1, 1]
     r = await api.get(f"{API}/finance/transactions", headers=remote.headers)
     assert r.json()["total"] == 0
 

@@ -440,7 +440,7 @@ async def stored(
 ) -> tuple[Milestone, list[MilestoneTask], dict[uuid.UUID, list[PointEvent]]]:
     """A milestone as the database holds it (deleted or not), its tasks, and the ledger
     rows of it and its tasks by reference."""
-    async with app.state.db.sessionmaker() as session:
+    async with app.state.context.db.sessionmaker() as session:
         milestone = await session.get(Milestone, uuid.UUID(milestone_id))
         assert milestone is not None
         tasks = list(
@@ -514,7 +514,7 @@ async def test_parallel_complete_uncomplete_start_and_delete_leave_a_consistent_
 
 async def lock_waiters(app: FastAPI) -> int:
     """Backends of this database waiting for a lock (row or transaction)."""
-    async with app.state.db.sessionmaker() as session:
+    async with app.state.context.db.sessionmaker() as session:
         count = await session.scalar(
             text(
                 "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
@@ -540,7 +540,7 @@ async def in_lock_order(
     holds the row locked, starts each request once the previous one waits for a lock,
     then lets go (PostgreSQL grants a row to its waiters first come, first served)."""
     tasks: list[asyncio.Task[httpx.Response]] = []
-    async with app.state.db.sessionmaker() as holder:
+    async with app.state.context.db.sessionmaker() as holder:
         await holder.execute(
             select(Milestone.id).where(Milestone.id == uuid.UUID(milestone_id)).with_for_update()
         )

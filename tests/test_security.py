@@ -46,7 +46,7 @@ async def test_weaker_hashes_are_upgraded_at_login(tmp_path: Path) -> None:
         strong = create_app(make_settings(url, tmp_path / "d", BCRYPT_ROUNDS=5))
         async with LifespanManager(strong), asgi_client(strong) as c:
             assert (await login(c, email, "Rahasia-Warung-123")).status_code == 200
-            async with strong.state.db.sessionmaker() as session:
+            async with strong.state.context.db.sessionmaker() as session:
                 user = (await session.execute(select(User).where(User.email == email))).scalar_one()
             assert user.hashed_password.startswith("$2b$05$")
             assert (await login(c, email, "Rahasia-Warung-123")).status_code == 200

@@ -65,7 +65,7 @@ async def test_a_database_error_in_a_tool_leaves_a_fixed_message_with_the_reques
         asgi_client(app) as c,
     ):
         owner = await owner_with_business(c)
-        async with app.state.db.engine.begin() as conn:
+        async with app.state.context.db.engine.begin() as conn:
             await conn.execute(text("ALTER TABLE transactions RENAME COLUMN note TO note_gone"))
         # The app configured logging as it started, which took pytest's capture off.
         logging.getLogger().addHandler(caplog.handler)
@@ -121,7 +121,7 @@ async def mcp_tool_error(app: FastAPI, owner: Account, request_id: str) -> str:
 
 
 async def admin_headers(client: httpx.AsyncClient, app: FastAPI) -> dict[str, str]:
-    r = await login(client, app.state.settings.FIRST_ADMIN_EMAIL, ADMIN_PASSWORD)
+    r = await login(client, app.state.context.settings.FIRST_ADMIN_EMAIL, ADMIN_PASSWORD)
     assert r.status_code == 200, r.text
     client.cookies.clear()
     return bearer(r.json()["access_token"])

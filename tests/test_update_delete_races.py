@@ -81,7 +81,7 @@ async def _owner(client: httpx.AsyncClient) -> Account:
 
 
 async def _admin(client: httpx.AsyncClient, app: FastAPI) -> dict[str, str]:
-    r = await login(client, app.state.settings.FIRST_ADMIN_EMAIL, ADMIN_PASSWORD)
+    r = await login(client, app.state.context.settings.FIRST_ADMIN_EMAIL, ADMIN_PASSWORD)
     assert r.status_code == 200, r.text
     return bearer(r.json()["access_token"])
 

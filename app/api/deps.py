@@ -1,7 +1,12 @@
-"""Dependencies shared by routes: the session, services, and who is calling."""
+"""Dependencies shared by routes: the application context, the session, one provider
+per service, and who is calling.
+
+The only place that reads the app's state: everything else gets the typed
+`AppContext` (or what is built from it) by depending on these."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Annotated
 
 import structlog
@@ -9,13 +14,15 @@ from fastapi import Depends, Request
 from fastapi.security import OAuth2PasswordBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.context import AppContext
 from app.core.config import Settings
 from app.core.errors import PermissionDeniedError, UnauthorizedError
-from app.core.security import PasswordHasher, TokenCodec
-from app.db.session import get_db
+from app.db.session import request_session
 from app.modules.auth.service import AuthService
 from app.modules.business.models import BusinessProfile
 from app.modules.business.service import BusinessService
+from app.modules.finance.service import FinanceService
+from app.modules.milestone.service import MilestoneService
 from app.modules.milestone.worker import RoadmapWorker
 from app.modules.users.models import User
 from app.modules.users.service import UserService
@@ -24,19 +31,26 @@ from app.modules.users.service import UserService
 # button posts to {API_V1_STR}/auth/token whatever the prefix is.
 oauth2_scheme = OAuth2PasswordBearer(tokenUrl="auth/token", auto_error=False)
 
+
+def get_context(request: Request) -> AppContext:
+    context: AppContext = request.app.state.context
+    return context
+
+
+ContextDep = Annotated[AppContext, Depends(get_context)]
+
+
+async def get_db(context: ContextDep) -> AsyncIterator[AsyncSession]:
+    """One session per request, rolled back on any error; services commit."""
+    async for session in request_session(context.db):
+        yield session
+
+
 SessionDep = Annotated[AsyncSession, Depends(get_db)]
 
 
-def get_settings_dep(request: Request) -> Settings:
-    return request.app.state.settings
-
-
-def get_hasher(request: Request) -> PasswordHasher:
-    return request.app.state.hasher
-
-
-def get_codec(request: Request) -> TokenCodec:
-    return request.app.state.tokens
+def get_settings_dep(context: ContextDep) -> Settings:
+    return context.settings
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
@@ -48,23 +62,36 @@ def client_address(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
-def get_auth_service(
-    session: SessionDep,
-    settings: SettingsDep,
-    hasher: Annotated[PasswordHasher, Depends(get_hasher)],
-    codec: Annotated[TokenCodec, Depends(get_codec)],
-) -> AuthService:
-    return AuthService(session, settings, hasher, codec)
+def get_roadmap_worker(context: ContextDep) -> RoadmapWorker | None:
+    """The roadmap worker; None while no LLM is configured (nothing is generated)."""
+    return context.roadmap_worker
 
 
-def get_user_service(
-    session: SessionDep, hasher: Annotated[PasswordHasher, Depends(get_hasher)]
-) -> UserService:
-    return UserService(session, hasher)
+RoadmapWorkerDep = Annotated[RoadmapWorker | None, Depends(get_roadmap_worker)]
+
+
+def get_auth_service(session: SessionDep, context: ContextDep) -> AuthService:
+    return AuthService(session, context.settings, context.hasher, context.tokens)
+
+
+def get_user_service(session: SessionDep, context: ContextDep) -> UserService:
+    return UserService(session, context.hasher)
+
+
+def get_finance_service(session: SessionDep, settings: SettingsDep) -> FinanceService:
+    return FinanceService.for_settings(session, settings)
+
+
+def get_milestone_service(
+    session: SessionDep, settings: SettingsDep, roadmap_worker: RoadmapWorkerDep
+) -> MilestoneService:
+    return MilestoneService.for_settings(session, settings, roadmap_worker)
 
 
 AuthServiceDep = Annotated[AuthService, Depends(get_auth_service)]
 UserServiceDep = Annotated[UserService, Depends(get_user_service)]
+FinanceServiceDep = Annotated[FinanceService, Depends(get_finance_service)]
+MilestoneServiceDep = Annotated[MilestoneService, Depends(get_milestone_service)]
 
 
 async def get_current_user(
@@ -99,11 +126,3 @@ async def get_current_business(user: CurrentUser, session: SessionDep) -> Busine
 
 
 CurrentBusiness = Annotated[BusinessProfile, Depends(get_current_business)]
-
-
-def get_roadmap_scheduler(request: Request) -> RoadmapWorker | None:
-    """The roadmap worker; None while no LLM is configured (nothing is generated)."""
-    return request.app.state.roadmaps
-
-
-RoadmapSchedulerDep = Annotated[RoadmapWorker | None, Depends(get_roadmap_scheduler)]

@@ -11,12 +11,11 @@ import asyncio
 from typing import Annotated
 
 import structlog
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
 
-from app.api.deps import oauth2_scheme
-from app.db.session import Database
-from app.modules.auth.service import AuthService
+from app.api.deps import ContextDep, get_auth_service, oauth2_scheme
+from app.context import AppContext
 
 router = APIRouter(tags=["health"])
 log = structlog.stdlib.get_logger(__name__)
@@ -38,9 +37,9 @@ async def health() -> dict[str, str]:
     responses={503: {"description": "A dependency is unavailable; `detail` says which"}},
 )
 async def ready(
-    request: Request, token: Annotated[str | None, Depends(oauth2_scheme)]
+    context: ContextDep, token: Annotated[str | None, Depends(oauth2_scheme)]
 ) -> JSONResponse:
-    db: Database = request.app.state.db
+    db = context.db
     try:
         await db.ping(within=READY_TIMEOUT_SECONDS)
     except TimeoutError:
@@ -49,9 +48,9 @@ async def ready(
         reason = f"database unreachable ({type(exc).__name__})"
     else:
         body: dict[str, object] = {"status": "ready", "database": "ok"}
-        if token and await _is_admin(request, token):
+        if token and await _is_admin(context, token):
             # External tool servers are reported, not required: the API works without them.
-            body["mcp_servers"] = {s["name"]: s["state"] for s in request.app.state.mcp.status()}
+            body["mcp_servers"] = {s["name"]: s["state"] for s in context.mcp.status()}
         return JSONResponse(body)
     log.warning("not_ready", reason=reason)
     return JSONResponse(
@@ -61,14 +60,13 @@ async def ready(
     )
 
 
-async def _is_admin(request: Request, token: str) -> bool:
+async def _is_admin(context: AppContext, token: str) -> bool:
     """Whether `token` is an access token of an active admin. Anything else (a bad or
     expired token, another role, a database that does not answer) gets the public view:
     a probe is never refused for its credentials."""
-    state = request.app.state
     try:
-        async with asyncio.timeout(READY_TIMEOUT_SECONDS), state.db.sessionmaker() as session:
-            auth = AuthService(session, state.settings, state.hasher, state.tokens)
+        async with asyncio.timeout(READY_TIMEOUT_SECONDS), context.db.sessionmaker() as session:
+            auth = get_auth_service(session, context)
             return (await auth.authenticate(token)).is_admin
     except Exception:
         return False

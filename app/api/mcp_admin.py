@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from pydantic import BaseModel
 
-from app.api.deps import AdminUser
+from app.api.deps import AdminUser, ContextDep
 from app.core.mcp import MCPManager
 
 router = APIRouter(
@@ -39,24 +39,20 @@ class ReloadResult(ServerList):
     restarted: list[str]
 
 
-def _manager(request: Request) -> MCPManager:
-    return request.app.state.mcp
-
-
 def _listing(manager: MCPManager) -> dict[str, Any]:
     return {"servers": manager.status(), "config_errors": manager.config_errors}
 
 
 @router.get("/servers", response_model=ServerList)
-async def list_servers(_admin: AdminUser, request: Request) -> ServerList:
+async def list_servers(_admin: AdminUser, context: ContextDep) -> ServerList:
     """Each server's transport, state (connecting/up/down), tools and last error."""
-    return ServerList.model_validate(_listing(_manager(request)))
+    return ServerList.model_validate(_listing(context.mcp))
 
 
 @router.post("/reload", response_model=ReloadResult)
-async def reload_servers(_admin: AdminUser, request: Request) -> ReloadResult:
+async def reload_servers(_admin: AdminUser, context: ContextDep) -> ReloadResult:
     """Re-read mcp.json without a restart: new servers start, removed ones stop, changed
     ones restart, unchanged ones keep their sessions."""
-    manager = _manager(request)
+    manager = context.mcp
     changes = await manager.reload()
     return ReloadResult.model_validate({**_listing(manager), **changes})

@@ -17,9 +17,10 @@ from typing import Protocol
 from llama_index.core.tools import AsyncBaseTool
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.core.background import Worker
 from app.core.config import Settings
 from app.core.security import PasswordHasher
-from app.core.tools import Conversation, Scheduler, ToolContext, ToolSpec, function_tool
+from app.core.tools import Conversation, ToolContext, ToolSpec, function_tool
 from app.modules.business.tools import TOOLS as BUSINESS_TOOLS
 from app.modules.finance.tools import TOOLS as FINANCE_TOOLS
 from app.modules.milestone.tools import TOOLS as MILESTONE_TOOLS
@@ -41,7 +42,7 @@ def tool_context(
     sessionmaker: async_sessionmaker[AsyncSession],
     hasher: PasswordHasher,
     settings: Settings,
-    scheduler: Scheduler | None,
+    roadmap_worker: Worker | None,
     conversation: Conversation | None = None,
     token_issued_at: datetime | None = None,
 ) -> ToolContext:
@@ -59,7 +60,7 @@ def tool_context(
         sessionmaker=sessionmaker,
         hasher=hasher,
         settings=settings,
-        scheduler=scheduler,
+        roadmap_worker=roadmap_worker,
         conversation=conversation,
         may_act=may_act,
     )

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Response, status
 from pydantic import BaseModel, ConfigDict, field_validator
 
-from app.api.deps import AdminUser, CurrentBusiness, CurrentUser, RoadmapSchedulerDep, SessionDep
+from app.api.deps import AdminUser, CurrentBusiness, CurrentUser, RoadmapWorkerDep, SessionDep
 from app.client_api.errors import ClientError
 from app.client_api.fields import BlankIsNone, Icon, PointsInput
 from app.client_api.views import ClientBusiness, ClientLevel, business_view, level_view
@@ -95,7 +95,7 @@ async def client_create_business_profile(
     data: ClientBusinessCreate,
     user: CurrentUser,
     session: SessionDep,
-    roadmaps: RoadmapSchedulerDep,
+    roadmap_worker: RoadmapWorkerDep,
 ) -> ClientBusiness:
     """Onboarding: the profile at once (201); the first roadmap is generated in the
     background and appears in `GET /milestones/`."""
@@ -119,7 +119,9 @@ async def client_create_business_profile(
         else None,
     )
     service = BusinessService(session)
-    business = await service.create(user.id, create, scheduler=roadmaps, stage_label=label)
+    business = await service.create(
+        user.id, create, roadmap_worker=roadmap_worker, stage_label=label
+    )
     return business_view(business, await service.level_of(business))
 
 

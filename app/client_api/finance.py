@@ -10,7 +10,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, Response, status
 from pydantic import BaseModel, ConfigDict
 
-from app.api.deps import CurrentBusiness, SessionDep, SettingsDep
+from app.api.deps import CurrentBusiness, FinanceServiceDep, SessionDep
 from app.client_api.errors import ClientError
 from app.client_api.fields import Icon, Ignored, Lower, Upper
 from app.client_api.views import UnlockedAchievement, first_unlocked
@@ -26,7 +26,6 @@ from app.modules.finance.schemas import (
     Rupiah,
     TransactionCreate,
 )
-from app.modules.finance.service import FinanceService
 
 router = APIRouter(
     prefix="/finance",
@@ -144,8 +143,10 @@ def _transaction(t: Transaction, category_name: str) -> ClientTransaction:
 
 
 @router.get("/categories", response_model=list[ClientCategory])
-async def client_categories(business: CurrentBusiness, session: SessionDep) -> list[ClientCategory]:
-    return [_category(c) for c in await FinanceService(session).categories(business, None)]
+async def client_categories(
+    business: CurrentBusiness, finance: FinanceServiceDep
+) -> list[ClientCategory]:
+    return [_category(c) for c in await finance.categories(business, None)]
 
 
 @router.post(
@@ -155,10 +156,10 @@ async def client_categories(business: CurrentBusiness, session: SessionDep) -> l
     responses={409: _CATEGORY_ERRORS[409]},
 )
 async def client_create_category(
-    data: ClientCategoryIn, business: CurrentBusiness, session: SessionDep
+    data: ClientCategoryIn, business: CurrentBusiness, finance: FinanceServiceDep
 ) -> ClientCategory:
     create = CategoryCreate(type=data.type, name=data.name, icon=data.icon)
-    return _category(await FinanceService(session).create_category(business, create))
+    return _category(await finance.create_category(business, create))
 
 
 @router.delete(
@@ -167,16 +168,16 @@ async def client_create_category(
     responses=_CATEGORY_ERRORS,
 )
 async def client_delete_category(
-    category_id: uuid.UUID, business: CurrentBusiness, session: SessionDep
+    category_id: uuid.UUID, business: CurrentBusiness, finance: FinanceServiceDep
 ) -> Response:
-    await FinanceService(session).delete_category(business, category_id)
+    await finance.delete_category(business, category_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.get("/transactions", response_model=ClientTransactionPage)
 async def client_transactions(
     business: CurrentBusiness,
-    session: SessionDep,
+    finance: FinanceServiceDep,
     page: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 1,
     size: Annotated[int, Query(ge=1, le=100)] = 20,
     start_date: Annotated[BoundedDateTime | None, Query()] = None,
@@ -184,11 +185,10 @@ async def client_transactions(
 ) -> ClientTransactionPage:
     """Newest first. The date filter covers whole business-local days, the last one
     included: the client sends each chosen day's local midnight."""
-    service = FinanceService(session)
-    begin, finish = service.local_range(
-        business, service.local_date(business, start_date), service.local_date(business, end_date)
+    begin, finish = finance.local_range(
+        business, finance.local_date(business, start_date), finance.local_date(business, end_date)
     )
-    rows, total = await service.list(
+    rows, total = await finance.list(
         business, TransactionFilters(start=begin, end=finish), size, (page - 1) * size
     )
     return ClientTransactionPage(
@@ -206,11 +206,13 @@ async def client_transactions(
     response_model=ClientTransactionCreated,
 )
 async def client_create_transaction(
-    data: ClientTransactionIn, business: CurrentBusiness, session: SessionDep, settings: SettingsDep
+    data: ClientTransactionIn,
+    business: CurrentBusiness,
+    session: SessionDep,
+    finance: FinanceServiceDep,
 ) -> ClientTransactionCreated:
     """Record income or expense; earns points, and may unlock an achievement."""
-    service = FinanceService(session, daily_cap=settings.POINTS_TRANSACTION_DAILY_CAP)
-    recorded = await service.create(
+    recorded = await finance.create(
         business,
         TransactionCreate(
             type=data.type,
@@ -229,9 +231,9 @@ async def client_create_transaction(
 
 @router.delete("/transactions/{transaction_id}", status_code=status.HTTP_204_NO_CONTENT)
 async def client_delete_transaction(
-    transaction_id: uuid.UUID, business: CurrentBusiness, session: SessionDep
+    transaction_id: uuid.UUID, business: CurrentBusiness, finance: FinanceServiceDep
 ) -> Response:
-    await FinanceService(session).delete(business, transaction_id)
+    await finance.delete(business, transaction_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 

@@ -6,10 +6,18 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from typing import Protocol
 
 import structlog
 
 log = structlog.stdlib.get_logger(__name__)
+
+
+class Worker(Protocol):
+    """A background worker as the code that records its work sees it: told when there is
+    some (the roadmap worker; a process that runs none passes None or a stand-in)."""
+
+    def wake(self) -> None: ...
 
 
 @asynccontextmanager

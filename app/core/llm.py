@@ -1,6 +1,6 @@
 """The LLM factory: any OpenAI-compatible provider as a llama_index function-calling LLM.
 
-Built once per app (`app.state.llm`) and shared by every request: the underlying OpenAI
+Built once per app (`AppContext.llm`) and shared by every request: the underlying OpenAI
 client keeps its HTTP connection pool. `None` when no model is configured; the AI
 endpoints then answer 503 naming the settings to set, and the rest of the API works.
 

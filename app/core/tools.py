@@ -22,13 +22,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
 import structlog
 from llama_index.core.tools import FunctionTool, ToolOutput
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.core.background import Worker
 from app.core.config import Settings
 from app.core.errors import DomainError, validation_problems
 from app.core.security import PasswordHasher
@@ -43,12 +44,6 @@ ACCOUNT_REVOKED = (
 
 class ToolError(Exception):
     """A refusal the model should read and act on (shown to it as an error result)."""
-
-
-class Scheduler(Protocol):
-    """A background worker, as tools see it: woken when work for it was recorded."""
-
-    def wake(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -68,7 +63,7 @@ class ToolContext:
     sessionmaker: async_sessionmaker[AsyncSession]
     hasher: PasswordHasher
     settings: Settings
-    scheduler: Scheduler | None
+    roadmap_worker: Worker | None
     # The chat the tools serve; None only for callers without one (rules that need the
     # conversation, like the delete confirmation, then rely on the client's own).
     conversation: Conversation | None

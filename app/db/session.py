@@ -1,6 +1,7 @@
-"""Async engine, sessions, the `get_db` dependency and `init_db`.
+"""Async engine, sessions, a request's session (`get_db` in app/api/deps.py serves it)
+and `init_db`.
 
-One `Database` per app (kept on `app.state.db`), so tests can run several apps on
+One `Database` per app (in its `AppContext`), so tests can run several apps on
 different databases in one process. PostgreSQL goes through asyncpg with a bounded,
 pre-pinged pool, so a restarted server costs one failed request per dead connection at
 most; SQLite goes through aiosqlite in WAL mode with foreign keys on.
@@ -17,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import structlog
-from fastapi import Request
 from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import (
@@ -97,13 +97,12 @@ class Database:
         await self.engine.dispose()
 
 
-async def get_db(request: Request) -> AsyncIterator[AsyncSession]:
-    """FastAPI dependency: one session per request, rolled back on any error.
+async def request_session(db: Database) -> AsyncIterator[AsyncSession]:
+    """One request's session, rolled back on any error (`get_db` in app/api/deps.py).
 
     Services commit; nothing is committed here, so a request that fails half-way
     leaves the database as it was.
     """
-    db: Database = request.app.state.db
     async with db.sessionmaker() as session:
         try:
             yield session

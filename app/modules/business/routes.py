@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, status
 
-from app.api.deps import CurrentUser, RoadmapSchedulerDep, SessionDep
+from app.api.deps import CurrentUser, RoadmapWorkerDep, SessionDep
 from app.modules.business.models import BusinessProfile
 from app.modules.business.schemas import BusinessCreate, BusinessPublic, BusinessUpdate, LevelPublic
 from app.modules.business.service import BusinessService
@@ -29,12 +29,14 @@ async def _public(service: BusinessService, business: BusinessProfile) -> Busine
     responses={409: {"description": "You already have a business profile"}},
 )
 async def create_business(
-    data: BusinessCreate, user: CurrentUser, session: SessionDep, roadmaps: RoadmapSchedulerDep
+    data: BusinessCreate, user: CurrentUser, session: SessionDep, roadmap_worker: RoadmapWorkerDep
 ) -> BusinessPublic:
     """Create my profile. With an AI model configured, the first roadmap (four
     milestones) is generated in the background: watch `GET /milestones/generation`."""
     service = BusinessService(session)
-    return await _public(service, await service.create(user.id, data, scheduler=roadmaps))
+    return await _public(
+        service, await service.create(user.id, data, roadmap_worker=roadmap_worker)
+    )
 
 
 @router.get(

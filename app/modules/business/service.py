@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.core.background import Worker
 from app.core.errors import ConflictError, DomainError, NotFoundError
 from app.core.jsonlimits import cap_json_depth
 from app.db.helpers import commit_or_conflict, flush_or_conflict
@@ -17,7 +18,7 @@ from app.modules.business.schemas import BusinessCreate, BusinessUpdate, bounded
 from app.modules.gamification.models import Level
 from app.modules.gamification.service import GamificationService
 from app.modules.milestone.models import GenerationKind
-from app.modules.milestone.service import RoadmapScheduler, request_roadmap
+from app.modules.milestone.service import request_roadmap
 
 _REQUIRED = frozenset({"name", "category", "stage", "timezone", "ai_context"})
 _TEXT = frozenset({"description", "target_market", "primary_goal"})
@@ -53,10 +54,10 @@ class BusinessService:
         user_id: uuid.UUID,
         data: BusinessCreate,
         *,
-        scheduler: RoadmapScheduler | None = None,
+        roadmap_worker: Worker | None = None,
         stage_label: str | None = None,
     ) -> BusinessProfile:
-        """Create the profile and, with a `scheduler` (an LLM is configured), record the
+        """Create the profile and, with a `roadmap_worker` (an LLM is configured), record the
         request for its first roadmap in the same transaction. `stage_label` is the
         owner's own word for the stage, kept until the stage changes."""
         if await self.repo.by_user(user_id) is not None:
@@ -70,12 +71,12 @@ class BusinessService:
             stage_label=stage_label,
         )
         self.session.add(business)
-        if scheduler is not None:
+        if roadmap_worker is not None:
             await flush_or_conflict(self.session, PROFILE_EXISTS)  # a parallel create won
             await request_roadmap(self.session, business.id, GenerationKind.INITIAL)
         await commit_or_conflict(self.session, PROFILE_EXISTS)  # a parallel create won
-        if scheduler is not None:
-            scheduler.wake()
+        if roadmap_worker is not None:
+            roadmap_worker.wake()
         return business
 
     async def update(self, user_id: uuid.UUID, data: BusinessUpdate) -> BusinessProfile:

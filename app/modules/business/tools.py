@@ -24,7 +24,8 @@ async def business_summary(ctx: ToolContext, _: NoParams) -> dict[str, Any]:
     async with ctx.session() as session:
         business = await callers_business(session, ctx.user_id)
         stats = await GamificationService(session).stats(business, recent=0)
-        active = await MilestoneService(session).active_count(business)
+        milestones = MilestoneService.for_settings(session, ctx.settings, ctx.roadmap_worker)
+        active = await milestones.active_count(business)
     level, upcoming = stats["level"], stats["next_level"]
     return {
         "name": business.name,

@@ -8,15 +8,22 @@ from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request, Response, status
+from fastapi import APIRouter, Depends, Query, Response, status
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
-from app.api.deps import AdminUser, CurrentUser, SessionDep, SettingsDep, oauth2_scheme
+from app.api.deps import (
+    AdminUser,
+    ContextDep,
+    CurrentUser,
+    SessionDep,
+    SettingsDep,
+    oauth2_scheme,
+)
 from app.api.tools import domain_tools, external_tools, tool_context
 from app.core.config import Settings
 from app.core.errors import Responses, UnauthorizedError
 from app.core.llm import LLMNotConfiguredError
-from app.core.security import InvalidTokenError, TokenCodec
+from app.core.security import InvalidTokenError
 from app.core.tools import Conversation
 from app.core.types import Limit, Offset
 from app.modules.agent.prompt import build_system_prompt, describe_business
@@ -124,34 +131,31 @@ async def list_messages(
 
 
 def token_issued_at(
-    request: Request, token: Annotated[str | None, Depends(oauth2_scheme)]
+    context: ContextDep, token: Annotated[str | None, Depends(oauth2_scheme)]
 ) -> datetime:
     """When the caller's access token (already accepted by `CurrentUser`) was issued: the
     turn's tools refuse once the user's sessions are ended after it."""
-    codec: TokenCodec = request.app.state.tokens
     try:
-        return codec.decode(token or "", "access").issued_at
+        return context.tokens.decode(token or "", "access").issued_at
     except InvalidTokenError:  # expired in the instant since it was accepted
         raise UnauthorizedError() from None
 
 
 async def start_turn(
     body: ChatStreamRequest,
-    request: Request,
+    app_context: ContextDep,
     user: CurrentUser,
     issued_at: Annotated[datetime, Depends(token_issued_at)],
     chats: ChatServiceDep,
-    settings: SettingsDep,
 ) -> ChatTurn:
     """Everything that can refuse the turn, before the stream starts (so refusals are
     plain JSON errors): no LLM 503, the user's limits 429, someone else's session 404,
     busy session 409."""
-    llm = request.app.state.llm
+    settings, llm, sessionmaker = app_context.settings, app_context.llm, app_context.db.sessionmaker
     if llm is None:
         raise LLMNotConfiguredError()
-    sessionmaker = request.app.state.db.sessionmaker
     # Everything that can fail comes before the session is claimed and the message saved.
-    external = external_tools(request.app.state.mcp)
+    external = external_tools(app_context.mcp)
     business = await BusinessService(chats.session).mine(user.id)
     prompt = build_system_prompt(user.name, business_context=describe_business(business))
     quota = TurnQuota(
@@ -177,9 +181,9 @@ async def start_turn(
     context = tool_context(
         user.id,
         sessionmaker=sessionmaker,
-        hasher=request.app.state.hasher,
+        hasher=app_context.hasher,
         settings=settings,
-        scheduler=request.app.state.roadmaps,
+        roadmap_worker=app_context.roadmap_worker,
         conversation=Conversation(start.session_id, start.user_message.created_at),
         token_issued_at=issued_at,
     )

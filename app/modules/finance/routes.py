@@ -6,11 +6,17 @@ import uuid
 from collections.abc import AsyncGenerator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request, Response, status
+from fastapi import APIRouter, Query, Response, status
 from fastapi.responses import StreamingResponse
 from starlette.types import Message, Receive, Scope, Send
 
-from app.api.deps import CurrentBusiness, CurrentUser, SessionDep, SettingsDep
+from app.api.deps import (
+    ContextDep,
+    CurrentBusiness,
+    CurrentUser,
+    FinanceServiceDep,
+    SessionDep,
+)
 from app.core.errors import UNPROCESSABLE_RESPONSE
 from app.core.types import Limit, Offset, SearchText
 from app.modules.finance.models import EntryType, FinanceCategory, Transaction
@@ -29,7 +35,6 @@ from app.modules.finance.schemas import (
     TransactionPublic,
     TransactionUpdate,
 )
-from app.modules.finance.service import FinanceService
 from app.modules.limits.service import LimitService, SlotLease
 
 router = APIRouter(
@@ -59,10 +64,10 @@ def _transaction(t: Transaction, category_name: str) -> TransactionPublic:
 
 @router.get("/categories", response_model=list[CategoryPublic])
 async def list_categories(
-    business: CurrentBusiness, session: SessionDep, type: EntryType | None = None
+    business: CurrentBusiness, finance: FinanceServiceDep, type: EntryType | None = None
 ) -> list[CategoryPublic]:
     """The default categories and my own."""
-    return [_category(c) for c in await FinanceService(session).categories(business, type)]
+    return [_category(c) for c in await finance.categories(business, type)]
 
 
 @router.post(
@@ -72,9 +77,9 @@ async def list_categories(
     responses={409: {"description": "Name already used for this type"}},
 )
 async def create_category(
-    data: CategoryCreate, business: CurrentBusiness, session: SessionDep
+    data: CategoryCreate, business: CurrentBusiness, finance: FinanceServiceDep
 ) -> CategoryPublic:
-    return _category(await FinanceService(session).create_category(business, data))
+    return _category(await finance.create_category(business, data))
 
 
 @router.patch(
@@ -86,9 +91,12 @@ async def create_category(
     },
 )
 async def update_category(
-    category_id: uuid.UUID, data: CategoryUpdate, business: CurrentBusiness, session: SessionDep
+    category_id: uuid.UUID,
+    data: CategoryUpdate,
+    business: CurrentBusiness,
+    finance: FinanceServiceDep,
 ) -> CategoryPublic:
-    return _category(await FinanceService(session).update_category(business, category_id, data))
+    return _category(await finance.update_category(business, category_id, data))
 
 
 @router.delete(
@@ -100,9 +108,9 @@ async def update_category(
     },
 )
 async def delete_category(
-    category_id: uuid.UUID, business: CurrentBusiness, session: SessionDep
+    category_id: uuid.UUID, business: CurrentBusiness, finance: FinanceServiceDep
 ) -> Response:
-    await FinanceService(session).delete_category(business, category_id)
+    await finance.delete_category(business, category_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -110,11 +118,10 @@ async def delete_category(
     "/transactions", status_code=status.HTTP_201_CREATED, response_model=TransactionCreated
 )
 async def create_transaction(
-    data: TransactionCreate, business: CurrentBusiness, session: SessionDep, settings: SettingsDep
+    data: TransactionCreate, business: CurrentBusiness, finance: FinanceServiceDep
 ) -> TransactionCreated:
     """Record income or expense (whole rupiah). Earns points, up to a daily cap."""
-    service = FinanceService(session, daily_cap=settings.POINTS_TRANSACTION_DAILY_CAP)
-    recorded = await service.create(business, data)
+    recorded = await finance.create(business, data)
     return TransactionCreated.model_validate(
         {
             **recorded.entry.model_dump(),
@@ -127,7 +134,7 @@ async def create_transaction(
 @router.get("/transactions", response_model=TransactionPage)
 async def list_transactions(
     business: CurrentBusiness,
-    session: SessionDep,
+    finance: FinanceServiceDep,
     type: EntryType | None = None,
     category_id: uuid.UUID | None = None,
     start: DateQuery = None,
@@ -137,12 +144,11 @@ async def list_transactions(
     offset: Annotated[Offset, Query()] = 0,
 ) -> TransactionPage:
     """My transactions, newest first."""
-    service = FinanceService(session)
-    begin, finish = service.local_range(business, start, end)
+    begin, finish = finance.local_range(business, start, end)
     filters = TransactionFilters(
         type=type, category_id=category_id, start=begin, end=finish, text=q
     )
-    rows, total = await service.list(business, filters, limit, offset)
+    rows, total = await finance.list(business, filters, limit, offset)
     return TransactionPage(
         items=[_transaction(t, n) for t, n in rows], total=total, limit=limit, offset=offset
     )
@@ -182,11 +188,10 @@ class _LeasedStream(StreamingResponse):
     },
 )
 async def export_transactions(
-    request: Request,
+    context: ContextDep,
     user: CurrentUser,
     business: CurrentBusiness,
     session: SessionDep,
-    settings: SettingsDep,
     start: Annotated[BoundedDate, Query(description="First day, YYYY-MM-DD")],
     end: Annotated[
         BoundedDate, Query(description="Last day (inclusive), at most 366 days after start")
@@ -197,7 +202,7 @@ async def export_transactions(
     At most EXPORT_MAX_PARALLEL_PER_USER exports of one user run at once."""
     reports = FinanceReports(session)
     export = reports.csv_export(business, start, end)
-    sessionmaker = request.app.state.db.sessionmaker
+    settings, sessionmaker = context.settings, context.db.sessionmaker
     holder = await LimitService(session).take_slot(
         f"export:{user.id}",
         settings.EXPORT_MAX_PARALLEL_PER_USER,
@@ -231,9 +236,9 @@ async def export_transactions(
 
 @router.get("/transactions/{transaction_id}", response_model=TransactionPublic)
 async def get_transaction(
-    transaction_id: uuid.UUID, business: CurrentBusiness, session: SessionDep
+    transaction_id: uuid.UUID, business: CurrentBusiness, finance: FinanceServiceDep
 ) -> TransactionPublic:
-    return _transaction(*await FinanceService(session).get(business, transaction_id))
+    return _transaction(*await finance.get(business, transaction_id))
 
 
 @router.patch("/transactions/{transaction_id}", response_model=TransactionPublic)
@@ -241,17 +246,17 @@ async def update_transaction(
     transaction_id: uuid.UUID,
     data: TransactionUpdate,
     business: CurrentBusiness,
-    session: SessionDep,
+    finance: FinanceServiceDep,
 ) -> TransactionPublic:
-    return _transaction(*await FinanceService(session).update(business, transaction_id, data))
+    return _transaction(*await finance.update(business, transaction_id, data))
 
 
 @router.delete("/transactions/{transaction_id}", status_code=status.HTTP_204_NO_CONTENT)
 async def delete_transaction(
-    transaction_id: uuid.UUID, business: CurrentBusiness, session: SessionDep
+    transaction_id: uuid.UUID, business: CurrentBusiness, finance: FinanceServiceDep
 ) -> Response:
     """Delete a transaction; the points it earned are taken back."""
-    await FinanceService(session).delete(business, transaction_id)
+    await finance.delete(business, transaction_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 

@@ -2,7 +2,7 @@
 are in `reports`).
 
 Recording a transaction earns `TRANSACTION_POINTS`, at most
-`TRANSACTION_DAILY_CAP` times a day (the business's local day), so a burst of tiny
+`POINTS_TRANSACTION_DAILY_CAP` times a day (the business's local day), so a burst of tiny
 entries cannot farm points; deleting a transaction takes its points back. Both happen
 in the same database transaction as the entry itself.
 """
@@ -19,6 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.exc import StaleDataError
 
+from app.core.config import Settings
 from app.core.errors import ConflictError, NotFoundError, PermissionDeniedError
 from app.db.helpers import commit_or_conflict
 from app.db.types import utcnow
@@ -39,7 +40,6 @@ from app.modules.gamification.service import (
 )
 
 TRANSACTION_POINTS = 5
-TRANSACTION_DAILY_CAP = 10  # awarded transactions per local day: at most 50 points a day
 EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
 MAX_FUTURE = timedelta(days=1)
 CATEGORY_NOT_FOUND = "Category not found"
@@ -56,10 +56,16 @@ class RecordedTransaction:
 
 
 class FinanceService:
-    def __init__(self, session: AsyncSession, *, daily_cap: int = TRANSACTION_DAILY_CAP) -> None:
+    def __init__(self, session: AsyncSession, *, daily_cap: int) -> None:
         self.session = session
         self.repo = FinanceRepository(session)
         self.daily_cap = daily_cap
+
+    @classmethod
+    def for_settings(cls, session: AsyncSession, settings: Settings) -> FinanceService:
+        """The one way the app builds it, so the cap in the settings holds on every path
+        (routes, the web client's adapter, the advisor's and MCP clients' tools)."""
+        return cls(session, daily_cap=settings.POINTS_TRANSACTION_DAILY_CAP)
 
     # --- categories ---------------------------------------------------------------------
 

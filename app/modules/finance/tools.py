@@ -40,7 +40,7 @@ class RecordParams(BaseModel):
 async def record_transaction(ctx: ToolContext, p: RecordParams) -> dict[str, Any]:
     async with ctx.session() as session:
         business = await callers_business(session, ctx.user_id)
-        service = FinanceService(session, daily_cap=ctx.settings.POINTS_TRANSACTION_DAILY_CAP)
+        service = FinanceService.for_settings(session, ctx.settings)
         category = await service.category_by_name(business, p.type, p.category)
         recorded = await service.create(
             business,
@@ -77,7 +77,7 @@ class ListParams(BaseModel):
 async def list_transactions(ctx: ToolContext, p: ListParams) -> dict[str, Any]:
     async with ctx.session() as session:
         business = await callers_business(session, ctx.user_id)
-        service = FinanceService(session)
+        service = FinanceService.for_settings(session, ctx.settings)
         begin, finish = service.local_range(business, p.start, p.end)
         rows, total = await service.list(
             business,
@@ -127,7 +127,8 @@ class CategoryParams(BaseModel):
 async def list_categories(ctx: ToolContext, p: CategoryParams) -> dict[str, Any]:
     async with ctx.session() as session:
         business = await callers_business(session, ctx.user_id)
-        categories = await FinanceService(session).categories(business, p.type)
+        service = FinanceService.for_settings(session, ctx.settings)
+        categories = await service.categories(business, p.type)
     return {"categories": [{"id": str(c.id), "type": c.type, "name": c.name} for c in categories]}
 
 

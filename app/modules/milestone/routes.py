@@ -8,11 +8,16 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request, Response, status
+from fastapi import APIRouter, Depends, Query, Response, status
 from fastapi.sse import EventSourceResponse, ServerSentEvent
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.api.deps import CurrentBusiness, RoadmapSchedulerDep, SessionDep, SettingsDep
+from app.api.deps import (
+    ContextDep,
+    CurrentBusiness,
+    MilestoneServiceDep,
+    RoadmapWorkerDep,
+)
+from app.context import AppContext
 from app.core.errors import DB_UNAVAILABLE_DETAIL, is_db_unavailable
 from app.core.llm import LLMNotConfiguredError
 from app.core.types import Limit, Offset
@@ -40,20 +45,6 @@ router = APIRouter(
 
 POLL_FIRST_SECONDS = 0.5
 POLL_MAX_SECONDS = 2.0
-
-
-def get_milestone_service(
-    session: SessionDep, settings: SettingsDep, roadmaps: RoadmapSchedulerDep
-) -> MilestoneService:
-    return MilestoneService(
-        session,
-        daily_cap=settings.POINTS_ROADMAP_DAILY_CAP,
-        generations_per_day=settings.ROADMAP_GENERATIONS_PER_DAY,
-        scheduler=roadmaps,
-    )
-
-
-MilestoneServiceDep = Annotated[MilestoneService, Depends(get_milestone_service)]
 
 
 def _public(view: MilestoneView) -> MilestonePublic:
@@ -107,13 +98,13 @@ async def latest_generation(
 async def start_generation(
     business: CurrentBusiness,
     milestones: MilestoneServiceDep,
-    roadmaps: RoadmapSchedulerDep,
+    roadmap_worker: RoadmapWorkerDep,
     body: GenerateRequest | None = None,
 ) -> tuple[RoadmapGeneration, bool]:
     """Refusals come before the stream, as plain JSON errors: 503 without an LLM, 409
     while the roadmap has active milestones, 429 past the daily quota. An open request
     is joined, not repeated (its focus stays)."""
-    if roadmaps is None:
+    if roadmap_worker is None:
         raise LLMNotConfiguredError()
     return await milestones.request_generation(business, body.focus if body else "")
 
@@ -129,9 +120,9 @@ async def start_generation(
     },
 )
 async def generate(
-    request: Request,
+    context: ContextDep,
     business: CurrentBusiness,
-    roadmaps: RoadmapSchedulerDep,
+    roadmap_worker: RoadmapWorkerDep,
     started: Annotated[tuple[RoadmapGeneration, bool], Depends(start_generation)],
 ) -> AsyncIterator[ServerSentEvent]:
     """Ask for a new roadmap and follow it as Server-Sent Events.
@@ -150,15 +141,13 @@ async def generate(
             "created": created,
         },
     )
-    assert roadmaps is not None  # start_generation refused the request otherwise
-    async for event in _follow(
-        request.app.state.db.sessionmaker, business.id, generation.id, roadmaps.longest_run
-    ):
+    assert roadmap_worker is not None  # start_generation refused the request otherwise
+    async for event in _follow(context, business.id, generation.id, roadmap_worker.longest_run):
         yield event
 
 
 async def _follow(
-    sessionmaker: async_sessionmaker[AsyncSession],
+    context: AppContext,
     business_id: uuid.UUID,
     generation_id: uuid.UUID,
     patience: float,
@@ -170,10 +159,11 @@ async def _follow(
     pause = POLL_FIRST_SECONDS
     while time.monotonic() < deadline:
         try:
-            async with sessionmaker() as session:
-                generation, views = await MilestoneService(session).generation_state(
-                    business_id, generation_id
+            async with context.db.sessionmaker() as session:
+                milestones = MilestoneService.for_settings(
+                    session, context.settings, context.roadmap_worker
                 )
+                generation, views = await milestones.generation_state(business_id, generation_id)
         except Exception as exc:
             if not is_db_unavailable(exc):
                 raise

@@ -25,10 +25,11 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.core.background import Worker
+from app.core.config import Settings
 from app.core.errors import ConflictError, NotFoundError, TooManyRequestsError
 from app.db.types import utcnow
 from app.modules.business.models import BusinessProfile
@@ -52,17 +53,9 @@ from app.modules.milestone.schemas import MilestoneCreate, MilestoneUpdate
 
 TASK_POINTS_PER_LEVEL = 5
 BONUS_POINTS_PER_LEVEL = 20
-ROADMAP_DAILY_CAP = 250  # roadmap points a business can earn per local day
-GENERATIONS_PER_DAY = 5  # roadmap requests per business in 24 hours
 QUOTA_WINDOW = timedelta(days=1)
 
 NOT_FOUND = "Milestone not found"
-
-
-class RoadmapScheduler(Protocol):
-    """The roadmap worker, as services see it: told when a request was recorded."""
-
-    def wake(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -112,15 +105,28 @@ class MilestoneService:
         self,
         session: AsyncSession,
         *,
-        daily_cap: int = ROADMAP_DAILY_CAP,
-        generations_per_day: int = GENERATIONS_PER_DAY,
-        scheduler: RoadmapScheduler | None = None,
+        daily_cap: int,
+        generations_per_day: int,
+        roadmap_worker: Worker | None,
     ) -> None:
         self.session = session
         self.repo = MilestoneRepository(session)
-        self.daily_cap = daily_cap
-        self.generations_per_day = generations_per_day
-        self.scheduler = scheduler  # None while no LLM is configured: no generation
+        self.daily_cap = daily_cap  # roadmap points a business can earn per local day
+        self.generations_per_day = generations_per_day  # roadmap requests per 24 hours
+        self.roadmap_worker = roadmap_worker  # None while no LLM is configured: no generation
+
+    @classmethod
+    def for_settings(
+        cls, session: AsyncSession, settings: Settings, roadmap_worker: Worker | None
+    ) -> MilestoneService:
+        """The one way the app builds it, so the cap and quota in the settings hold on
+        every path (routes, the web client's adapter, tools, the roadmap worker)."""
+        return cls(
+            session,
+            daily_cap=settings.POINTS_ROADMAP_DAILY_CAP,
+            generations_per_day=settings.ROADMAP_GENERATIONS_PER_DAY,
+            roadmap_worker=roadmap_worker,
+        )
 
     # --- reading ----------------------------------------------------------------------------
 
@@ -239,8 +245,8 @@ class MilestoneService:
         else:
             result = await self._reopened_task(business, milestone, task, game, now)
         await self.session.commit()
-        if result.next_roadmap_requested and self.scheduler is not None:
-            self.scheduler.wake()
+        if result.next_roadmap_requested and self.roadmap_worker is not None:
+            self.roadmap_worker.wake()
         return result
 
     async def _completed_task(
@@ -269,7 +275,7 @@ class MilestoneService:
             unlocked += also_unlocked
             await self.session.flush()
             if (
-                self.scheduler is not None
+                self.roadmap_worker is not None
                 and not await self.repo.count_active(business.id)
                 and await self._quota_wait(business) is None
             ):
@@ -366,8 +372,8 @@ class MilestoneService:
                 self.session, business.id, GenerationKind.REQUESTED, focus
             )
         await self.session.commit()
-        if created and self.scheduler is not None:
-            self.scheduler.wake()
+        if created and self.roadmap_worker is not None:
+            self.roadmap_worker.wake()
         return generation, created
 
     async def _quota_wait(self, business: BusinessProfile) -> int | None:

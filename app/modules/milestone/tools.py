@@ -33,12 +33,7 @@ LIST_LIMIT = 30
 
 
 def _service(ctx: ToolContext, session: Any) -> MilestoneService:
-    return MilestoneService(
-        session,
-        daily_cap=ctx.settings.POINTS_ROADMAP_DAILY_CAP,
-        generations_per_day=ctx.settings.ROADMAP_GENERATIONS_PER_DAY,
-        scheduler=ctx.scheduler,
-    )
+    return MilestoneService.for_settings(session, ctx.settings, ctx.roadmap_worker)
 
 
 def _brief(view: MilestoneView, description_chars: int = 2000) -> dict[str, Any]:

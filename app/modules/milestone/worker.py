@@ -1,6 +1,6 @@
 """The roadmap worker: runs recorded roadmap requests, once each, across restarts.
 
-One per app process (`app.state.roadmaps`). A request is a row in `roadmap_generations`;
+One per app process (`AppContext.roadmap_worker`). A request is a row in `roadmap_generations`;
 the worker claims it with a conditional UPDATE (so of several processes exactly one
 runs it), holds a lease it renews before every LLM attempt, and saves the roadmap in the
 same transaction that marks the request done — only if it still holds the claim. If the
@@ -23,6 +23,7 @@ import structlog
 from llama_index.core.llms.function_calling import FunctionCallingLLM
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.core.config import Settings
 from app.core.errors import is_db_unavailable
 from app.db.types import utcnow
 from app.modules.milestone.generation import GenerationFailed, draft_roadmap, gather_context
@@ -43,21 +44,19 @@ class ClaimLost(Exception):
 class RoadmapWorker:
     def __init__(
         self,
+        settings: Settings,
         sessionmaker: async_sessionmaker[AsyncSession],
         llm: FunctionCallingLLM,
-        *,
-        attempt_timeout: float,
-        max_attempts: int,
-        concurrency: int,
     ) -> None:
+        self.settings = settings
         self.sessionmaker = sessionmaker
         self.llm = llm
-        self.attempt_timeout = attempt_timeout
-        self.max_attempts = max_attempts
-        self.concurrency = concurrency
+        self.attempt_timeout = settings.ROADMAP_ATTEMPT_TIMEOUT_SECONDS
+        self.max_attempts = settings.ROADMAP_MAX_ATTEMPTS
+        self.concurrency = settings.ROADMAP_CONCURRENCY
         # A lease outlives one attempt (the LLM call is bounded by attempt_timeout)
         # with room to save; it is renewed before every attempt.
-        self.lease = timedelta(seconds=2 * attempt_timeout + 5)
+        self.lease = timedelta(seconds=2 * self.attempt_timeout + 5)
         self._wake = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
         self._running: dict[uuid.UUID, asyncio.Task[None]] = {}  # claim -> task
@@ -165,7 +164,8 @@ class RoadmapWorker:
             )
             await self._update(generation_id, claim, stage="saving")
             async with self.sessionmaker() as session:
-                saved = await MilestoneService(session).save_generated(generation_id, claim, plans)
+                milestones = MilestoneService.for_settings(session, self.settings, self)
+                saved = await milestones.save_generated(generation_id, claim, plans)
             if saved is None:
                 raise ClaimLost
             log.info(
