@@ -34,8 +34,9 @@ KNOWN_CROSSINGS: dict[tuple[str, str], str] = {
     "the first roadmap",
     ("finance/service.py", "app.modules.business.models"): "the BusinessProfile entity",
     ("finance/reports.py", "app.modules.business.models"): "the BusinessProfile entity",
-    ("gamification/service.py", "app.modules.business.models"): "points are written "
-    "on the business row by inline SQL, until it moves to a repository",
+    ("gamification/service.py", "app.modules.business.models"): "the BusinessProfile entity",
+    ("gamification/repository.py", "app.modules.business.models"): "a business's points "
+    "and level are columns of its row; this repository is the one writer of the two",
     ("milestone/service.py", "app.modules.business.models"): "the BusinessProfile entity",
 }
 

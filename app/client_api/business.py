@@ -16,6 +16,7 @@ from app.core.types import MultiLine, SingleLine
 from app.modules.business.models import BusinessStage
 from app.modules.business.schemas import Address, BusinessCreate
 from app.modules.business.service import BusinessService
+from app.modules.gamification.ladder import LadderService
 from app.modules.gamification.service import GamificationService
 
 router = APIRouter()
@@ -155,7 +156,7 @@ async def client_admin_create_level(
     data: ClientLevelIn, _admin: AdminUser, session: SessionDep
 ) -> ClientLevel:
     """A new level, ordered by its points among the others."""
-    return level_view(await GamificationService(session).place_level(None, data.model_dump()))
+    return level_view(await LadderService(session).place_level(None, data.model_dump()))
 
 
 @router.put(
@@ -167,8 +168,8 @@ async def client_admin_replace_level(
     level_id: LevelId, data: ClientLevelIn, _admin: AdminUser, session: SessionDep
 ) -> ClientLevel:
     """Replace the level whole; it moves in the ladder when its points do."""
-    service = GamificationService(session)
-    return level_view(await service.place_level(level_id, data.model_dump()))
+    ladder = LadderService(session)
+    return level_view(await ladder.place_level(level_id, data.model_dump()))
 
 
 @router.delete(
@@ -183,5 +184,5 @@ async def client_admin_replace_level(
 async def client_admin_delete_level(
     level_id: LevelId, _admin: AdminUser, session: SessionDep
 ) -> Response:
-    await GamificationService(session).delete_level(level_id)
+    await LadderService(session).delete_level(level_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Path, Query, Response, status
 from app.api.deps import AdminUser, CurrentBusiness, CurrentUser, SessionDep
 from app.modules.business.schemas import LevelPublic
 from app.modules.business.service import BusinessService
+from app.modules.gamification.ladder import LadderService
 from app.modules.gamification.schemas import (
     AchievementAdminView,
     AchievementCreate,
@@ -85,9 +86,7 @@ async def admin_list_levels(_admin: AdminUser, session: SessionDep) -> list[Leve
 async def admin_create_level(
     data: LevelCreate, _admin: AdminUser, session: SessionDep
 ) -> LevelPublic:
-    return LevelPublic.model_validate(
-        await GamificationService(session).create_level(data.model_dump())
-    )
+    return LevelPublic.model_validate(await LadderService(session).create_level(data.model_dump()))
 
 
 @admin_router.patch(
@@ -101,9 +100,9 @@ async def admin_create_level(
 async def admin_update_level(
     level_id: RowId, data: LevelUpdate, _admin: AdminUser, session: SessionDep
 ) -> LevelPublic:
-    service = GamificationService(session)
+    ladder = LadderService(session)
     return LevelPublic.model_validate(
-        await service.update_level(level_id, data.model_dump(exclude_unset=True))
+        await ladder.update_level(level_id, data.model_dump(exclude_unset=True))
     )
 
 
@@ -117,7 +116,7 @@ async def admin_update_level(
 )
 async def admin_delete_level(level_id: RowId, _admin: AdminUser, session: SessionDep) -> Response:
     """Delete a level; its holders move to the highest remaining level their points reach."""
-    await GamificationService(session).delete_level(level_id)
+    await LadderService(session).delete_level(level_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
