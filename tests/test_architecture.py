@@ -38,6 +38,7 @@ KNOWN_CROSSINGS: dict[tuple[str, str], str] = {
     ("gamification/repository.py", "app.modules.business.models"): "a business's points "
     "and level are columns of its row; this repository is the one writer of the two",
     ("milestone/service.py", "app.modules.business.models"): "the BusinessProfile entity",
+    ("milestone/roadmaps.py", "app.modules.business.models"): "the BusinessProfile entity",
 }
 
 

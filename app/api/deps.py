@@ -22,6 +22,7 @@ from app.modules.auth.service import AuthService
 from app.modules.business.models import BusinessProfile
 from app.modules.business.service import BusinessService
 from app.modules.finance.service import FinanceService
+from app.modules.milestone.roadmaps import RoadmapRequests
 from app.modules.milestone.service import MilestoneService
 from app.modules.milestone.worker import RoadmapWorker
 from app.modules.users.models import User
@@ -88,10 +89,17 @@ def get_milestone_service(
     return MilestoneService.for_settings(session, settings, roadmap_worker)
 
 
+def get_roadmap_requests(
+    session: SessionDep, settings: SettingsDep, roadmap_worker: RoadmapWorkerDep
+) -> RoadmapRequests:
+    return RoadmapRequests.for_settings(session, settings, roadmap_worker)
+
+
 AuthServiceDep = Annotated[AuthService, Depends(get_auth_service)]
 UserServiceDep = Annotated[UserService, Depends(get_user_service)]
 FinanceServiceDep = Annotated[FinanceService, Depends(get_finance_service)]
 MilestoneServiceDep = Annotated[MilestoneService, Depends(get_milestone_service)]
+RoadmapRequestsDep = Annotated[RoadmapRequests, Depends(get_roadmap_requests)]
 
 
 async def get_current_user(

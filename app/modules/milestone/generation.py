@@ -30,8 +30,8 @@ from app.modules.business.service import BusinessService
 from app.modules.chat.service import ChatService
 from app.modules.finance.reports import FinanceReports
 from app.modules.milestone.models import GenerationKind
+from app.modules.milestone.plans import MilestonePlan
 from app.modules.milestone.repository import MilestoneRepository
-from app.modules.milestone.service import MilestonePlan
 
 FIRST_ROADMAP_SIZE = 4
 NEXT_ROADMAP_SIZE = 3

@@ -15,6 +15,7 @@ from app.api.deps import (
     ContextDep,
     CurrentBusiness,
     MilestoneServiceDep,
+    RoadmapRequestsDep,
     RoadmapWorkerDep,
 )
 from app.context import AppContext
@@ -22,6 +23,8 @@ from app.core.errors import DB_UNAVAILABLE_DETAIL, is_db_unavailable
 from app.core.llm import LLMNotConfiguredError
 from app.core.types import Limit, Offset
 from app.modules.milestone.models import GenerationStatus, MilestoneStatus, RoadmapGeneration
+from app.modules.milestone.plans import MilestoneView
+from app.modules.milestone.roadmaps import RoadmapRequests
 from app.modules.milestone.schemas import (
     GenerateRequest,
     GenerationPublic,
@@ -32,7 +35,7 @@ from app.modules.milestone.schemas import (
     TaskOutcome,
     milestone_public,
 )
-from app.modules.milestone.service import MilestoneService, MilestoneView, TaskResult
+from app.modules.milestone.service import TaskResult
 
 router = APIRouter(
     prefix="/milestones",
@@ -89,15 +92,15 @@ async def create_milestone(
 
 @router.get("/generation", response_model=GenerationPublic)
 async def latest_generation(
-    business: CurrentBusiness, milestones: MilestoneServiceDep
+    business: CurrentBusiness, requests: RoadmapRequestsDep
 ) -> GenerationPublic:
     """The latest roadmap request and where it stands (e.g. after creating a profile)."""
-    return GenerationPublic.model_validate(await milestones.latest_generation(business))
+    return GenerationPublic.model_validate(await requests.latest(business))
 
 
 async def start_generation(
     business: CurrentBusiness,
-    milestones: MilestoneServiceDep,
+    requests: RoadmapRequestsDep,
     roadmap_worker: RoadmapWorkerDep,
     body: GenerateRequest | None = None,
 ) -> tuple[RoadmapGeneration, bool]:
@@ -106,7 +109,7 @@ async def start_generation(
     is joined, not repeated (its focus stays)."""
     if roadmap_worker is None:
         raise LLMNotConfiguredError()
-    return await milestones.request_generation(business, body.focus if body else "")
+    return await requests.request(business, body.focus if body else "")
 
 
 @router.post(
@@ -160,10 +163,10 @@ async def _follow(
     while time.monotonic() < deadline:
         try:
             async with context.db.sessionmaker() as session:
-                milestones = MilestoneService.for_settings(
+                requests = RoadmapRequests.for_settings(
                     session, context.settings, context.roadmap_worker
                 )
-                generation, views = await milestones.generation_state(business_id, generation_id)
+                generation, views = await requests.state(business_id, generation_id)
         except Exception as exc:
             if not is_db_unavailable(exc):
                 raise

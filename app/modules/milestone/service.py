@@ -24,13 +24,13 @@ import builtins
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.background import Worker
 from app.core.config import Settings
-from app.core.errors import ConflictError, NotFoundError, TooManyRequestsError
+from app.core.errors import ConflictError, NotFoundError
 from app.db.types import utcnow
 from app.modules.business.models import BusinessProfile
 from app.modules.gamification.service import (
@@ -42,36 +42,16 @@ from app.modules.gamification.service import (
 )
 from app.modules.milestone.models import (
     GenerationKind,
-    GenerationStatus,
     Milestone,
     MilestoneStatus,
     MilestoneTask,
-    RoadmapGeneration,
 )
-from app.modules.milestone.repository import GenerationRepository, MilestoneRepository
+from app.modules.milestone.plans import MilestonePlan, MilestoneView, new_milestone
+from app.modules.milestone.repository import MilestoneRepository
+from app.modules.milestone.roadmaps import RoadmapRequests, request_roadmap
 from app.modules.milestone.schemas import MilestoneCreate, MilestoneUpdate
 
-TASK_POINTS_PER_LEVEL = 5
-BONUS_POINTS_PER_LEVEL = 20
-QUOTA_WINDOW = timedelta(days=1)
-
 NOT_FOUND = "Milestone not found"
-
-
-@dataclass(frozen=True)
-class MilestoneView:
-    milestone: Milestone
-    tasks: list[MilestoneTask]
-
-
-@dataclass(frozen=True)
-class MilestonePlan:
-    """A milestone to save, from the owner, the advisor or a generated roadmap."""
-
-    title: str
-    description: str
-    difficulty: int
-    tasks: Sequence[str]
 
 
 @dataclass(frozen=True)
@@ -84,20 +64,6 @@ class TaskResult:
     bonus: int = 0
     next_roadmap_requested: bool = False
     unlocked: tuple[str, ...] = ()  # codes of the achievements it unlocked
-
-
-async def request_roadmap(
-    session: AsyncSession, business_id: uuid.UUID, kind: str, focus: str = ""
-) -> tuple[RoadmapGeneration, bool]:
-    """Record a roadmap request in the caller's transaction (no commit), or join the one
-    already open for this business. Returns (request, whether this call created it)."""
-    repo = GenerationRepository(session)
-    for _ in range(3):  # an open request can finish between our insert and our read
-        created = await repo.insert_unless_open(business_id, kind, focus, utcnow())
-        generation = await repo.open_for(business_id)
-        if generation is not None:
-            return generation, created
-    raise ConflictError("A roadmap request is changing right now; please retry")
 
 
 class MilestoneService:
@@ -177,7 +143,9 @@ class MilestoneService:
             data.order if data.order is not None else await self.repo.next_position(business.id)
         )
         plan = MilestonePlan(data.title, data.description, data.difficulty, data.tasks)
-        view = self._add(business.id, plan, position)
+        view = new_milestone(business.id, plan, position)
+        self.session.add(view.milestone)
+        self.session.add_all(view.tasks)
         await self.session.commit()
         return view
 
@@ -277,7 +245,7 @@ class MilestoneService:
             if (
                 self.roadmap_worker is not None
                 and not await self.repo.count_active(business.id)
-                and await self._quota_wait(business) is None
+                and await self._roadmaps().quota_wait(business) is None
             ):
                 _, requested = await request_roadmap(self.session, business.id, GenerationKind.NEXT)
         milestone.updated_at = now
@@ -342,144 +310,14 @@ class MilestoneService:
         await game.award_points(business.id, reason, -held, ref_id=ref_id)
         return -held
 
-    # --- generated roadmaps -------------------------------------------------------------------
-
-    async def request_generation(
-        self, business: BusinessProfile, focus: str
-    ) -> tuple[RoadmapGeneration, bool]:
-        """The owner asks for a roadmap: joins an open request, or records a new one if
-        the roadmap has no active milestones (409 otherwise) and today's quota allows
-        (429). Always ends the transaction: the caller may hold this session through a
-        long progress stream."""
-        await self._lock(business)
-        generation = await GenerationRepository(self.session).open_for(business.id)
-        created = False
-        if generation is None:
-            active = await self.repo.count_active(business.id)
-            if active:
-                raise ConflictError(
-                    f"Your roadmap still has {active} active milestone(s); complete or "
-                    "delete them before asking for a new roadmap"
-                )
-            wait = await self._quota_wait(business)
-            if wait is not None:
-                raise TooManyRequestsError(
-                    f"At most {self.generations_per_day} roadmap requests in 24 hours; "
-                    f"the next is possible in {wait // 60 + 1} minute(s)",
-                    retry_after=wait,
-                )
-            generation, created = await request_roadmap(
-                self.session, business.id, GenerationKind.REQUESTED, focus
-            )
-        await self.session.commit()
-        if created and self.roadmap_worker is not None:
-            self.roadmap_worker.wake()
-        return generation, created
-
-    async def _quota_wait(self, business: BusinessProfile) -> int | None:
-        """None while a roadmap request is allowed; else the seconds until one is (the
-        quota counts the last 24 hours)."""
-        now = utcnow()
-        made = await GenerationRepository(self.session).created_since(
-            business.id, now - QUOTA_WINDOW
-        )
-        if len(made) < self.generations_per_day:
-            return None
-        frees_at = made[len(made) - self.generations_per_day] + QUOTA_WINDOW
-        return max(1, int((frees_at - now).total_seconds()) + 1)
-
-    async def latest_generation(self, business: BusinessProfile) -> RoadmapGeneration:
-        generation = await GenerationRepository(self.session).latest_for(business.id)
-        if generation is None:
-            raise NotFoundError("No roadmap has been requested for your business yet")
-        return generation
-
-    async def generation_state(
-        self, business_id: uuid.UUID, generation_id: uuid.UUID
-    ) -> tuple[RoadmapGeneration | None, builtins.list[MilestoneView]]:
-        """A request as it is now and, once it succeeded, the milestones it saved."""
-        generation = await GenerationRepository(self.session).get(generation_id)
-        if generation is None or generation.business_id != business_id:
-            return None, []
-        if generation.status != GenerationStatus.SUCCEEDED:
-            return generation, []
-        milestones = await self.repo.of_generation(generation_id)
-        tasks = await self.repo.tasks_of([m.id for m in milestones])
-        return generation, [MilestoneView(m, tasks[m.id]) for m in milestones]
-
-    async def save_generated(
-        self, generation_id: uuid.UUID, claim: uuid.UUID, plans: Sequence[MilestonePlan]
-    ) -> builtins.list[MilestoneView] | None:
-        """Save a generated roadmap and finish its request, in one transaction.
-
-        Nothing is saved if this worker no longer holds the request (None), or if the
-        business has active milestones again (the request ends as skipped, []).
-        """
-        generations = GenerationRepository(self.session)
-        generation = await generations.get(generation_id)
-        if generation is None:
-            return None
-        await GamificationService(self.session).lock_business(generation.business_id)
-        now = utcnow()
-        if await self.repo.count_active(generation.business_id):
-            held = await generations.update_claimed(
-                generation_id,
-                claim,
-                status=GenerationStatus.SKIPPED,
-                stage="done",
-                error="The roadmap had active milestones again; nothing was added",
-                finished_at=now,
-            )
-            await self.session.commit()
-            return [] if held else None
-        if not await generations.update_claimed(
-            generation_id, claim, status=GenerationStatus.SUCCEEDED, stage="done", finished_at=now
-        ):
-            await self.session.rollback()
-            return None
-        position = await self.repo.next_position(generation.business_id)
-        views = [
-            self._add(generation.business_id, plan, position + i, generation_id=generation_id)
-            for i, plan in enumerate(plans)
-        ]
-        await self.session.commit()
-        return views
-
     # --- helpers ----------------------------------------------------------------------------
 
-    def _add(
-        self,
-        business_id: uuid.UUID,
-        plan: MilestonePlan,
-        position: int,
-        *,
-        generation_id: uuid.UUID | None = None,
-    ) -> MilestoneView:
-        # Only a generated roadmap's difficulty sets the rewards; a self-made milestone's
-        # difficulty is the owner's own claim, so it earns the base rate.
-        rate = plan.difficulty if generation_id is not None else 1
-        milestone = Milestone(
-            business_id=business_id,
-            title=plan.title,
-            description=plan.description,
-            position=position,
-            difficulty=plan.difficulty,
-            reward_points=BONUS_POINTS_PER_LEVEL * rate,
-            ai_generated=generation_id is not None,
-            generation_id=generation_id,
+    def _roadmaps(self) -> RoadmapRequests:
+        return RoadmapRequests(
+            self.session,
+            generations_per_day=self.generations_per_day,
+            roadmap_worker=self.roadmap_worker,
         )
-        tasks = [
-            MilestoneTask(
-                milestone_id=milestone.id,
-                title=title,
-                position=i,
-                reward_points=TASK_POINTS_PER_LEVEL * rate,
-            )
-            for i, title in enumerate(plan.tasks)
-        ]
-        self.session.add(milestone)
-        self.session.add_all(tasks)
-        return MilestoneView(milestone, tasks)
 
     async def _lock(self, business: BusinessProfile) -> GamificationService:
         """Take the business lock; reads after it are current (see the module docstring)."""

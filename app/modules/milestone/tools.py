@@ -18,6 +18,7 @@ from app.core.tools import ToolContext, ToolError, ToolSpec
 from app.modules.business.service import callers_business
 from app.modules.chat.service import ChatService
 from app.modules.milestone.models import ACTIVE_STATUSES
+from app.modules.milestone.plans import MilestoneView
 from app.modules.milestone.schemas import (
     MAX_TASKS,
     Difficulty,
@@ -27,7 +28,7 @@ from app.modules.milestone.schemas import (
     MilestoneUpdate,
     TaskTitle,
 )
-from app.modules.milestone.service import MilestoneService, MilestoneView, TaskResult
+from app.modules.milestone.service import MilestoneService, TaskResult
 
 LIST_LIMIT = 30
 

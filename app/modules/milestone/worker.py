@@ -29,7 +29,7 @@ from app.db.types import utcnow
 from app.modules.milestone.generation import GenerationFailed, draft_roadmap, gather_context
 from app.modules.milestone.models import GenerationStatus
 from app.modules.milestone.repository import GenerationRepository
-from app.modules.milestone.service import MilestoneService
+from app.modules.milestone.roadmaps import RoadmapRequests
 
 log = structlog.stdlib.get_logger(__name__)
 
@@ -164,8 +164,8 @@ class RoadmapWorker:
             )
             await self._update(generation_id, claim, stage="saving")
             async with self.sessionmaker() as session:
-                milestones = MilestoneService.for_settings(session, self.settings, self)
-                saved = await milestones.save_generated(generation_id, claim, plans)
+                requests = RoadmapRequests.for_settings(session, self.settings, self)
+                saved = await requests.save_generated(generation_id, claim, plans)
             if saved is None:
                 raise ClaimLost
             log.info(
