@@ -5,7 +5,6 @@ Revises: 0003_chat
 Create Date: 2026-11-27 18:30:09.336664
 """
 
-import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
@@ -13,6 +12,7 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
+from app.db import seed
 from app.db.types import UTCDateTime
 
 revision: str = "0004_business"
@@ -178,64 +178,7 @@ def downgrade() -> None:
     # ### end Alembic commands ###
 
 
-# --- default data ------------------------------------------------------------------------
-
-_NAMESPACE = uuid.UUID("6f0c1e2a-3b4d-4c5e-8f70-112233445566")
-
-LEVELS = [
-    # (name, required points, order, icon)
-    ("Pemula", 0, 1, "seedling"),
-    ("Tekun", 100, 2, "sprout"),
-    ("Terampil", 300, 3, "leaf"),
-    ("Mahir", 700, 4, "tree"),
-    ("Juragan", 1500, 5, "store"),
-    ("Sultan", 3000, 6, "crown"),
-]
-
-ACHIEVEMENTS = [
-    # (code, title, description, required points, rule, icon)
-    (
-        "first_transaction",
-        "Catatan Pertama",
-        "Mencatat transaksi pertama.",
-        None,
-        "first_transaction",
-        "pencil",
-    ),
-    (
-        "transactions_50",
-        "Rajin Mencatat",
-        "Mencatat 50 transaksi.",
-        None,
-        "transactions_50",
-        "book",
-    ),
-    (
-        "first_milestone",
-        "Langkah Nyata",
-        "Menyelesaikan milestone pertama.",
-        None,
-        "first_milestone_completed",
-        "flag",
-    ),
-    ("points_100", "Seratus Poin", "Mengumpulkan 100 poin.", 100, None, "star"),
-    ("points_500", "Lima Ratus Poin", "Mengumpulkan 500 poin.", 500, None, "stars"),
-    ("points_1000", "Seribu Poin", "Mengumpulkan 1.000 poin.", 1000, None, "trophy"),
-]
-
-CATEGORIES = {
-    "income": ["Penjualan", "Jasa", "Modal Masuk", "Lainnya"],
-    "expense": [
-        "Bahan Baku",
-        "Gaji",
-        "Sewa",
-        "Listrik & Air",
-        "Transportasi",
-        "Pemasaran",
-        "Peralatan",
-        "Lainnya",
-    ],
-}
+# --- default data (app/db/seed.py) ------------------------------------------------------
 
 
 def _seed() -> None:
@@ -248,7 +191,15 @@ def _seed() -> None:
     )
     op.bulk_insert(
         levels,
-        [{"name": n, "required_points": p, "sort_order": o, "icon": i} for n, p, o, i in LEVELS],
+        [
+            {
+                "name": lv.name,
+                "required_points": lv.required_points,
+                "sort_order": lv.order,
+                "icon": lv.first_icon,
+            }
+            for lv in seed.LEVELS
+        ],
     )
     achievements = sa.table(
         "achievements",
@@ -262,8 +213,15 @@ def _seed() -> None:
     op.bulk_insert(
         achievements,
         [
-            {"code": c, "title": t, "description": d, "required_points": p, "rule": r, "icon": i}
-            for c, t, d, p, r, i in ACHIEVEMENTS
+            {
+                "code": a.code,
+                "title": a.title,
+                "description": a.description,
+                "required_points": a.required_points,
+                "rule": a.rule,
+                "icon": a.first_icon,
+            }
+            for a in seed.ACHIEVEMENTS
         ],
     )
     categories = sa.table(
@@ -280,14 +238,13 @@ def _seed() -> None:
         categories,
         [
             {
-                "id": uuid.uuid5(_NAMESPACE, f"{kind}:{name}"),
+                "id": c.id,
                 "business_id": None,
-                "type": kind,
-                "name": name,
-                "name_key": name.casefold(),
+                "type": c.type,
+                "name": c.name,
+                "name_key": c.name.casefold(),
                 "created_at": now,
             }
-            for kind, names in CATEGORIES.items()
-            for name in names
+            for c in seed.CATEGORIES
         ],
     )

@@ -16,6 +16,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
+from app.db import seed
+
 revision: str = "0006_web_client"
 down_revision: str | None = "0005_roadmap"
 branch_labels: str | Sequence[str] | None = None
@@ -24,37 +26,10 @@ depends_on: str | Sequence[str] | None = None
 PAYMENT_METHODS = ("CASH", "BANK_TRANSFER", "E_WALLET", "DEBIT_CARD", "CREDIT_CARD")
 
 # The seeded rows of 0004_business, by name or code: (the word it had, its emoji).
-LEVEL_ICONS = {
-    "Pemula": ("seedling", "🌱"),
-    "Tekun": ("sprout", "🌿"),
-    "Terampil": ("leaf", "🍃"),
-    "Mahir": ("tree", "🌳"),
-    "Juragan": ("store", "🏪"),
-    "Sultan": ("crown", "👑"),
-}
-ACHIEVEMENT_ICONS = {
-    "first_transaction": ("pencil", "✏️"),
-    "transactions_50": ("book", "📖"),
-    "first_milestone": ("flag", "🚩"),
-    "points_100": ("star", "⭐"),
-    "points_500": ("stars", "🌟"),
-    "points_1000": ("trophy", "🏆"),
-}
+LEVEL_ICONS = {lv.name: (lv.first_icon, lv.icon) for lv in seed.LEVELS}
+ACHIEVEMENT_ICONS = {a.code: (a.first_icon, a.icon) for a in seed.ACHIEVEMENTS}
 # The default categories of 0004_business, (type, name) -> icon.
-CATEGORY_ICONS = {
-    ("income", "Penjualan"): "🛍️",
-    ("income", "Jasa"): "🛠️",
-    ("income", "Modal Masuk"): "💰",
-    ("income", "Lainnya"): "💵",
-    ("expense", "Bahan Baku"): "📦",
-    ("expense", "Gaji"): "👥",
-    ("expense", "Sewa"): "🏠",
-    ("expense", "Listrik & Air"): "💡",
-    ("expense", "Transportasi"): "🚚",
-    ("expense", "Pemasaran"): "📣",
-    ("expense", "Peralatan"): "🔧",
-    ("expense", "Lainnya"): "🧾",
-}
+CATEGORY_ICONS = {(c.type, c.name): c.icon for c in seed.CATEGORIES}
 
 _levels = sa.table("levels", sa.column("name", sa.String), sa.column("icon", sa.String))
 _achievements = sa.table("achievements", sa.column("code", sa.String), sa.column("icon", sa.String))
