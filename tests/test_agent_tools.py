@@ -8,16 +8,15 @@ checked through the public API (transactions, points, milestones, the business p
 
 from __future__ import annotations
 
-import asyncio
 import json
 import uuid
 from typing import Any
 
 import httpx
-import pytest
 
 from tests.fakes.llm_server import FakeLLMServer, Reply
 from tests.helpers.accounts import API, Account, new_account
+from tests.helpers.business import owner_with_business, roadmap_request
 from tests.helpers.sse import ChatStream, chat
 
 Args = dict[str, Any] | str
@@ -49,9 +48,6 @@ EXPENSE_CATEGORIES = [
     "Lainnya",
 ]
 INCOME_CATEGORIES = ["Penjualan", "Jasa", "Modal Masuk", "Lainnya"]
-GENERATION_DONE = {"succeeded", "failed", "skipped"}
-ROADMAP_POLLS = 600  # x ROADMAP_POLL_PAUSE: a bound, never an assertion on speed
-ROADMAP_POLL_PAUSE = 0.025
 FINAL_TEXT = "Sudah, Bu."
 CALLS_PER_REPLY = 8  # CHAT_MAX_TOOL_CALLS_PER_RESPONSE: more in one reply are not run
 
@@ -59,34 +55,11 @@ CALLS_PER_REPLY = 8  # CHAT_MAX_TOOL_CALLS_PER_RESPONSE: more in one reply are n
 # --- accounts, business and roadmap ---------------------------------------------------------
 
 
-async def owner_with_business(client: httpx.AsyncClient, name: str | None = None) -> Account:
-    """A new owner with a business profile (which also requests its first roadmap)."""
-    owner = await new_account(client)
-    r = await client.post(
-        f"{API}/business",
-        headers=owner.headers,
-        json={
-            "name": name or f"Warung {uuid.uuid4().hex[:6]}",
-            "category": "Kuliner",
-            "stage": "startup",
-        },
-    )
-    assert r.status_code == 201, r.text
-    return owner
-
-
 async def first_roadmap(client: httpx.AsyncClient, owner: Account) -> list[dict[str, Any]]:
     """Wait until the business's first roadmap generation has finished (bounded polling
     of GET /milestones/generation); return the milestones it left."""
-    for _ in range(ROADMAP_POLLS):
-        r = await client.get(f"{API}/milestones/generation", headers=owner.headers)
-        assert r.status_code == 200, r.text
-        if r.json()["status"] in GENERATION_DONE:
-            break
-        await asyncio.sleep(ROADMAP_POLL_PAUSE)
-    else:
-        pytest.fail("the first roadmap generation never finished")
-    assert r.json()["status"] == "succeeded", r.json()
+    generation = await roadmap_request(client, owner)
+    assert generation["status"] == "succeeded", generation
     found = await milestones(client, owner)
     assert len(found) == 4 and all(m["status"] == "pending" for m in found), found
     return found

@@ -24,6 +24,7 @@ from tests.conftest import asgi_client
 from tests.fakes.llm_server import FakeLLMServer, Reply, ToolCallSpec
 from tests.helpers.accounts import API, Account, new_account
 from tests.helpers.apps import calls_with, chat_app, wait_for
+from tests.helpers.business import owner_with_business
 from tests.helpers.server import ServerProcess, served_env
 from tests.helpers.sse import chat
 
@@ -211,15 +212,6 @@ async def transactions_total(client: httpx.AsyncClient, owner: Account) -> int:
     return r.json()["total"]
 
 
-async def owner_with_business(client: httpx.AsyncClient) -> Account:
-    owner = await new_account(client)
-    r = await client.post(
-        f"{API}/business", headers=owner.headers, json={"name": "Warung Batas", "category": "K"}
-    )
-    assert r.status_code == 201, r.text
-    return owner
-
-
 @pytest.fixture(scope="module")
 async def patient_client(
     database_url: str, session_tmp: Path, fake_llm_server: FakeLLMServer
@@ -244,7 +236,7 @@ async def test_calls_beyond_the_per_response_limit_are_not_run_and_the_model_is_
 ) -> None:
     """12 sales in one response: the first 8 (CHAT_MAX_TOOL_CALLS_PER_RESPONSE) are
     recorded, the other 4 answered with an error result, and the model carries on."""
-    owner = await owner_with_business(ai_client)
+    owner = await owner_with_business(ai_client, "Warung Batas", category="K")
     fake_llm.script(Reply(tool_calls=[sale(n) for n in range(12)]), Reply.of_text("Sebagian."))
     s = await chat(ai_client, owner.headers, "Catat 12 penjualan ini")
     assert s.names[-1] == "done", s.events
@@ -260,7 +252,7 @@ async def test_calls_beyond_the_per_response_limit_are_not_run_and_the_model_is_
 async def test_a_response_streaming_100_tool_calls_ends_the_turn_and_runs_none(
     ai_client: httpx.AsyncClient, fake_llm: FakeLLMServer
 ) -> None:
-    owner = await owner_with_business(ai_client)
+    owner = await owner_with_business(ai_client, "Warung Batas", category="K")
     fake_llm.script(Reply(tool_calls=[sale(n) for n in range(100)]))
     started = time.perf_counter()
     s = await chat(ai_client, owner.headers, "Catat 100 penjualan")
@@ -278,7 +270,7 @@ async def test_a_multi_megabyte_tool_argument_ends_the_turn_as_it_streams(
     """A 2 MB argument in 16-character chunks: the turn ends once the response passes
     CHAT_MAX_RESPONSE_CHARS, long before the whole argument has streamed, and the
     connection to the model is closed rather than left streaming."""
-    owner = await owner_with_business(patient_client)
+    owner = await owner_with_business(patient_client, "Warung Batas", category="K")
     note = "x" * (2 * 1024 * 1024)
     arguments = {"type": "income", "amount": 5000, "category": "Penjualan", "note": note}
     # A pause between chunks lets the fake notice a hang-up (the whole would take minutes).

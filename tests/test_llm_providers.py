@@ -34,7 +34,7 @@ from tests.conftest import asgi_client
 from tests.fakes.llm_server import USAGE, FakeLLMServer, Reply
 from tests.helpers.accounts import API, Account, new_account
 from tests.helpers.apps import chat_app
-from tests.helpers.business import owner_with_business
+from tests.helpers.business import owner_with_business, roadmap_request
 from tests.helpers.databases import fresh_database_url
 from tests.helpers.sse import ChatStream, chat
 
@@ -363,18 +363,6 @@ async def test_empty_answer_with_tools_is_asked_again_without(
 # tests run an app of their own.
 
 
-async def roadmap_outcome(client: httpx.AsyncClient, owner: Account) -> dict[str, Any]:
-    """The owner's roadmap request once it has ended (bounded wait, not a speed test)."""
-    body: dict[str, Any] = {}
-    for _ in range(600):
-        r = await client.get(f"{API}/milestones/generation", headers=owner.headers)
-        body = r.json() if r.status_code == 200 else {}
-        if body.get("status") in {"succeeded", "failed", "skipped"}:
-            return body
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"the roadmap request did not end: {body}")
-
-
 NAMED = {"type": "function", "function": {"name": "save_roadmap"}}
 
 
@@ -408,9 +396,9 @@ async def test_required_tool_choice_refused(
     ):
         with structlog.testing.capture_logs() as logs:
             first = await owner_with_business(client, name="Warung Tolak Satu")
-            assert (await roadmap_outcome(client, first))["status"] == "succeeded"
+            assert (await roadmap_request(client, first))["status"] == "succeeded"
             second = await owner_with_business(client, name="Warung Tolak Dua")
-            assert (await roadmap_outcome(client, second))["status"] == "succeeded"
+            assert (await roadmap_request(client, second))["status"] == "succeeded"
         r = await client.get(f"{API}/milestones", headers=first.headers)
         assert len(r.json()["items"]) == 4
     assert [body.get("tool_choice") for body in fake_llm.roadmap_requests] == choices

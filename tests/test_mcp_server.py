@@ -31,6 +31,7 @@ from app.main import create_app
 from tests.conftest import ADMIN_PASSWORD, asgi_client, llm_settings, make_settings
 from tests.fakes.llm_server import FakeLLMServer, Reply
 from tests.helpers.accounts import API, Account, bearer, new_account
+from tests.helpers.business import owner_with_business
 from tests.helpers.databases import fresh_database_url
 from tests.helpers.server import REPO_ROOT, ServerProcess, clean_env, telaten
 from tests.helpers.sse import chat
@@ -66,15 +67,6 @@ def server_env(database_url: str, workdir: Path) -> dict[str, str]:
 async def api(server: ServerProcess) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as client:
         yield client
-
-
-async def owner_with_business(api: httpx.AsyncClient, name: str = "Warung MCP") -> Account:
-    owner = await new_account(api)
-    r = await api.post(
-        f"{API}/business", headers=owner.headers, json={"name": name, "category": "Kuliner"}
-    )
-    assert r.status_code == 201, r.text
-    return owner
 
 
 @asynccontextmanager
@@ -126,7 +118,7 @@ async def call(session: ClientSession, name: str, arguments: dict[str, Any]) -> 
 async def test_the_advisors_tools_are_listed_with_their_schemas(
     server: ServerProcess, api: httpx.AsyncClient, transport: str
 ) -> None:
-    owner = await owner_with_business(api)
+    owner = await owner_with_business(api, "Warung MCP")
     async with mcp_session(server, owner.access_token, transport) as session:
         tools = {t.name: t for t in (await session.list_tools()).tools}
     assert list(tools) == [spec.name for spec in DOMAIN_TOOLS]  # one registry
@@ -150,7 +142,7 @@ async def test_the_advisors_tools_are_listed_with_their_schemas(
 async def test_read_and_write_tools_act_on_the_token_owners_business(
     server: ServerProcess, api: httpx.AsyncClient, transport: str
 ) -> None:
-    owner = await owner_with_business(api)
+    owner = await owner_with_business(api, "Warung MCP")
     async with mcp_session(server, owner.access_token, transport) as session:
         recorded, is_error = await call(
             session,
@@ -191,7 +183,7 @@ async def test_read_and_write_tools_act_on_the_token_owners_business(
 async def test_a_refused_rule_is_a_tool_error_not_a_crash(
     server: ServerProcess, api: httpx.AsyncClient
 ) -> None:
-    owner = await owner_with_business(api)
+    owner = await owner_with_business(api, "Warung MCP")
     async with mcp_session(server, owner.access_token, "streamable-http") as session:
         text, is_error = await call(
             session, "record_transaction", {"type": "income", "amount": 10, "category": "Nope"}
@@ -211,7 +203,7 @@ async def test_a_refused_rule_is_a_tool_error_not_a_crash(
 async def test_requests_without_a_valid_access_token_are_401(
     server: ServerProcess, api: httpx.AsyncClient
 ) -> None:
-    owner = await owner_with_business(api)
+    owner = await owner_with_business(api, "Warung MCP")
     codec = TokenCodec(SECRET, timedelta(minutes=5), timedelta(days=1))
     expired = codec.issue(
         uuid.UUID(owner.id), "access", now=datetime.now(UTC) - timedelta(hours=1)
@@ -247,7 +239,7 @@ async def test_requests_without_a_valid_access_token_are_401(
 async def test_a_deactivated_users_token_stops_working(
     server: ServerProcess, api: httpx.AsyncClient
 ) -> None:
-    owner = await owner_with_business(api)
+    owner = await owner_with_business(api, "Warung MCP")
     async with mcp_session(server, owner.access_token, "streamable-http") as session:
         assert (await session.list_tools()).tools
     r = await api.post(
@@ -304,7 +296,7 @@ async def test_another_users_token_sees_and_changes_only_its_own_data(
 
 @pytest.mark.slow
 async def test_stdio_serves_the_token_owner(server: ServerProcess, api: httpx.AsyncClient) -> None:
-    owner = await owner_with_business(api)
+    owner = await owner_with_business(api, "Warung MCP")
     params = stdio_params(server, owner.access_token)
     async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
         await session.initialize()
@@ -423,8 +415,8 @@ async def test_an_sse_session_is_bound_to_the_user_who_opened_it(
 async def test_open_sse_streams_are_limited_per_user(
     server: ServerProcess, api: httpx.AsyncClient
 ) -> None:
-    owner = await owner_with_business(api)
-    other = await owner_with_business(api)
+    owner = await owner_with_business(api, "Warung MCP")
+    other = await owner_with_business(api, "Warung MCP")
     async with contextlib.AsyncExitStack() as stack:
         for _ in range(5):
             stream = await stack.enter_async_context(
@@ -449,8 +441,8 @@ async def test_open_sse_streams_are_limited_per_user_across_processes(
     server: ServerProcess, api: httpx.AsyncClient, tmp_path: Path
 ) -> None:
     """Two processes on one database (two workers or hosts) share one user's places."""
-    owner = await owner_with_business(api)
-    other = await owner_with_business(api)
+    owner = await owner_with_business(api, "Warung MCP")
+    other = await owner_with_business(api, "Warung MCP")
     env = server.env  # type: ignore[attr-defined]
     with ServerProcess(env, tmp_path) as twin:
         async with (
@@ -479,7 +471,7 @@ async def test_get_on_the_streamable_http_endpoint_is_405_not_an_endless_stream(
 ) -> None:
     """Our tools never call the client back, so /mcp offers no server-initiated stream
     (the spec's 405); the SDK's client copes (every streamable-http test here uses it)."""
-    owner = await owner_with_business(api)
+    owner = await owner_with_business(api, "Warung MCP")
     headers = {**owner.headers, "Accept": "text/event-stream"}
     for who in (headers, {"Accept": "text/event-stream"}):
         async with asyncio.timeout(30), api.stream("GET", "/mcp", headers=who) as r:
@@ -522,8 +514,8 @@ async def admin_headers(api: httpx.AsyncClient) -> dict[str, str]:
 async def test_an_sse_stream_ends_when_its_user_is_deactivated(
     server: ServerProcess, api: httpx.AsyncClient
 ) -> None:
-    owner = await owner_with_business(api)
-    bystander = await owner_with_business(api)
+    owner = await owner_with_business(api, "Warung MCP")
+    bystander = await owner_with_business(api, "Warung MCP")
     admin = await admin_headers(api)
     async with (
         api.stream("GET", "/mcp/sse", headers=owner.headers) as stream,
@@ -559,7 +551,7 @@ async def test_an_sse_stream_ends_when_the_users_sessions_are_ended(
 ) -> None:
     """A password change ends every session: tokens issued before it stop working, and so
     do the streams opened with them."""
-    owner = await owner_with_business(api)
+    owner = await owner_with_business(api, "Warung MCP")
     async with api.stream("GET", "/mcp/sse", headers=owner.headers) as stream:
         assert stream.status_code == 200
         lines = stream.aiter_lines()
@@ -577,7 +569,7 @@ async def test_an_sse_stream_ends_when_the_users_sessions_are_ended(
 async def test_an_sse_stream_ends_when_its_token_expires(
     server: ServerProcess, api: httpx.AsyncClient
 ) -> None:
-    owner = await owner_with_business(api)
+    owner = await owner_with_business(api, "Warung MCP")
     codec = TokenCodec(SECRET, timedelta(seconds=4), timedelta(days=1))
     short = bearer(codec.issue(uuid.UUID(owner.id), "access").token)
     async with api.stream("GET", "/mcp/sse", headers=short) as stream:
@@ -639,7 +631,7 @@ async def test_stdio_with_a_token_that_expires_says_so(
     """A token valid when the stdio server starts expires while it runs. How long the
     child takes to start is the machine's business: a token that expired before the
     child could check it is tried again with a longer life."""
-    owner = await owner_with_business(api)
+    owner = await owner_with_business(api, "Warung MCP")
     for lifetime in (5, 15, 45, 135):
         text = await _call_after_expiry(server, owner, lifetime)
         if text is not None:

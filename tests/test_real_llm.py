@@ -13,19 +13,16 @@ code). What it actually said is printed (`pytest -s`) and quoted in the closing 
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
 from tests.helpers.accounts import API, Account, new_account
-from tests.helpers.business import category_id, owner_with_business, record
+from tests.helpers.business import category_id, owner_with_business, record, roadmap_request
 from tests.helpers.llama_server import MODEL_ALIAS, LlamaServer, configured
 from tests.helpers.llm_proxy import RecordingProxy
 from tests.helpers.server import ServerProcess, served_env
@@ -171,14 +168,9 @@ async def test_roadmap_on_profile_creation(service: ServerProcess, proxy: Record
         owner = await owner_with_business(
             client, "Bakso Pak Real", primary_goal="menambah pelanggan tetap"
         )
-        status: dict[str, Any] = {}
-        deadline = time.monotonic() + 4 * LLM_SECONDS  # a bound, not a speed test
-        while time.monotonic() < deadline:
-            r = await client.get(f"{API}/milestones/generation", headers=owner.headers)
-            status = r.json() if r.status_code == 200 else {}
-            if status.get("status") in ("succeeded", "failed"):
-                break
-            await asyncio.sleep(1)
+        status = await roadmap_request(
+            client, owner, until={"succeeded", "failed"}, bound=4 * LLM_SECONDS, pause=1
+        )
         roadmap_calls = [
             e
             for e in proxy.exchanges

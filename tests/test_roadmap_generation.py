@@ -28,11 +28,11 @@ from app.main import create_app
 from tests.conftest import asgi_client, llm_settings, make_settings
 from tests.fakes.llm_server import FakeLLMServer, Reply
 from tests.helpers.accounts import API, Account, new_account
+from tests.helpers.business import ROADMAP_ENDED, roadmap_request
 from tests.helpers.databases import fresh_database_url
 from tests.helpers.server import ServerProcess, clean_env
 from tests.helpers.sse import parse_sse
 
-TERMINAL = {"succeeded", "failed", "skipped"}
 ROADMAP_DAILY_CAP = 250  # POINTS_ROADMAP_DAILY_CAP's default
 
 
@@ -47,21 +47,6 @@ async def create_business(client: httpx.AsyncClient, owner: Account, name: str) 
         json={"name": name, "category": "Kuliner", "primary_goal": "buka cabang kedua"},
     )
     assert r.status_code == 201, r.text
-
-
-async def wait_generation(
-    client: httpx.AsyncClient, owner: Account, *, status: set[str] = TERMINAL, tries: int = 300
-) -> dict[str, Any]:
-    """Poll the latest roadmap request until its status is in `status` (about 30 s)."""
-    body: dict[str, Any] = {}
-    for _ in range(tries):
-        r = await client.get(f"{API}/milestones/generation", headers=owner.headers)
-        if r.status_code == 200:
-            body = r.json()
-            if body["status"] in status:
-                return body
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"roadmap request did not reach {status}: {body}")
 
 
 async def milestones(
@@ -169,7 +154,7 @@ async def test_profile_creation_leads_to_four_saved_milestones(
     owner = await new_account(ai_client)
     await create_business(ai_client, owner, name)
 
-    generation = await wait_generation(ai_client, owner)
+    generation = await roadmap_request(ai_client, owner)
     assert generation["kind"] == "initial"
     assert generation["status"] == "succeeded"
     assert generation["attempts"] == 1
@@ -202,7 +187,7 @@ async def test_completing_the_last_milestone_leads_to_three_more(
     )
     owner = await new_account(ai_client)
     await create_business(ai_client, owner, name)
-    await wait_generation(ai_client, owner)
+    await roadmap_request(ai_client, owner)
     first = await milestones(ai_client, owner)
 
     outcomes = await complete_all(ai_client, owner, first[:3])
@@ -212,7 +197,7 @@ async def test_completing_the_last_milestone_leads_to_three_more(
     assert outcomes[-1]["milestone_completed"] is True
     assert outcomes[-1]["next_roadmap_requested"] is True
 
-    generation = await wait_generation(ai_client, owner)
+    generation = await roadmap_request(ai_client, owner)
     assert (generation["kind"], generation["status"]) == ("next", "succeeded")
     pending = await milestones(ai_client, owner, status="pending")
     assert [m["title"] for m in pending] == ["Lanjut 1", "Lanjut 2", "Lanjut 3"]
@@ -237,7 +222,7 @@ async def test_a_generated_milestone_pays_by_difficulty_a_self_made_one_the_base
     fake_llm.script_roadmap(Reply.roadmap(4, match=name))
     owner = await new_account(ai_client)
     await create_business(ai_client, owner, name)
-    await wait_generation(ai_client, owner)
+    await roadmap_request(ai_client, owner)
     hardest = next(m for m in await milestones(ai_client, owner) if m["difficulty"] == 5)
     r = await ai_client.post(
         f"{API}/milestones",
@@ -273,10 +258,10 @@ async def test_malformed_and_partial_answers_are_retried_and_save_nothing_meanwh
     )
     owner = await new_account(ai_client)
     await create_business(ai_client, owner, name)
-    running = await wait_generation(ai_client, owner, status={"running"} | TERMINAL)
+    running = await roadmap_request(ai_client, owner, until={"running"} | ROADMAP_ENDED)
     if running["status"] == "running":
         assert await milestones(ai_client, owner) == []  # nothing half-saved
-    generation = await wait_generation(ai_client, owner)
+    generation = await roadmap_request(ai_client, owner)
     assert (generation["status"], generation["attempts"]) == ("succeeded", 3)
     assert [m["title"] for m in await milestones(ai_client, owner)] == [
         f"Benar {n}" for n in range(1, 5)
@@ -299,7 +284,7 @@ async def test_answers_that_never_validate_end_as_a_reported_failure(
     )
     owner = await new_account(ai_client)
     await create_business(ai_client, owner, name)
-    generation = await wait_generation(ai_client, owner)
+    generation = await roadmap_request(ai_client, owner)
     assert (generation["status"], generation["attempts"]) == ("failed", 3)
     assert "No usable roadmap after 3 attempt(s)" in generation["error"]
     assert await milestones(ai_client, owner) == []
@@ -324,7 +309,7 @@ async def test_generate_streams_progress_and_the_saved_milestones(
     name = business_name()
     owner = await new_account(ai_client)
     await create_business(ai_client, owner, name)
-    await wait_generation(ai_client, owner)
+    await roadmap_request(ai_client, owner)
     for m in await milestones(ai_client, owner):  # the owner clears the first roadmap
         r = await ai_client.delete(f"{API}/milestones/{m['id']}", headers=owner.headers)
         assert r.status_code == 204
@@ -351,7 +336,7 @@ async def test_generate_is_refused_while_milestones_are_active(
 ) -> None:
     owner = await new_account(ai_client)
     await create_business(ai_client, owner, business_name())
-    await wait_generation(ai_client, owner)
+    await roadmap_request(ai_client, owner)
     status, _, body = await generate(ai_client, owner)
     assert status == 409
     assert "active milestone" in body["detail"]
@@ -373,7 +358,7 @@ async def test_roadmap_requests_are_limited_per_day(
     async with LifespanManager(app, startup_timeout=60), asgi_client(app) as client:
         owner = await new_account(client)
         await create_business(client, owner, name)  # request 1
-        await wait_generation(client, owner)
+        await roadmap_request(client, owner)
         await delete_all(client, owner, await milestones(client, owner))
         status, events, _ = await generate(client, owner)  # request 2
         assert status == 200 and events[0][1]["created"] is True
@@ -420,7 +405,7 @@ async def test_joined_generate_streams_hold_no_pooled_connection(
         ):
             owner = await new_account(client)
             await create_business(client, owner, name)
-            running = await wait_generation(client, owner, status={"running"})
+            running = await roadmap_request(client, owner, until={"running"})
             opened: list[tuple[httpx.Response, AsyncIterator[str]]] = []
             for _ in range(4):
                 r = await streams.enter_async_context(
@@ -478,7 +463,7 @@ async def test_a_roadmap_due_while_the_owner_planned_by_hand_is_skipped(
         json={"title": "Rencana saya sendiri", "tasks": ["Langkah pertama"]},
     )
     assert r.status_code == 201
-    generation = await wait_generation(ai_client, owner)
+    generation = await roadmap_request(ai_client, owner)
     assert generation["status"] == "skipped"
     assert [m["title"] for m in await milestones(ai_client, owner)] == ["Rencana saya sendiri"]
 
@@ -514,7 +499,7 @@ async def test_a_restart_mid_generation_still_ends_with_exactly_one_roadmap(
             async with httpx.AsyncClient(base_url=first.base_url, timeout=30) as c:
                 owner = await new_account(c)
                 await create_business(c, owner, name)
-                await wait_generation(c, owner, status={"running"})
+                await roadmap_request(c, owner, until={"running"})
                 if how == "crash":
                     first.proc.send_signal(signal.SIGKILL)
                 first.stop()
@@ -526,7 +511,7 @@ async def test_a_restart_mid_generation_still_ends_with_exactly_one_roadmap(
                     f"{API}/auth/login", json={"email": owner.email, "password": owner.password}
                 )
                 owner.access_token = r.json()["access_token"]
-                generation = await wait_generation(c, owner, tries=400)
+                generation = await roadmap_request(c, owner)
                 assert generation["status"] == "succeeded"
                 # The interrupted attempt counts (the first server may have begun a
                 # second one, after the first timed out, before it stopped).
