@@ -74,7 +74,11 @@ async def client_achievements(user: CurrentUser, session: SessionDep) -> list[Cl
     unlocked_at: dict[int, datetime] = {}
     if business is not None:
         stats = await game.stats(business, recent=0)
-        unlocked_at = {a["id"]: a["unlocked_at"] for a in stats["unlocked"]}
+        unlocked_at = {
+            p.achievement.id: p.unlocked_at
+            for p in stats.unlocked
+            if p.achievement.id is not None and p.unlocked_at is not None
+        }
     return [_view(a, unlocked_at.get(a.id or 0)) for a in await game.achievements()]
 
 
@@ -156,20 +160,20 @@ async def client_leaderboard(user: CurrentUser, session: SessionDep) -> list[Cli
     no owner's ids or names are given out."""
     business = await BusinessService(session).mine(user.id)
     board = await GamificationService(session).leaderboard(business, LEADERBOARD_SIZE)
-    rows = [(str(place), place, row) for place, row in enumerate(board["entries"], start=1)]
-    me = board["me"]
-    if me is not None and not any(row["is_mine"] for *_, row in rows):
-        rows.append(("me", me["rank"], me))
+    rows = [(str(place), place, row) for place, row in enumerate(board.entries, start=1)]
+    me = board.me
+    if me is not None and not any(row.is_mine for *_, row in rows):
+        rows.append(("me", me.rank, me))
     return [
         ClientBoardRow(
             rank=rank,
             business_id=key,
-            business_name=row["business_name"],
-            total_points=row["points"],
-            level_name=row["level"],
-            achievements_count=row["achievements_count"],
+            business_name=row.business_name,
+            total_points=row.points,
+            level_name=row.level,
+            achievements_count=row.achievements_count,
             user_name="",
-            is_current_user=row["is_mine"],
+            is_current_user=row.is_mine,
         )
         for key, rank, row in rows
     ]

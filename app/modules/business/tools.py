@@ -26,7 +26,7 @@ async def business_summary(ctx: ToolContext, _: NoParams) -> dict[str, Any]:
         stats = await GamificationService(session).stats(business, recent=0)
         milestones = MilestoneService.for_settings(session, ctx.settings, ctx.roadmap_worker)
         active = await milestones.active_count(business)
-    level, upcoming = stats["level"], stats["next_level"]
+    level, upcoming = stats.level, stats.next_level
     return {
         "name": business.name,
         "category": business.category,
@@ -34,8 +34,8 @@ async def business_summary(ctx: ToolContext, _: NoParams) -> dict[str, Any]:
         "points": business.total_points,
         "level": level.name if level else None,
         "next_level": upcoming.name if upcoming else None,
-        "points_to_next_level": stats["points_to_next_level"],
-        "achievements": [a["title"] for a in stats["unlocked"]],
+        "points_to_next_level": stats.points_to_next_level,
+        "achievements": [p.achievement.title for p in stats.unlocked],
         "active_milestones": active,
     }
 

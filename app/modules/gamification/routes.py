@@ -10,17 +10,20 @@ from app.api.deps import AdminUser, CurrentBusiness, CurrentUser, SessionDep
 from app.modules.business.schemas import LevelPublic
 from app.modules.business.service import BusinessService
 from app.modules.gamification.ladder import LadderService
+from app.modules.gamification.models import Level
 from app.modules.gamification.schemas import (
     AchievementAdminView,
     AchievementCreate,
     AchievementStatus,
     AchievementUpdate,
+    AchievementView,
     Leaderboard,
     LevelCreate,
     LevelUpdate,
+    PointEventView,
     Stats,
 )
-from app.modules.gamification.service import GamificationService
+from app.modules.gamification.service import AchievementProgress, GamificationService
 
 RowId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 
@@ -40,8 +43,15 @@ admin_router = APIRouter(
 )
 async def my_stats(business: CurrentBusiness, session: SessionDep) -> Stats:
     """Points, level, the next level and how far it is, achievements, recent points."""
-    return Stats.model_validate(
-        await GamificationService(session).stats(business), from_attributes=True
+    stats = await GamificationService(session).stats(business)
+    return Stats(
+        total_points=stats.total_points,
+        level=_level(stats.level),
+        next_level=_level(stats.next_level),
+        points_to_next_level=stats.points_to_next_level,
+        unlocked=[_achievement(p) for p in stats.unlocked],
+        locked=[_achievement(p) for p in stats.locked],
+        recent_events=[PointEventView.model_validate(e) for e in stats.recent_events],
     )
 
 
@@ -51,8 +61,8 @@ async def my_achievements(
 ) -> list[AchievementStatus]:
     stats = await GamificationService(session).stats(business, recent=0)
     return [
-        *(AchievementStatus(**a, unlocked=True) for a in stats["unlocked"]),
-        *(AchievementStatus(**a, unlocked=False) for a in stats["locked"]),
+        *(AchievementStatus(**_achievement(p).model_dump(), unlocked=True) for p in stats.unlocked),
+        *(AchievementStatus(**_achievement(p).model_dump(), unlocked=False) for p in stats.locked),
     ]
 
 
@@ -64,9 +74,8 @@ async def leaderboard(
 ) -> Leaderboard:
     """Top businesses by points, and my own rank (even outside the top)."""
     business = await BusinessService(session).mine(user.id)
-    return Leaderboard.model_validate(
-        await GamificationService(session).leaderboard(business, limit)
-    )
+    board = await GamificationService(session).leaderboard(business, limit)
+    return Leaderboard.model_validate(board, from_attributes=True)
 
 
 # --- administration ---------------------------------------------------------------------
@@ -170,3 +179,20 @@ async def admin_delete_achievement(
 ) -> Response:
     await GamificationService(session).delete_achievement(achievement_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+def _level(level: Level | None) -> LevelPublic | None:
+    return None if level is None else LevelPublic.model_validate(level)
+
+
+def _achievement(progress: AchievementProgress) -> AchievementView:
+    a = progress.achievement
+    return AchievementView(
+        code=a.code,
+        title=a.title,
+        description=a.description,
+        icon=a.icon,
+        required_points=a.required_points,
+        rule=a.rule,
+        unlocked_at=progress.unlocked_at,
+    )

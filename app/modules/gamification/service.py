@@ -15,7 +15,7 @@ count `transaction_recorded` rows, `first_milestone_completed` looks for a
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -30,6 +30,7 @@ from app.modules.gamification.models import (
     Achievement,
     AchievementRule,
     Level,
+    PointEvent,
 )
 from app.modules.gamification.repository import GamificationRepository
 
@@ -75,6 +76,42 @@ class PointAward:
     level_id: int | None
     level_changed: bool
     unlocked: list[str] = field(default_factory=list)  # achievement codes
+
+
+@dataclass(frozen=True)
+class AchievementProgress:
+    achievement: Achievement
+    unlocked_at: datetime | None  # None: still locked
+
+
+@dataclass(frozen=True)
+class GameStats:
+    total_points: int
+    level: Level | None
+    next_level: Level | None
+    points_to_next_level: int | None
+    unlocked: list[AchievementProgress]
+    locked: list[AchievementProgress]
+    recent_events: list[PointEvent]
+
+
+@dataclass(frozen=True)
+class BoardRow:
+    """A business on the leaderboard: no ids, only what the board shows."""
+
+    rank: int
+    business_name: str
+    points: int
+    level: str | None
+    achievements_count: int
+    is_mine: bool  # the caller's own business
+
+
+@dataclass(frozen=True)
+class Board:
+    entries: list[BoardRow]
+    me: BoardRow | None  # the caller's row, also when it is outside the top
+    total_businesses: int
 
 
 class GamificationService:
@@ -169,43 +206,40 @@ class GamificationService:
     async def achievement_by_code(self, code: str) -> Achievement | None:
         return await self.repo.achievement_by_code(code)
 
-    async def stats(self, business: BusinessProfile, recent: int = 10) -> dict[str, Any]:
+    async def stats(self, business: BusinessProfile, recent: int = 10) -> GameStats:
         levels = await self.levels()
         level = next((lv for lv in levels if lv.id == business.level_id), None)
         upcoming = [lv for lv in levels if lv.required_points > business.total_points]
         next_level = min(upcoming, key=lambda lv: lv.required_points) if upcoming else None
         unlocked_at = await self.repo.unlocked_at(business.id)
         achievements = await self.achievements()
-        return {
-            "total_points": business.total_points,
-            "level": level,
-            "next_level": next_level,
-            "points_to_next_level": (next_level.required_points - business.total_points)
+        return GameStats(
+            total_points=business.total_points,
+            level=level,
+            next_level=next_level,
+            points_to_next_level=(next_level.required_points - business.total_points)
             if next_level
             else None,
-            "unlocked": [
-                {**_achievement_view(a), "unlocked_at": unlocked_at[a.id]}
+            unlocked=[
+                AchievementProgress(a, unlocked_at[a.id])
                 for a in achievements
                 if a.id in unlocked_at
             ],
-            "locked": [_achievement_view(a) for a in achievements if a.id not in unlocked_at],
-            "recent_events": await self.repo.recent_events(business.id, recent),
-        }
+            locked=[AchievementProgress(a, None) for a in achievements if a.id not in unlocked_at],
+            recent_events=await self.repo.recent_events(business.id, recent),
+        )
 
-    async def leaderboard(self, business: BusinessProfile | None, limit: int) -> dict[str, Any]:
+    async def leaderboard(self, business: BusinessProfile | None, limit: int) -> Board:
         mine_id = business.id if business is not None else None
         entries = [_board_row(row, mine_id) for row in await self.repo.top(limit)]
         me = None
         if business is not None:
-            mine = next((e for e in entries if e["is_mine"]), None)
-            if mine is None:
+            me = next((e for e in entries if e.is_mine), None)
+            if me is None:
                 higher = await self.repo.count_above(business.total_points)
                 row = await self.repo.board_row(business.id)
-                me = {**_board_row(row, mine_id), "rank": higher + 1}
-            else:
-                me = mine
-        total = await self.repo.count_businesses()
-        return {"entries": entries, "me": me, "total_businesses": total}
+                me = replace(_board_row(row, mine_id), rank=higher + 1)
+        return Board(entries, me, await self.repo.count_businesses())
 
     # --- achievement administration ---------------------------------------------------
 
@@ -260,24 +294,12 @@ def _earned(achievement: Achievement, total: int, counts: dict[str, int]) -> boo
     return rule is None
 
 
-def _achievement_view(a: Achievement) -> dict[str, Any]:
-    return {
-        "id": a.id,
-        "code": a.code,
-        "title": a.title,
-        "description": a.description,
-        "icon": a.icon,
-        "required_points": a.required_points,
-        "rule": a.rule,
-    }
-
-
-def _board_row(row: Any, mine_id: uuid.UUID | None) -> dict[str, Any]:
-    return {
-        "rank": int(row.rank),
-        "is_mine": row.id == mine_id,  # the caller's own business
-        "business_name": row.name,
-        "points": int(row.total_points),
-        "level": row.level,
-        "achievements_count": int(row.achievements),
-    }
+def _board_row(row: Any, mine_id: uuid.UUID | None) -> BoardRow:
+    return BoardRow(
+        rank=int(row.rank),
+        business_name=row.name,
+        points=int(row.total_points),
+        level=row.level,
+        achievements_count=int(row.achievements),
+        is_mine=row.id == mine_id,
+    )
