@@ -86,7 +86,8 @@ async def list_milestones(
 async def create_milestone(
     data: MilestoneCreate, business: CurrentBusiness, milestones: MilestoneServiceDep
 ) -> MilestonePublic:
-    """Add a milestone of my own. Its rewards follow from its difficulty."""
+    """Add a milestone of my own. It earns the base rate whatever its difficulty (the
+    difficulty is my own claim; only a generated roadmap's sets the rewards)."""
     return _public(await milestones.create(business, data))
 
 
