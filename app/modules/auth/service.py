@@ -36,9 +36,8 @@ from app.db.types import utcnow
 from app.modules.auth.models import RefreshToken
 from app.modules.auth.repository import RefreshTokenRepository
 from app.modules.limits.service import REMEMBERED, LimitService, Window
-from app.modules.users.models import User
 from app.modules.users.schemas import UserRegister, UserUpdateMe
-from app.modules.users.service import EMAIL_UNAVAILABLE, UserService
+from app.modules.users.service import EMAIL_UNAVAILABLE, User, UserService
 
 log = structlog.stdlib.get_logger(__name__)
 

@@ -15,10 +15,8 @@ from app.db.types import utcnow
 from app.modules.business.models import BusinessProfile
 from app.modules.business.repository import BusinessRepository
 from app.modules.business.schemas import BusinessCreate, BusinessUpdate, bounded_ai_context
-from app.modules.gamification.models import Level
-from app.modules.gamification.service import GamificationService
-from app.modules.milestone.models import GenerationKind
-from app.modules.milestone.service import request_roadmap
+from app.modules.gamification.service import GamificationService, Level
+from app.modules.milestone.service import GenerationKind, request_roadmap
 
 _REQUIRED = frozenset({"name", "category", "stage", "timezone", "ai_context"})
 _TEXT = frozenset({"description", "target_market", "primary_goal"})
@@ -122,7 +120,7 @@ class BusinessService:
     async def level_of(self, business: BusinessProfile) -> Level | None:
         if business.level_id is None:
             return None
-        return await self.session.get(Level, business.level_id)
+        return await GamificationService(self.session).level(business.level_id)
 
 
 async def callers_business(session: AsyncSession, user_id: uuid.UUID) -> BusinessProfile:

@@ -19,15 +19,18 @@ from contextlib import aclosing
 from dataclasses import dataclass, replace
 from datetime import date, datetime, time, timedelta
 from time import perf_counter as time_now
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.modules.business.models import BusinessProfile
 from app.modules.finance.models import EntryType
 from app.modules.finance.periods import DateRange, invalid, period_range
 from app.modules.finance.repository import ExportRow, FinanceRepository
 from app.modules.finance.schemas import CategoryTotal, FinanceSummary, Period, SeriesPoint
+
+if TYPE_CHECKING:  # the entity the business service hands out
+    from app.modules.business.service import BusinessProfile
 
 DAY_BUCKETS_UP_TO = 92  # longer ranges are charted by month
 EXPORT_MAX_ROWS = 100_000  # one export holds at most this many rows

@@ -13,6 +13,7 @@ import builtins
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 from sqlalchemy.exc import IntegrityError
@@ -23,7 +24,6 @@ from app.core.config import Settings
 from app.core.errors import ConflictError, NotFoundError, PermissionDeniedError
 from app.db.helpers import commit_or_conflict
 from app.db.types import utcnow
-from app.modules.business.models import BusinessProfile
 from app.modules.finance.models import FinanceCategory, Transaction
 from app.modules.finance.periods import DateRange, invalid
 from app.modules.finance.repository import FinanceRepository, TransactionFilters
@@ -38,6 +38,9 @@ from app.modules.gamification.service import (
     TRANSACTION_RECORDED,
     GamificationService,
 )
+
+if TYPE_CHECKING:  # the entity the business service hands out
+    from app.modules.business.service import BusinessProfile
 
 TRANSACTION_POINTS = 5
 EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field, replace
 from datetime import datetime, time, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -25,7 +25,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.core.errors import ConflictError, NotFoundError
 from app.db.helpers import commit_or_conflict
 from app.db.types import utcnow
-from app.modules.business.models import BusinessProfile
 from app.modules.gamification.models import (
     Achievement,
     AchievementRule,
@@ -33,6 +32,9 @@ from app.modules.gamification.models import (
     PointEvent,
 )
 from app.modules.gamification.repository import GamificationRepository
+
+if TYPE_CHECKING:  # the entity the business service hands out
+    from app.modules.business.service import BusinessProfile
 
 TRANSACTION_RECORDED = "transaction_recorded"
 TRANSACTION_DELETED = "transaction_deleted"
@@ -196,6 +198,9 @@ class GamificationService:
 
     async def levels(self) -> list[Level]:
         return await self.repo.levels()
+
+    async def level(self, level_id: int) -> Level | None:
+        return await self.repo.level(level_id)
 
     async def achievements(self) -> list[Achievement]:
         return await self.repo.achievements()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -16,11 +17,13 @@ from app.core.background import Worker
 from app.core.config import Settings
 from app.core.errors import ConflictError, NotFoundError, TooManyRequestsError
 from app.db.types import utcnow
-from app.modules.business.models import BusinessProfile
 from app.modules.gamification.service import GamificationService
 from app.modules.milestone.models import GenerationKind, GenerationStatus, RoadmapGeneration
 from app.modules.milestone.plans import MilestonePlan, MilestoneView, new_milestone
 from app.modules.milestone.repository import GenerationRepository, MilestoneRepository
+
+if TYPE_CHECKING:  # the entity the business service hands out
+    from app.modules.business.service import BusinessProfile
 
 QUOTA_WINDOW = timedelta(days=1)
 

@@ -25,6 +25,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -32,7 +33,6 @@ from app.core.background import Worker
 from app.core.config import Settings
 from app.core.errors import ConflictError, NotFoundError
 from app.db.types import utcnow
-from app.modules.business.models import BusinessProfile
 from app.modules.gamification.service import (
     MILESTONE_COMPLETED,
     MILESTONE_REOPENED,
@@ -50,6 +50,9 @@ from app.modules.milestone.plans import MilestonePlan, MilestoneView, new_milest
 from app.modules.milestone.repository import MilestoneRepository
 from app.modules.milestone.roadmaps import RoadmapRequests, request_roadmap
 from app.modules.milestone.schemas import MilestoneCreate, MilestoneUpdate
+
+if TYPE_CHECKING:  # the entity the business service hands out
+    from app.modules.business.service import BusinessProfile
 
 NOT_FOUND = "Milestone not found"
 
