@@ -378,7 +378,7 @@ async def test_client_disconnect_saves_partial_and_stops_the_llm_call(
     fake_llm: FakeLLMServer, database_url: str, workdir: Path
 ) -> None:
     """A real server: the client reads one delta and hangs up."""
-    text = "Ini jawaban panjang yang akan terputus karena pengguna menutup aplikasinya. " * 3
+    text = "Ini jawaban panjang yang akan terputus karena pengguna menutup aplikasinya. " * 30
     env = clean_env(
         DATABASE_URL=database_url,
         DATA_DIR=str(workdir / "data"),
@@ -390,7 +390,7 @@ async def test_client_disconnect_saves_partial_and_stops_the_llm_call(
     with ServerProcess(env, workdir) as server:
         async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as c:
             owner = await new_account(c)
-            fake_llm.script(Reply.of_text(text, chunk_size=3, chunk_delay=0.05))  # ~4 s in all
+            fake_llm.script(Reply.of_text(text, chunk_size=3, chunk_delay=0.05))  # ~38 s in all
             seen = []
             async with c.stream(
                 "POST", f"{API}/chat/stream", json={"content": "Halo"}, headers=owner.headers
@@ -411,9 +411,10 @@ async def test_client_disconnect_saves_partial_and_stops_the_llm_call(
             ]
             assert items[1]["error_code"] == "client_disconnected"
             assert text.startswith(items[1]["content"]) and len(items[1]["content"]) < len(text)
-            # The model call was abandoned, not left streaming into the void.
+            # The model call was abandoned, not left streaming into the void (a bound far
+            # below the reply's own length, not a measure of speed).
             call = fake_llm.calls[-1]
-            assert 0 < call.finished - call.started < 3.5
+            assert 0 < call.finished - call.started < 25
             # ... and the session is free for the next turn.
             fake_llm.script(Reply.of_text("Lanjut."))
             s = await chat(c, owner.headers, "Lanjut", session_id)

@@ -64,7 +64,7 @@ async def test_ready_is_503_while_database_is_down_and_recovers(
     r = await proxied_client.get("/health/ready")
     assert r.status_code == 503
     assert r.json()["detail"]["database"].startswith("database unreachable")
-    assert time.monotonic() - started < 10  # refused, not hung
+    assert time.monotonic() - started < 30  # refused within its timeout, not hung
     assert (await proxied_client.get("/health")).status_code == 200  # liveness unaffected
 
     r = await proxied_client.get("/__test__/query")
