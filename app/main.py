@@ -50,7 +50,7 @@ async def _housekeeping(context: AppContext) -> None:
     while True:
         try:
             async with context.db.sessionmaker() as session:
-                service = get_auth_service(session, context)
+                service = await get_auth_service(session, context)
                 tokens = await service.purge_expired()
                 horizon = utcnow() - timedelta(seconds=settings.longest_rate_window_seconds)
                 events, slots = await LimitService(session).purge(horizon)

@@ -440,7 +440,7 @@ async def test_expired_rows_are_cleaned_up(app: FastAPI, client: httpx.AsyncClie
         session.add(RateEvent(key=key, created_at=datetime.now(UTC)))  # inside the horizon
         session.add(UsageSlot(key=key, slot=0, holder=uuid.uuid4(), expires_at=old))
         await session.commit()
-        service = get_auth_service(session, app.state.context)
+        service = await get_auth_service(session, app.state.context)
         assert await service.purge_expired() >= 1
         events, slots = await LimitService(session).purge(old + timedelta(days=1))
         assert events >= 1 and slots >= 1
@@ -790,7 +790,7 @@ async def _app_with(app: FastAPI, **overrides: object) -> AsyncIterator[FastAPI]
 
 async def _login_delay(app: FastAPI, email: str) -> float:
     async with app.state.context.db.sessionmaker() as session:
-        service = get_auth_service(session, app.state.context)
+        service = await get_auth_service(session, app.state.context)
         return await service.login_delay(email)
 
 
@@ -871,7 +871,7 @@ async def test_guessing_from_many_addresses_cannot_lock_the_owner_out_where_they
         async with asgi_client(other, client_ip="127.66.6.9") as stranger:
             assert (await login(stranger, a.email, a.password)).status_code == 429
         async with other.state.context.db.sessionmaker() as session:
-            service = get_auth_service(session, other.state.context)
+            service = await get_auth_service(session, other.state.context)
             assert await service._known_address(a.email, "127.66.5.1")
             assert not await service._known_address(a.email, "127.66.6.9")
         async with asgi_client(other, client_ip="127.66.5.1") as home:
@@ -898,7 +898,7 @@ async def test_known_addresses_are_forgotten_after_their_days(app: FastAPI) -> N
         await LimitService(session).purge(datetime.now(UTC))
         assert (await session.execute(select(RateEvent).where(RateEvent.key == key))).first()
         # ... the auth service forgets it after LOGIN_KNOWN_ADDRESS_DAYS (30).
-        service = get_auth_service(session, app.state.context)
+        service = await get_auth_service(session, app.state.context)
         await service.purge_expired()
         assert not (await session.execute(select(RateEvent).where(RateEvent.key == key))).first()
         assert not await service._known_address(a.email, "127.66.7.1")

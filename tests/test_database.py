@@ -8,6 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 from alembic import command
+from asgi_lifespan import LifespanManager
 from fastapi import Depends, FastAPI
 from sqlalchemy import Connection, inspect, text
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -15,7 +16,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.api.deps import get_db
 from app.db.migrate import alembic_config, current_revision, head_revision, schema_differences
 from app.db.session import Database, init_db
-from tests.conftest import make_settings
+from app.main import create_app
+from tests.conftest import asgi_client, make_settings
+from tests.helpers.accounts import API, new_account
 from tests.helpers.databases import fresh_database_url
 from tests.helpers.server import clean_env, telaten
 
@@ -110,7 +113,34 @@ async def test_get_db_rolls_back_on_error(app: FastAPI, client: httpx.AsyncClien
 @pytest.mark.postgres_only
 async def test_postgres_pool_settings_apply(app: FastAPI) -> None:
     engine = app.state.context.db.engine
-    assert engine.pool._pre_ping is True
     async with engine.connect() as conn:
         name = (await conn.execute(text("SHOW application_name"))).scalar_one()
     assert name == "telaten-backend"
+
+
+@pytest.mark.postgres_only
+async def test_pooled_connections_the_server_closed_are_not_handed_out(
+    database_url: str, tmp_path: Path
+) -> None:
+    """The server ends every pooled connection (a restart, a failover, an operator's
+    pg_terminate_backend): the next requests get fresh connections, none an error."""
+    app = create_app(make_settings(database_url, tmp_path, DB_POOL_SIZE=4))
+    async with LifespanManager(app, startup_timeout=60), asgi_client(app) as c:
+        owner = await new_account(c)
+        responses = await asyncio.gather(
+            *(c.get(f"{API}/auth/me", headers=owner.headers) for _ in range(8))
+        )
+        assert {r.status_code for r in responses} == {200}
+        async with app.state.context.db.engine.connect() as conn:
+            await conn.execute(
+                text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE application_name = 'telaten-backend' "
+                    "AND datname = current_database() AND pid <> pg_backend_pid()"
+                )
+            )
+        await asyncio.sleep(0.5)  # the servers' goodbyes reach this event loop
+        responses = await asyncio.gather(
+            *(c.get(f"{API}/auth/me", headers=owner.headers) for _ in range(8))
+        )
+        assert [r.status_code for r in responses] == [200] * 8

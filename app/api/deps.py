@@ -1,5 +1,7 @@
 """Dependencies shared by routes: the application context, the session, one provider
-per service, and who is calling.
+per service, and who is calling. All are `async def`: FastAPI runs a plain `def`
+dependency in its thread pool, a hop per dependency per request for work that never
+blocks.
 
 The only place that reads the app's state: everything else gets the typed
 `AppContext` (or what is built from it) by depending on these."""
@@ -33,7 +35,7 @@ from app.modules.users.service import UserService
 oauth2_scheme = OAuth2PasswordBearer(tokenUrl="auth/token", auto_error=False)
 
 
-def get_context(request: Request) -> AppContext:
+async def get_context(request: Request) -> AppContext:
     context: AppContext = request.app.state.context
     return context
 
@@ -50,7 +52,7 @@ async def get_db(context: ContextDep) -> AsyncIterator[AsyncSession]:
 SessionDep = Annotated[AsyncSession, Depends(get_db)]
 
 
-def get_settings_dep(context: ContextDep) -> Settings:
+async def get_settings_dep(context: ContextDep) -> Settings:
     return context.settings
 
 
@@ -63,7 +65,7 @@ def client_address(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
-def get_roadmap_worker(context: ContextDep) -> RoadmapWorker | None:
+async def get_roadmap_worker(context: ContextDep) -> RoadmapWorker | None:
     """The roadmap worker; None while no LLM is configured (nothing is generated)."""
     return context.roadmap_worker
 
@@ -71,25 +73,25 @@ def get_roadmap_worker(context: ContextDep) -> RoadmapWorker | None:
 RoadmapWorkerDep = Annotated[RoadmapWorker | None, Depends(get_roadmap_worker)]
 
 
-def get_auth_service(session: SessionDep, context: ContextDep) -> AuthService:
+async def get_auth_service(session: SessionDep, context: ContextDep) -> AuthService:
     return AuthService(session, context.settings, context.hasher, context.tokens)
 
 
-def get_user_service(session: SessionDep, context: ContextDep) -> UserService:
+async def get_user_service(session: SessionDep, context: ContextDep) -> UserService:
     return UserService(session, context.hasher)
 
 
-def get_finance_service(session: SessionDep, settings: SettingsDep) -> FinanceService:
+async def get_finance_service(session: SessionDep, settings: SettingsDep) -> FinanceService:
     return FinanceService.for_settings(session, settings)
 
 
-def get_milestone_service(
+async def get_milestone_service(
     session: SessionDep, settings: SettingsDep, roadmap_worker: RoadmapWorkerDep
 ) -> MilestoneService:
     return MilestoneService.for_settings(session, settings, roadmap_worker)
 
 
-def get_roadmap_requests(
+async def get_roadmap_requests(
     session: SessionDep, settings: SettingsDep, roadmap_worker: RoadmapWorkerDep
 ) -> RoadmapRequests:
     return RoadmapRequests.for_settings(session, settings, roadmap_worker)

@@ -66,7 +66,7 @@ async def _is_admin(context: AppContext, token: str) -> bool:
     a probe is never refused for its credentials."""
     try:
         async with asyncio.timeout(READY_TIMEOUT_SECONDS), context.db.sessionmaker() as session:
-            auth = get_auth_service(session, context)
+            auth = await get_auth_service(session, context)
             return (await auth.authenticate(token)).is_admin
     except Exception:
         return False

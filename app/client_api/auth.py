@@ -55,7 +55,7 @@ class ClientLogin(ClientToken):
     user: ClientUser
 
 
-def _cookie_from_trusted_pages(request: Request, settings: SettingsDep) -> None:
+async def _cookie_from_trusted_pages(request: Request, settings: SettingsDep) -> None:
     """Both routes act on the cookie alone: refuse it to other sites' pages first."""
     refuse_cookie_from_foreign_site(request, settings)
 

@@ -2,9 +2,9 @@
 and `init_db`.
 
 One `Database` per app (in its `AppContext`), so tests can run several apps on
-different databases in one process. PostgreSQL goes through asyncpg with a bounded,
-pre-pinged pool, so a restarted server costs one failed request per dead connection at
-most; SQLite goes through aiosqlite in WAL mode with foreign keys on.
+different databases in one process. PostgreSQL goes through asyncpg with a bounded
+pool that never hands out a connection the server has closed; SQLite goes through
+aiosqlite in WAL mode with foreign keys on.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from typing import Any
 import structlog
 from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -37,7 +38,7 @@ _MIGRATION_LOCK_KEY = 0x7E1A7E4
 
 def build_engine(settings: Settings) -> AsyncEngine:
     url = make_url(settings.DATABASE_URL)
-    common: dict[str, Any] = {"pool_pre_ping": True, "hide_parameters": True}
+    common: dict[str, Any] = {"hide_parameters": True}
     if url.get_backend_name() == "sqlite":
         if url.database and url.database != ":memory:":
             Path(url.database).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -55,7 +56,7 @@ def build_engine(settings: Settings) -> AsyncEngine:
         server_settings["statement_timeout"] = str(settings.DB_STATEMENT_TIMEOUT_MS)
         # Client-side bound too, for a server (or network) that stops answering.
         connect_args["command_timeout"] = settings.DB_STATEMENT_TIMEOUT_MS / 1000 + 5
-    return create_async_engine(
+    engine = create_async_engine(
         url,
         pool_size=settings.DB_POOL_SIZE,
         max_overflow=settings.DB_MAX_OVERFLOW,
@@ -64,6 +65,18 @@ def build_engine(settings: Settings) -> AsyncEngine:
         connect_args=connect_args,
         **common,
     )
+    event.listen(engine.sync_engine, "checkout", _refuse_closed_connection)
+    return engine
+
+
+def _refuse_closed_connection(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+    """Hand out no connection the server has closed (a restart, a failover,
+    pg_terminate_backend): the pool drops it and takes another, so the request never
+    sees the dead one. asyncpg marks a connection closed as soon as the event loop
+    reads the server's goodbye, which costs nothing at checkout; `pool_pre_ping` would
+    pay a round trip on every checkout for the same protection."""
+    if dbapi_connection.driver_connection.is_closed():
+        raise DisconnectionError("the server closed this pooled connection")
 
 
 def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:

@@ -107,7 +107,7 @@ def _is_json(request: Request) -> bool:
     return media == "application/json" or media.endswith("+json")
 
 
-def _no_simple_posts_from_foreign_sites(request: Request, settings: SettingsDep) -> None:
+async def _no_simple_posts_from_foreign_sites(request: Request, settings: SettingsDep) -> None:
     """A page of another site can post a form or text/plain without a CORS preflight;
     such a body carries no token here, so only the browser's cookie would act: 403,
     before the body is even read. JSON bodies go on (a token in them is allowed from any

@@ -55,7 +55,7 @@ admin_router = APIRouter(
 _404: Responses = {404: {"description": "No such session of yours"}}
 
 
-def get_chat_service(session: SessionDep) -> ChatService:
+async def get_chat_service(session: SessionDep) -> ChatService:
     return ChatService(session)
 
 
@@ -130,7 +130,7 @@ async def list_messages(
     )
 
 
-def token_issued_at(
+async def token_issued_at(
     context: ContextDep, token: Annotated[str | None, Depends(oauth2_scheme)]
 ) -> datetime:
     """When the caller's access token (already accepted by `CurrentUser`) was issued: the
