@@ -8,6 +8,9 @@ Starts, the same way (uvicorn, one worker, 127.0.0.1, no access log from uvicorn
      --database-url (PostgreSQL, as deployed).
 Then measures
   - hello req/s;  authenticated GET /api/v1/auth/me req/s, as a ratio to hello;
+  - the server's CPU time per request of each (from /proc), and their ratio: the share
+    of the hello ceiling /auth/me reaches when the server, not this driver, is the
+    bottleneck (on 2 cores the driver's own CPU caps both throughputs);
   - /auth/me p99 alone, and again while --logins clients log in back to back; the ratio of
     the two p99s shows whether password hashing blocks other requests (near 1 = it does not).
 """
@@ -25,7 +28,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _driver import drive, hello_and_app
+from _driver import cpu_seconds, drive, hello_and_app
 
 EMAIL = "bench-owner@example.com"
 PASSWORD = "Bench-Password-123"
@@ -71,6 +74,7 @@ async def main() -> None:
         )
         print(f"{args.concurrency} concurrent clients, {args.seconds:g} s per phase\n")
 
+        hello_cpu = cpu_seconds(hello.proc.pid)
         base = await drive(
             "hello (bare FastAPI)",
             hello.base_url,
@@ -78,6 +82,8 @@ async def main() -> None:
             concurrency=args.concurrency,
             seconds=args.seconds,
         )
+        hello_cpu = (cpu_seconds(hello.proc.pid) - hello_cpu) / max(base.count, 1)
+        app_cpu = cpu_seconds(app.proc.pid)
         me = await drive(
             "GET /auth/me",
             app.base_url,
@@ -85,6 +91,7 @@ async def main() -> None:
             concurrency=args.concurrency,
             seconds=args.seconds,
         )
+        me_cpu = (cpu_seconds(app.proc.pid) - app_cpu) / max(me.count, 1)
 
         async def login_loop() -> object:
             return await drive(
@@ -111,7 +118,12 @@ async def main() -> None:
         print(logins.line())  # type: ignore[attr-defined]
         print()
         p99_ratio = me_busy.pct(99) / me.pct(99)
+        print(
+            f"server CPU per request: hello {hello_cpu * 1000:.2f} ms, "
+            f"/auth/me {me_cpu * 1000:.2f} ms"
+        )
         print(f"ratio  /auth/me req/s to hello req/s:              {me.rps / base.rps:.3f}")
+        print(f"ratio  hello CPU/request to /auth/me CPU/request:  {hello_cpu / me_cpu:.3f}")
         print(f"ratio  /auth/me p99 with logins to p99 without:     {p99_ratio:.2f}")
         print(f"errors: {base.errors + me.errors + me_busy.errors + logins.errors}")  # type: ignore[attr-defined]
     finally:

@@ -8,6 +8,11 @@ with a short reply) and Telaten (uvicorn, one worker) configured to use it. Each
 time the fake LLM spent on the same turn (the fake records it per request). Reported:
 median and p95 overhead over --turns sequential turns, then over --turns turns sent by
 --concurrency clients at once (each in its own session), with turns/s.
+
+Then the ceiling, in the same run: a bare OpenAI-SDK streaming call to the same fake
+(read to its end) against a whole plain turn, and a turn in which the model calls one
+tool (`get_my_account`, then answers) against two bare calls, medians over --turns
+sequential turns each; with the server's CPU time per turn (from /proc).
 """
 
 from __future__ import annotations
@@ -26,7 +31,9 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _driver import REPO, Server, free_port, uvicorn_args
+from _driver import REPO, Server, cpu_seconds, free_port, uvicorn_args
+
+TOOL_MARKER = "[pakai-alat]"
 
 PASSWORD = "Bench-Password-123"
 
@@ -43,10 +50,13 @@ async def account(client: httpx.AsyncClient) -> dict[str, str]:
 
 
 async def turn(
-    client: httpx.AsyncClient, headers: dict[str, str], session_id: str | None
+    client: httpx.AsyncClient,
+    headers: dict[str, str],
+    session_id: str | None,
+    marker: str = "",
 ) -> tuple[str, str, float]:
     """(tag, session id, seconds from request to the `done` event)."""
-    tag = f"turn {uuid.uuid4().hex}"
+    tag = f"turn {uuid.uuid4().hex}{marker}"
     started = time.perf_counter()
     async with client.stream(
         "POST",
@@ -92,6 +102,49 @@ async def run(
     return overheads, len(results) / elapsed
 
 
+async def bare_calls(fake_url: str, count: int) -> list[float]:
+    """Seconds of `count` sequential streaming calls through the OpenAI SDK itself."""
+    import openai
+
+    client = openai.AsyncOpenAI(base_url=f"{fake_url}/v1", api_key="sk-bench", max_retries=0)
+    seconds = []
+    for _ in range(count):
+        started = time.perf_counter()
+        stream = await client.chat.completions.create(
+            model="fake-model",
+            messages=[{"role": "user", "content": f"bare {uuid.uuid4().hex}"}],
+            stream=True,
+        )
+        async for _chunk in stream:
+            pass
+        seconds.append(time.perf_counter() - started)
+    await client.close()
+    return seconds
+
+
+async def ceiling(base_url: str, fake_url: str, pid: int, turns: int) -> None:
+    """Plain and one-tool turns against bare SDK calls, medians of sequential runs."""
+    async with httpx.AsyncClient(base_url=base_url, timeout=60) as client:
+        headers = await account(client)
+        for _ in range(5):  # warm both paths
+            await turn(client, headers, None)
+        bare = statistics.median(await bare_calls(fake_url, turns))
+        for label, marker, calls in (("plain turn", "", 1), ("turn with one tool", TOOL_MARKER, 2)):
+            cpu = cpu_seconds(pid)
+            sid = None
+            walls = []
+            for _ in range(turns):
+                _tag, sid, seconds = await turn(client, headers, sid, marker)
+                walls.append(seconds)
+            cpu_per_turn = (cpu_seconds(pid) - cpu) / turns
+            wall = statistics.median(walls)
+            print(
+                f"{label:<20} median {wall * 1000:7.2f} ms, bare SDK x{calls} "
+                f"{bare * calls * 1000:6.2f} ms: ratio {wall / (bare * calls):5.2f}; "
+                f"server CPU per turn {cpu_per_turn * 1000:6.2f} ms"
+            )
+
+
 def describe(label: str, overheads: list[float], rate: float) -> str:
     p95 = statistics.quantiles(overheads, n=20, method="inclusive")[18]
     median = statistics.median(overheads)
@@ -113,7 +166,15 @@ async def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="telaten-bench-chat-"))
     fake_port, app_port = free_port(), free_port()
     fake = Server(
-        [sys.executable, "-m", "tests.fakes.llm_server", "--port", str(fake_port)],
+        [
+            sys.executable,
+            "-m",
+            "tests.fakes.llm_server",
+            "--port",
+            str(fake_port),
+            "--tool-marker",
+            TOOL_MARKER,
+        ],
         {},
         work,
         fake_port,
@@ -122,6 +183,7 @@ async def main() -> None:
         "DATA_DIR": str(work / "data"),
         "LOG_LEVEL": "WARNING",
         "REGISTER_MAX_PER_CLIENT": "1000000",
+        "CHAT_TURNS_PER_WINDOW": "100000",  # a benchmark's turns, not one owner's
         "LLM_BASE_URL": f"http://127.0.0.1:{fake_port}/v1",
         "LLM_MODEL_NAME": "fake-model",
         "LLM_MAX_RETRIES": "0",
@@ -143,6 +205,7 @@ async def main() -> None:
         print(describe("sequential", seq, seq_rate))
         par, par_rate = await run(app.base_url, fake_url, args.turns, args.concurrency)
         print(describe(f"{args.concurrency} concurrent streams", par, par_rate))
+        await ceiling(app.base_url, fake_url, app.proc.pid, args.turns)
     finally:
         app.stop()
         fake.stop()

@@ -14,6 +14,7 @@ Each refusal is logged once and remembered for the life of the process.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -29,7 +30,8 @@ from llama_index.core.base.llms.types import (
     ToolCallBlock,
 )
 from llama_index.core.llms.function_calling import FunctionCallingLLM
-from llama_index.llms.openai.utils import to_openai_message_dicts
+from llama_index.core.tools import ToolMetadata
+from llama_index.llms.openai.utils import O1_MODELS, resolve_tool_choice, to_openai_message_dicts
 from llama_index.llms.openai_like import OpenAILike
 from pydantic import PrivateAttr
 
@@ -114,12 +116,33 @@ class CompatibleLLM(OpenAILike):
     def _prepare_chat_with_tools(
         self,
         tools: Sequence[Any],
+        user_msg: str | ChatMessage | None = None,
+        chat_history: list[ChatMessage] | None = None,
+        verbose: bool = False,
+        allow_parallel_tool_calls: bool = False,
         tool_required: bool = False,  # named: llama_index checks the signature for it
+        tool_choice: str | dict[str, Any] | None = None,
+        strict: bool | None = None,
         **kwargs: Any,
     ) -> dict[str, Any]:
-        prepared = super()._prepare_chat_with_tools(tools, tool_required=tool_required, **kwargs)
-        if prepared.get("tools"):
-            prepared["tools"] = [_grammar_friendly(t) for t in prepared["tools"]]
+        """What `OpenAI._prepare_chat_with_tools` prepares, with each tool's schema made
+        once per process (`_tool_spec`) instead of on every model call: building a
+        schema with pydantic costs more than the rest of a turn's own work."""
+        strict = self.strict if strict is None else strict
+        specs = [_tool_spec(tool.metadata, strict) for tool in tools]
+        messages = chat_history or []
+        if isinstance(user_msg, str):
+            user_msg = ChatMessage(role=MessageRole.USER, content=user_msg)
+        if user_msg:
+            messages.append(user_msg)
+        prepared: dict[str, Any] = {
+            "messages": messages,
+            "tools": specs or None,
+            "tool_choice": resolve_tool_choice(tool_choice, tool_required) if specs else None,
+            **kwargs,
+        }
+        if specs and self.model not in O1_MODELS:
+            prepared["parallel_tool_calls"] = allow_parallel_tool_calls
         return prepared
 
     def _request_kwargs(self, kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -214,6 +237,32 @@ class CompatibleLLM(OpenAILike):
 # into a grammar that repeats a rule once per character, and refuses one with
 # `maxLength: 2000` ("number of rules ... exceeds sane defaults"): the roadmap failed.
 MAX_SCHEMA_LENGTH = 300
+
+
+# A tool's spec as sent, per parameters model: a turn binds new tool objects, but their
+# schemas are those of the same models (the domain tools' and, until mcp.json or a
+# server's tools change, the MCP tools'). Weak keys: a model that is gone (an MCP
+# server's tools were replaced) takes its entry with it.
+_SPECS: weakref.WeakKeyDictionary[type, dict[tuple[str, str, bool], dict[str, Any]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _tool_spec(metadata: ToolMetadata, strict: bool) -> dict[str, Any]:
+    """The OpenAI tool spec of `metadata`, built once per parameters model, name,
+    description and strictness. Callers must not change it."""
+    key = (metadata.name or "", metadata.description, strict)
+    model = metadata.fn_schema
+    cached = _SPECS.get(model) if model is not None else None
+    if cached is not None and key in cached:
+        return cached[key]
+    spec = metadata.to_openai_tool(skip_length_check=True)
+    spec["function"]["strict"] = strict
+    spec["function"]["parameters"]["additionalProperties"] = False
+    spec = _grammar_friendly(spec)
+    if model is not None:
+        _SPECS.setdefault(model, {})[key] = spec
+    return spec
 
 
 def _grammar_friendly(tool: dict[str, Any]) -> dict[str, Any]:

@@ -156,6 +156,9 @@ class FakeLLMServer:
 
     def __init__(self, default_text: str = "Baik, Bu.") -> None:
         self.default = Reply.of_text(default_text)
+        # Benchmarks (no script): a user message containing this marker is answered with
+        # one call of `get_my_account`, and the turn's next request with the text.
+        self.tool_marker: str | None = None
         self._script: deque[Reply] = deque()
         self._roadmap_script: deque[Reply] = deque()
         self._lock = threading.Lock()
@@ -219,7 +222,16 @@ class FakeLLMServer:
             if reply.match is None or reply.match in text:
                 script.remove(reply)
                 return reply
-        return Reply.roadmap(_roadmap_size(body)) if roadmap else self.default
+        if roadmap:
+            return Reply.roadmap(_roadmap_size(body))
+        messages = body.get("messages") or [{}]
+        if (
+            self.tool_marker
+            and self.tool_marker in _last_user(body)
+            and messages[-1].get("role") == "user"
+        ):
+            return Reply.tool_calls_of(("get_my_account", {}))  # then, with its result, text
+        return self.default
 
     # --- server -----------------------------------------------------------------------
 
@@ -405,8 +417,10 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="Run the fake LLM server (for benchmarks).")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--text", default="Baik, Bu. Catat pemasukan hari ini, lalu cek stok.")
+    parser.add_argument("--tool-marker", help="answer messages containing it with a tool call")
     args = parser.parse_args()
     fake = FakeLLMServer(default_text=args.text)
+    fake.tool_marker = args.tool_marker
     fake.port = args.port
     fake.start()
     print(f"fake LLM on {fake.base_url}", flush=True)
