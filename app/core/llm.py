@@ -33,6 +33,7 @@ from llama_index.core.llms.function_calling import FunctionCallingLLM
 from llama_index.core.tools import ToolMetadata
 from llama_index.llms.openai.utils import O1_MODELS, resolve_tool_choice, to_openai_message_dicts
 from llama_index.llms.openai_like import OpenAILike
+from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from pydantic import PrivateAttr
 
 from app.core.config import Settings
@@ -79,7 +80,7 @@ class CompatibleLLM(OpenAILike):
                 request = self._request_kwargs({**kwargs, **override})
                 accumulator = StreamAccumulator()
                 try:
-                    stream = await client.chat.completions.create(messages=message_dicts, **request)
+                    stream = await _stream_completion(client, message_dicts, request)
                     async for chunk in stream:
                         text, _reasoning = accumulator.add(chunk)
                         yield ChatResponse(
@@ -237,6 +238,23 @@ class CompatibleLLM(OpenAILike):
 # into a grammar that repeats a rule once per character, and refuses one with
 # `maxLength: 2000` ("number of rules ... exceeds sane defaults"): the roadmap failed.
 MAX_SCHEMA_LENGTH = 300
+
+
+async def _stream_completion(
+    client: openai.AsyncOpenAI, messages: list[Any], request: dict[str, Any]
+) -> openai.AsyncStream[ChatCompletionChunk]:
+    """`client.chat.completions.create(messages=..., stream=True, **request)` without its
+    walk of the whole body against the SDK's typed dicts (which copies every message
+    and tool schema on every call, for a body that is plain JSON already): the same
+    POST through the client, with its authentication, retries and error mapping."""
+    return await client.post(
+        "/chat/completions",
+        body={"messages": messages, **request},
+        cast_to=ChatCompletion,
+        options={"security": {"bearer_auth": True}},
+        stream=True,
+        stream_cls=openai.AsyncStream[ChatCompletionChunk],
+    )
 
 
 # A tool's spec as sent, per parameters model: a turn binds new tool objects, but their
