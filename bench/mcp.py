@@ -148,6 +148,7 @@ async def main() -> None:
         "command": sys.executable,
         "args": [str(REPO / "tests/mcp_servers/hang.py")],
         "timeout": args.hang_timeout,
+        "connect_timeout": args.hang_timeout,
     }
     manager = MCPManager(write(work / "five.json", servers), log_dir=work / "logs")
     started = time.perf_counter()
