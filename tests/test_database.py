@@ -20,20 +20,17 @@ from app.main import create_app
 from tests.conftest import asgi_client, make_settings
 from tests.helpers.accounts import API, new_account
 from tests.helpers.databases import fresh_database_url
+from tests.helpers.migrations import fresh_database
 from tests.helpers.server import clean_env, telaten
 
 
 async def test_migrations_match_the_models(tmp_path: Path) -> None:
     """`alembic revision --autogenerate` would find nothing to add."""
-    async with fresh_database_url(tmp_path, "models") as url:
-        db = Database(make_settings(url, tmp_path))
-        try:
-            await init_db(db)
-            async with db.engine.connect() as conn:
-                assert await conn.run_sync(current_revision) == head_revision()
-                assert await conn.run_sync(schema_differences) == []
-        finally:
-            await db.dispose()
+    async with fresh_database(tmp_path, "models") as db:
+        await init_db(db)
+        async with db.engine.connect() as conn:
+            assert await conn.run_sync(current_revision) == head_revision()
+            assert await conn.run_sync(schema_differences) == []
 
 
 async def test_every_migration_goes_down_and_up_again(tmp_path: Path) -> None:
@@ -49,16 +46,12 @@ async def test_every_migration_goes_down_and_up_again(tmp_path: Path) -> None:
         command.upgrade(config, "head")
         return left
 
-    async with fresh_database_url(tmp_path, "roundtrip") as url:
-        db = Database(make_settings(url, tmp_path))
-        try:
-            async with db.engine.begin() as conn:
-                assert await conn.run_sync(round_trip) == []
-            async with db.engine.connect() as conn:
-                assert await conn.run_sync(current_revision) == head_revision()
-                assert await conn.run_sync(schema_differences) == []
-        finally:
-            await db.dispose()
+    async with fresh_database(tmp_path, "roundtrip") as db:
+        async with db.engine.begin() as conn:
+            assert await conn.run_sync(round_trip) == []
+        async with db.engine.connect() as conn:
+            assert await conn.run_sync(current_revision) == head_revision()
+            assert await conn.run_sync(schema_differences) == []
 
 
 async def test_init_db_is_idempotent_and_safe_concurrently(tmp_path: Path) -> None:

@@ -10,18 +10,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from alembic import command
 from fastapi import FastAPI
 from sqlalchemy import Connection, select, text, update
 
 from app.core.errors import TooManyRequestsError
-from app.db.migrate import alembic_config, current_revision, head_revision
-from app.db.session import Database
+from app.db.migrate import current_revision, head_revision
 from app.db.types import utcnow
 from app.modules.limits.models import UsageSlot
 from app.modules.limits.service import SLOT_TTL, LimitService, SlotLease, Window
-from tests.conftest import make_settings
-from tests.helpers.databases import fresh_database_url
+from tests.helpers.migrations import fresh_database, migrate, rows, stored_ids, stored_time
 
 
 async def _take(app: FastAPI, key: str, limit: int) -> uuid.UUID | TooManyRequestsError:
@@ -138,49 +135,30 @@ async def test_a_burst_of_attempts_never_passes_more_than_the_limit(app: FastAPI
 # --- migration 0007 ---------------------------------------------------------------------
 
 
-def _migrate(conn: Connection, target: str, down: bool = False) -> None:
-    (command.downgrade if down else command.upgrade)(alembic_config(conn), target)
-
-
-def _rows(conn: Connection, sql: str) -> list[Any]:
-    return list(conn.execute(text(sql)).all())
-
-
 def _seed_failures(conn: Connection) -> None:
-    at: Any = utcnow()
-    if conn.dialect.name == "sqlite":
-        at = at.replace(tzinfo=None).isoformat(sep=" ")
-    for key in ("account:abc", "client:127.0.0.1"):
-        ident = uuid.uuid4()
+    at = stored_time(conn, utcnow())
+    for key, ident in zip(("account:abc", "client:127.0.0.1"), stored_ids(conn, 2), strict=True):
         conn.execute(
             text("INSERT INTO login_failures (id, key, created_at) VALUES (:id, :key, :at)"),
-            {
-                "id": ident.hex if conn.dialect.name == "sqlite" else str(ident),
-                "key": key,
-                "at": at,
-            },
+            {"id": ident, "key": key, "at": at},
         )
 
 
 async def test_0007_keeps_the_counted_attempts_both_ways(tmp_path: Path) -> None:
-    async with fresh_database_url(tmp_path, "mig7") as url:
-        db = Database(make_settings(url, tmp_path))
-        try:
-            async with db.engine.begin() as conn:
-                await conn.run_sync(_migrate, "0006_web_client")
-                await conn.run_sync(_seed_failures)
-            async with db.engine.begin() as conn:
-                await conn.run_sync(_migrate, "head")
-                assert await conn.run_sync(current_revision) == head_revision()
-                keys = await conn.run_sync(_rows, "SELECT key FROM rate_events ORDER BY key")
-                assert keys == [("account:abc",), ("client:127.0.0.1",)]
-                assert await conn.run_sync(_rows, "SELECT * FROM usage_slots") == []
-            async with db.engine.begin() as conn:
-                await conn.run_sync(_migrate, "0006_web_client", True)
-                keys = await conn.run_sync(_rows, "SELECT key FROM login_failures ORDER BY key")
-                assert keys == [("account:abc",), ("client:127.0.0.1",)]
-            async with db.engine.begin() as conn:
-                await conn.run_sync(_migrate, "head")
-                assert await conn.run_sync(current_revision) == head_revision()
-        finally:
-            await db.dispose()
+    async with fresh_database(tmp_path, "mig7") as db:
+        async with db.engine.begin() as conn:
+            await conn.run_sync(migrate, "0006_web_client")
+            await conn.run_sync(_seed_failures)
+        async with db.engine.begin() as conn:
+            await conn.run_sync(migrate, "head")
+            assert await conn.run_sync(current_revision) == head_revision()
+            keys = await conn.run_sync(rows, "SELECT key FROM rate_events ORDER BY key")
+            assert keys == [("account:abc",), ("client:127.0.0.1",)]
+            assert await conn.run_sync(rows, "SELECT * FROM usage_slots") == []
+        async with db.engine.begin() as conn:
+            await conn.run_sync(migrate, "0006_web_client", True)
+            keys = await conn.run_sync(rows, "SELECT key FROM login_failures ORDER BY key")
+            assert keys == [("account:abc",), ("client:127.0.0.1",)]
+        async with db.engine.begin() as conn:
+            await conn.run_sync(migrate, "head")
+            assert await conn.run_sync(current_revision) == head_revision()

@@ -15,19 +15,25 @@ from typing import Any
 
 import httpx
 import pytest
-from alembic import command
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 from sqlalchemy import Connection, inspect, text, update
 
-from app.db.migrate import alembic_config, current_revision, head_revision
-from app.db.session import Database
+from app.db.migrate import current_revision, head_revision
 from app.main import create_app
 from app.modules.chat.models import ChatMessage
 from tests.conftest import ADMIN_PASSWORD, asgi_client, llm_settings, make_settings
 from tests.fakes.llm_server import FakeLLMServer, Reply
 from tests.helpers.accounts import API, Account, bearer, login, new_account
 from tests.helpers.databases import fresh_database_url
+from tests.helpers.migrations import (
+    fresh_database,
+    insert_old_user,
+    migrate,
+    rows,
+    stored_ids,
+    stored_time,
+)
 from tests.helpers.sse import ChatStream, chat
 
 USAGE_URL = f"{API}/admin/llm-usage"
@@ -294,10 +300,6 @@ async def test_llm_usage_is_for_admins_only(usage_app: FastAPI) -> None:
 # --- migration 0008 ---------------------------------------------------------------------
 
 
-def _migrate(conn: Connection, target: str, down: bool = False) -> None:
-    (command.downgrade if down else command.upgrade)(alembic_config(conn), target)
-
-
 def _message_columns(conn: Connection) -> set[str]:
     return {c["name"] for c in inspect(conn).get_columns("chat_messages")}
 
@@ -306,24 +308,11 @@ def _message_indexes(conn: Connection) -> set[str]:
     return {i["name"] or "" for i in inspect(conn).get_indexes("chat_messages")}
 
 
-def _rows(conn: Connection, sql: str) -> list[Any]:
-    return list(conn.execute(text(sql)).all())
-
-
 def _seed_chat(conn: Connection) -> None:
     """A user with a session and an assistant reply, as 0007 keeps them."""
-    sqlite = conn.dialect.name == "sqlite"
-    user, session, message = (u.hex if sqlite else str(u) for u in (uuid.uuid4() for _ in "123"))
-    at = datetime(2026, 1, 2, 3, 0, tzinfo=UTC)
-    now: Any = at.replace(tzinfo=None).isoformat(sep=" ") if sqlite else at
-    conn.execute(
-        text(
-            "INSERT INTO users (id, email, name, hashed_password, role, is_active,"
-            " created_at, updated_at)"
-            " VALUES (:id, 'lama@example.com', 'Bu Lama', 'x', 'user', true, :now, :now)"
-        ),
-        {"id": user, "now": now},
-    )
+    user, session, message = stored_ids(conn, 3)
+    now = stored_time(conn, datetime(2026, 1, 2, 3, 0, tzinfo=UTC))
+    insert_old_user(conn, user, now)
     conn.execute(
         text(
             "INSERT INTO chat_sessions (id, user_id, title, created_at, updated_at)"
@@ -343,36 +332,30 @@ def _seed_chat(conn: Connection) -> None:
 async def test_0008_adds_the_token_columns_and_removes_them_keeping_rows(
     tmp_path: Path,
 ) -> None:
-    async with fresh_database_url(tmp_path, "mig8") as url:
-        db = Database(make_settings(url, tmp_path))
-        try:
-            async with db.engine.begin() as conn:
-                await conn.run_sync(_migrate, "0007_limits")
-                await conn.run_sync(_seed_chat)
-            async with db.engine.begin() as conn:
-                await conn.run_sync(_migrate, "0008_token_usage")
-                assert {"prompt_tokens", "completion_tokens"} <= await conn.run_sync(
-                    _message_columns
-                )
-                assert "ix_chat_messages_created_at" in await conn.run_sync(_message_indexes)
-                rows = await conn.run_sync(
-                    _rows, "SELECT content, prompt_tokens, completion_tokens FROM chat_messages"
-                )
-                assert rows == [("Jawaban lama", None, None)]
-                await conn.execute(
-                    text("UPDATE chat_messages SET prompt_tokens = 7, completion_tokens = 3")
-                )
-            async with db.engine.begin() as conn:
-                await conn.run_sync(_migrate, "0007_limits", True)
-                assert await conn.run_sync(current_revision) == "0007_limits"
-                columns = await conn.run_sync(_message_columns)
-                assert not {"prompt_tokens", "completion_tokens"} & columns
-                assert "ix_chat_messages_created_at" not in await conn.run_sync(_message_indexes)
-                rows = await conn.run_sync(_rows, "SELECT content FROM chat_messages")
-                assert rows == [("Jawaban lama",)]
-                assert len(await conn.run_sync(_rows, "SELECT id FROM chat_sessions")) == 1
-            async with db.engine.begin() as conn:
-                await conn.run_sync(_migrate, "head")
-                assert await conn.run_sync(current_revision) == head_revision()
-        finally:
-            await db.dispose()
+    async with fresh_database(tmp_path, "mig8") as db:
+        async with db.engine.begin() as conn:
+            await conn.run_sync(migrate, "0007_limits")
+            await conn.run_sync(_seed_chat)
+        async with db.engine.begin() as conn:
+            await conn.run_sync(migrate, "0008_token_usage")
+            assert {"prompt_tokens", "completion_tokens"} <= await conn.run_sync(_message_columns)
+            assert "ix_chat_messages_created_at" in await conn.run_sync(_message_indexes)
+            found = await conn.run_sync(
+                rows, "SELECT content, prompt_tokens, completion_tokens FROM chat_messages"
+            )
+            assert found == [("Jawaban lama", None, None)]
+            await conn.execute(
+                text("UPDATE chat_messages SET prompt_tokens = 7, completion_tokens = 3")
+            )
+        async with db.engine.begin() as conn:
+            await conn.run_sync(migrate, "0007_limits", True)
+            assert await conn.run_sync(current_revision) == "0007_limits"
+            columns = await conn.run_sync(_message_columns)
+            assert not {"prompt_tokens", "completion_tokens"} & columns
+            assert "ix_chat_messages_created_at" not in await conn.run_sync(_message_indexes)
+            found = await conn.run_sync(rows, "SELECT content FROM chat_messages")
+            assert found == [("Jawaban lama",)]
+            assert len(await conn.run_sync(rows, "SELECT id FROM chat_sessions")) == 1
+        async with db.engine.begin() as conn:
+            await conn.run_sync(migrate, "head")
+            assert await conn.run_sync(current_revision) == head_revision()

@@ -9,40 +9,35 @@ from pathlib import Path
 from sqlalchemy import text
 
 from app.db import seed
-from app.db.session import Database, init_db
-from tests.conftest import make_settings
-from tests.helpers.databases import fresh_database_url
+from app.db.session import init_db
+from tests.helpers.migrations import fresh_database
 
 
 async def test_a_new_database_holds_the_seed_data(tmp_path: Path) -> None:
-    async with fresh_database_url(tmp_path, "seed") as url:
-        db = Database(make_settings(url, tmp_path))
-        try:
-            await init_db(db)
-            async with db.engine.connect() as conn:
-                levels = (
-                    await conn.execute(
-                        text("SELECT name, required_points, sort_order, icon FROM levels")
+    async with fresh_database(tmp_path, "seed") as db:
+        await init_db(db)
+        async with db.engine.connect() as conn:
+            levels = (
+                await conn.execute(
+                    text("SELECT name, required_points, sort_order, icon FROM levels")
+                )
+            ).all()
+            achievements = (
+                await conn.execute(
+                    text(
+                        "SELECT code, title, description, required_points, rule, icon "
+                        "FROM achievements"
                     )
-                ).all()
-                achievements = (
-                    await conn.execute(
-                        text(
-                            "SELECT code, title, description, required_points, rule, icon "
-                            "FROM achievements"
-                        )
+                )
+            ).all()
+            categories = (
+                await conn.execute(
+                    text(
+                        "SELECT id, type, name, icon FROM finance_categories "
+                        "WHERE business_id IS NULL"
                     )
-                ).all()
-                categories = (
-                    await conn.execute(
-                        text(
-                            "SELECT id, type, name, icon FROM finance_categories "
-                            "WHERE business_id IS NULL"
-                        )
-                    )
-                ).all()
-        finally:
-            await db.dispose()
+                )
+            ).all()
     assert sorted(map(tuple, levels)) == sorted(
         (lv.name, lv.required_points, lv.order, lv.icon) for lv in seed.LEVELS
     )
