@@ -49,6 +49,13 @@ class DomainError(Exception):
             self.status_code = status_code
 
 
+class UnprocessableError(DomainError):
+    """A value the schema accepts but a rule only the service can check refuses (an
+    unknown category, a range too long): 422."""
+
+    status_code = 422
+
+
 class NotFoundError(DomainError):
     status_code = 404
 

@@ -29,6 +29,7 @@ from app.core.errors import (
     DomainError,
     PermissionDeniedError,
     UnauthorizedError,
+    UnprocessableError,
 )
 from app.core.security import IssuedToken, PasswordHasher, TokenCodec
 from app.db.helpers import commit_or_conflict
@@ -298,7 +299,7 @@ class AuthService:
         if data.email is None or data.email == user.email:
             return await self.users.update_name(user, data.name), None
         if data.current_password is None:
-            raise DomainError("current_password is required to change the email", status_code=422)
+            raise UnprocessableError("current_password is required to change the email")
         await self._check_current_password(user, data.current_password)
         await self.limits.reserve(
             Window(

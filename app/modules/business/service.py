@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.background import Worker
-from app.core.errors import ConflictError, DomainError, NotFoundError
+from app.core.errors import ConflictError, NotFoundError, UnprocessableError
 from app.core.jsonlimits import cap_json_depth
 from app.db.helpers import commit_or_conflict, flush_or_conflict
 from app.db.types import utcnow
@@ -109,9 +109,8 @@ class BusinessService:
         try:
             business.ai_context = bounded_ai_context(context)
         except ValueError as exc:
-            raise DomainError(
-                f"The advisor's memory of the business {exc}; remove facts first",
-                status_code=422,
+            raise UnprocessableError(
+                f"The advisor's memory of the business {exc}; remove facts first"
             ) from None
         business.updated_at = utcnow()
         await self.session.commit()

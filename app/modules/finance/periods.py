@@ -11,14 +11,9 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from app.core.errors import DomainError
+from app.core.errors import UnprocessableError
 
 MAX_RANGE_DAYS = 3660
-
-
-def invalid(detail: str) -> DomainError:
-    """A value that breaks a rule the schema cannot check: 422 with `detail`."""
-    return DomainError(detail, status_code=422)
 
 
 @dataclass(frozen=True)
@@ -35,11 +30,11 @@ class DateRange:
 def period_range(period: str, anchor: date, start: date | None, end: date | None) -> DateRange:
     if period == "custom":
         if start is None or end is None:
-            raise invalid("period=custom needs both start and end (YYYY-MM-DD)")
+            raise UnprocessableError("period=custom needs both start and end (YYYY-MM-DD)")
         if end < start:
-            raise invalid("end must not be before start")
+            raise UnprocessableError("end must not be before start")
         if (end - start).days > MAX_RANGE_DAYS:
-            raise invalid(f"the range may span at most {MAX_RANGE_DAYS} days")
+            raise UnprocessableError(f"the range may span at most {MAX_RANGE_DAYS} days")
         return DateRange(start, end)
     if period == "day":
         return DateRange(anchor, anchor)

@@ -24,8 +24,9 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.core.errors import UnprocessableError
 from app.modules.finance.models import EntryType
-from app.modules.finance.periods import DateRange, invalid, period_range
+from app.modules.finance.periods import DateRange, period_range
 from app.modules.finance.repository import ExportRow, FinanceRepository
 from app.modules.finance.schemas import CategoryTotal, FinanceSummary, Period, SeriesPoint
 
@@ -117,7 +118,7 @@ class FinanceReports:
         """The export of a date range (422 for a bad or too long one), not yet counted."""
         span = period_range("custom", start, start, end)
         if (span.end - span.start).days > EXPORT_MAX_DAYS:
-            raise invalid(f"export at most {EXPORT_MAX_DAYS} days at a time")
+            raise UnprocessableError(f"export at most {EXPORT_MAX_DAYS} days at a time")
         begin, finish = span.utc_bounds(ZoneInfo(business.timezone))
         return CsvExport(business.id, business.timezone, begin, finish, max_rows)
 

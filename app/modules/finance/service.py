@@ -21,11 +21,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.exc import StaleDataError
 
 from app.core.config import Settings
-from app.core.errors import ConflictError, NotFoundError, PermissionDeniedError
+from app.core.errors import ConflictError, NotFoundError, PermissionDeniedError, UnprocessableError
 from app.db.helpers import commit_or_conflict
 from app.db.types import utcnow
 from app.modules.finance.models import FinanceCategory, Transaction
-from app.modules.finance.periods import DateRange, invalid
+from app.modules.finance.periods import DateRange
 from app.modules.finance.repository import FinanceRepository, TransactionFilters
 from app.modules.finance.schemas import (
     CategoryCreate,
@@ -143,7 +143,9 @@ class FinanceService:
             if str(category.id) == wanted or category.name_key == wanted:
                 return category
         names = ", ".join(c.name for c in categories)
-        raise invalid(f"No {type_} category '{name_or_id}'. The {type_} categories are: {names}")
+        raise UnprocessableError(
+            f"No {type_} category '{name_or_id}'. The {type_} categories are: {names}"
+        )
 
     async def _own_category(
         self, business: BusinessProfile, category_id: uuid.UUID
@@ -160,9 +162,9 @@ class FinanceService:
     ) -> FinanceCategory:
         category = await self.repo.visible_category(business.id, category_id)
         if category is None:
-            raise invalid(NO_SUCH_CATEGORY)
+            raise UnprocessableError(NO_SUCH_CATEGORY)
         if category.type != type_:
-            raise invalid(
+            raise UnprocessableError(
                 f"category_id: '{category.name}' is an {category.type} category, not {type_}"
             )
         return category
@@ -176,7 +178,7 @@ class FinanceService:
             value = value.replace(tzinfo=ZoneInfo(business.timezone))
         value = value.astimezone(UTC)
         if value < EARLIEST or value > utcnow() + MAX_FUTURE:
-            raise invalid("occurred_at must be between 2000-01-01 and tomorrow")
+            raise UnprocessableError("occurred_at must be between 2000-01-01 and tomorrow")
         return value
 
     async def create(
@@ -200,7 +202,7 @@ class FinanceService:
             await self.session.flush()
         except IntegrityError:  # the category was deleted a moment ago
             await self.session.rollback()
-            raise invalid(NO_SUCH_CATEGORY) from None
+            raise UnprocessableError(NO_SUCH_CATEGORY) from None
         awarded_today = await game.events_today(
             business.id, TRANSACTION_RECORDED, await game.daily_cap_start(business.id)
         )
@@ -228,7 +230,7 @@ class FinanceService:
         self, business: BusinessProfile, start: date | None, end: date | None
     ) -> tuple[datetime | None, datetime | None]:
         if start and end and end < start:
-            raise invalid("end must not be before start")
+            raise UnprocessableError("end must not be before start")
         tz = ZoneInfo(business.timezone)
         begin = DateRange(start, start).utc_bounds(tz)[0] if start else None
         finish = DateRange(end, end).utc_bounds(tz)[1] if end else None
@@ -268,7 +270,7 @@ class FinanceService:
             raise NotFoundError("Transaction not found") from None
         except IntegrityError:  # its new category was deleted by a parallel request
             await self.session.rollback()
-            raise invalid(NO_SUCH_CATEGORY) from None
+            raise UnprocessableError(NO_SUCH_CATEGORY) from None
         return entry, name
 
     async def delete(self, business: BusinessProfile, transaction_id: uuid.UUID) -> None:
