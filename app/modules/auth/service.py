@@ -38,7 +38,7 @@ from app.modules.auth.models import RefreshToken
 from app.modules.auth.repository import RefreshTokenRepository
 from app.modules.limits.service import REMEMBERED, LimitService, Window
 from app.modules.users.schemas import UserRegister, UserUpdateMe
-from app.modules.users.service import EMAIL_UNAVAILABLE, User, UserService
+from app.modules.users.service import EMAIL_UNAVAILABLE, User, UserService, sessions_hold
 
 log = structlog.stdlib.get_logger(__name__)
 
@@ -86,7 +86,7 @@ class AuthService:
         except Exception:
             raise UnauthorizedError() from None
         user = await self.users.get(claims.user_id)
-        if user is None or not user.is_active or _issued_before(claims.issued_at, user):
+        if user is None or not sessions_hold(user, claims.issued_at):
             raise UnauthorizedError()
         return user
 
@@ -233,11 +233,7 @@ class AuthService:
             raise UnauthorizedError(BAD_REFRESH)
         now = utcnow()
         user = await self.users.get(row.user_id)
-        if (
-            user is None
-            or not user.is_active
-            or (user.tokens_valid_after is not None and row.created_at < user.tokens_valid_after)
-        ):
+        if user is None or not sessions_hold(user, row.created_at):
             await self.tokens.revoke_family(row.family_id, now)
             await self.session.commit()
             raise UnauthorizedError(BAD_REFRESH)
@@ -389,10 +385,3 @@ def registration_key(client: str) -> str:
     """Throttle key of lookups whether an email is taken (registrations and email
     changes) from one client address."""
     return f"register:{client}"
-
-
-def _issued_before(issued_at: datetime, user: User) -> bool:
-    # `iat` carries microseconds, so a token issued a moment before a password change or
-    # a deactivation is refused, and the pair issued right after it is accepted.
-    cutoff = user.tokens_valid_after
-    return cutoff is not None and issued_at < cutoff

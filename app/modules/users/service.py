@@ -38,10 +38,7 @@ class UserService:
         """The account is still active, and its sessions were not ended since the token
         issued at `token_issued_at` (None: the caller was authenticated just now)."""
         user = await self.users.get(user_id)
-        if user is None or not user.is_active:
-            return False
-        cutoff = user.tokens_valid_after
-        return token_issued_at is None or cutoff is None or token_issued_at >= cutoff
+        return user is not None and sessions_hold(user, token_issued_at)
 
     async def get_by_email(self, email: str) -> User | None:
         return await self.users.get_by_email(email)
@@ -135,3 +132,13 @@ class UserService:
             is_active=target.is_active,
         )
         return target
+
+
+def sessions_hold(user: User, issued_at: datetime | None) -> bool:
+    """Whether a credential issued at `issued_at` still speaks for `user`: the account is
+    active and its sessions were not ended after it (a password change or a deactivation
+    sets `tokens_valid_after`). `iat` carries microseconds, so a token issued a moment
+    before that is refused and the pair issued right after it accepted. None: the caller
+    was authenticated just now."""
+    cutoff = user.tokens_valid_after
+    return user.is_active and (issued_at is None or cutoff is None or issued_at >= cutoff)
