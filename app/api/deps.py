@@ -19,7 +19,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.context import AppContext
 from app.core.config import Settings
 from app.core.errors import PermissionDeniedError, UnauthorizedError
-from app.db.session import request_session
 from app.modules.auth.service import AuthService
 from app.modules.business.models import BusinessProfile
 from app.modules.business.service import BusinessService
@@ -44,9 +43,17 @@ ContextDep = Annotated[AppContext, Depends(get_context)]
 
 
 async def get_db(context: ContextDep) -> AsyncIterator[AsyncSession]:
-    """One session per request, rolled back on any error; services commit."""
-    async for session in request_session(context.db):
-        yield session
+    """One session per request, rolled back on any error.
+
+    Services commit; nothing is committed here, so a request that fails half-way
+    leaves the database as it was.
+    """
+    async with context.db.sessionmaker() as session:
+        try:
+            yield session
+        except BaseException:
+            await session.rollback()
+            raise
 
 
 SessionDep = Annotated[AsyncSession, Depends(get_db)]

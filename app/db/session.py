@@ -1,5 +1,5 @@
-"""Async engine, sessions, a request's session (`get_db` in app/api/deps.py serves it)
-and `init_db`.
+"""Async engine and sessions (a request's comes from `get_db` in app/api/deps.py), and
+`init_db`.
 
 One `Database` per app (in its `AppContext`), so tests can run several apps on
 different databases in one process. PostgreSQL goes through asyncpg with a bounded
@@ -23,7 +23,6 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
-    AsyncSession,
     async_sessionmaker,
     create_async_engine,
 )
@@ -108,20 +107,6 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
-
-
-async def request_session(db: Database) -> AsyncIterator[AsyncSession]:
-    """One request's session, rolled back on any error (`get_db` in app/api/deps.py).
-
-    Services commit; nothing is committed here, so a request that fails half-way
-    leaves the database as it was.
-    """
-    async with db.sessionmaker() as session:
-        try:
-            yield session
-        except BaseException:
-            await session.rollback()
-            raise
 
 
 async def init_db(db: Database) -> None:
