@@ -367,8 +367,8 @@ async def serve_stdio(settings: Settings, token: str) -> None:
 
 
 class _RecordOnly:
-    """A roadmap_worker for a process that runs no roadmap worker: requests are recorded in
-    the database, where the API server's worker finds them within seconds."""
+    """The roadmap worker's stand-in in a process that runs none: requests are recorded
+    in the database, where the API server's worker finds them within seconds."""
 
     def wake(self) -> None:
         pass
