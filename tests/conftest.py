@@ -110,10 +110,8 @@ async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
 
 @pytest.fixture(scope="session")
 def fake_llm_server() -> Iterator[FakeLLMServer]:
-    server = FakeLLMServer()
-    server.start()
-    yield server
-    server.stop()
+    with FakeLLMServer.running() as server:
+        yield server
 
 
 @pytest.fixture

@@ -89,10 +89,8 @@ KNOWN_ID_PROBABILITY = 0.5
 def fuzz_llm() -> Iterator[FakeLLMServer]:
     """A fake LLM of the fuzz run's own: the roadmap worker may still call it after the
     run, and must not take replies another test scripted."""
-    server = FakeLLMServer()
-    server.start()
-    yield server
-    server.stop()
+    with FakeLLMServer.running() as server:
+        yield server
 
 
 @dataclass

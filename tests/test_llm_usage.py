@@ -163,10 +163,8 @@ async def test_huge_reported_usage_is_capped_and_the_reply_still_saved(
 
 @pytest.fixture(scope="module")
 def usage_llm() -> Iterator[FakeLLMServer]:
-    server = FakeLLMServer()
-    server.start()
-    yield server
-    server.stop()
+    with FakeLLMServer.running() as server:
+        yield server
 
 
 @pytest.fixture(scope="module")

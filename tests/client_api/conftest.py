@@ -39,10 +39,8 @@ class WebServer:
 
 @pytest.fixture(scope="session")
 def web_llm() -> Iterator[FakeLLMServer]:
-    server = FakeLLMServer(default_text=REPLY)
-    server.start()
-    yield server
-    server.stop()
+    with FakeLLMServer.running(default_text=REPLY) as server:
+        yield server
 
 
 @pytest.fixture(scope="session")

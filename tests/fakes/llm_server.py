@@ -18,6 +18,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -234,6 +235,17 @@ class FakeLLMServer:
         return self.default
 
     # --- server -----------------------------------------------------------------------
+
+    @classmethod
+    @contextmanager
+    def running(cls, default_text: str = "Baik, Bu.") -> Iterator[FakeLLMServer]:
+        """A started server, stopped when the block ends."""
+        server = cls(default_text)
+        server.start()
+        try:
+            yield server
+        finally:
+            server.stop()
 
     def start(self) -> None:
         app = Starlette(
